@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Exit statuses of lockstep itself (the command's own otherwise).
+const (
+	exitUsage   = 2
+	exitRuntime = 125
+)
+
+type command struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"exec", "run a command and its descendants deterministically", execMain},
+		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(Version); return 0 }},
+	}
+}
+
+// Version is set at build time.
+var Version = "dev"
+
+// Main runs the lockstep command line and returns the exit status.
+func Main(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(os.Stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], os.Stdout, os.Stderr)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "lockstep: unknown command %q (see lockstep --help)\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString("Lockstep runs unmodified Linux programs deterministically.\n\nUsage: lockstep COMMAND [FLAGS] [-- ARGS]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nRun 'lockstep COMMAND --help' for a command's flags.\n")
+	io.WriteString(w, b.String())
+}
+
+func errorf(w io.Writer, code int, format string, args ...any) int {
+	fmt.Fprintf(w, "lockstep: "+format+"\n", args...)
+	return code
+}

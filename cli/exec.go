@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/lockstep-run/lockstep/runner"
+	"github.com/lockstep-run/lockstep/virt"
+	"github.com/spf13/pflag"
+)
+
+const execUsage = `Usage: lockstep exec [FLAGS] -- CMD [ARGS...]
+
+Runs CMD and all its descendants deterministically: clocks, randomness,
+host identity, PIDs, directory order and inode numbers come from the seed
+and the epoch, so two runs of the same command print the same bytes. The
+exit status is CMD's (128+N if a signal N ended it); 125 means lockstep
+itself failed, or with --verify that the two runs differed.
+
+Flags:
+`
+
+func execMain(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("exec", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := virt.DefaultConfig()
+	seed := fs.Uint64("seed", def.Seed, "seed of every random value")
+	epoch := fs.String("epoch", def.Epoch.Format(time.RFC3339), "wall-clock time at the first read (RFC 3339)")
+	cpus := fs.Int("cpus", def.CPUs, "number of CPUs reported")
+	hostname := fs.String("hostname", def.Hostname, "host name reported")
+	logPath := fs.String("log", "", "record the values served to `FILE`; if FILE exists, replay it and report the first mismatch")
+	verify := fs.Bool("verify", false, "run CMD twice and compare stdout, stderr and exit status")
+	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		fs.Usage()
+		return errorf(stderr, exitUsage, "exec: no command given (lockstep exec [FLAGS] -- CMD [ARGS...])")
+	}
+	t, err := time.Parse(time.RFC3339Nano, *epoch)
+	if err != nil {
+		return errorf(stderr, exitUsage, "exec: --epoch %q: want RFC 3339, such as 2025-01-01T00:00:00Z", *epoch)
+	}
+	cfg := virt.Config{Seed: *seed, Epoch: t, CPUs: *cpus, MemBytes: def.MemBytes, Hostname: *hostname}
+	if err := cfg.Validate(); err != nil {
+		return errorf(stderr, exitUsage, "exec: %v", err)
+	}
+	if *verify {
+		if *logPath != "" {
+			return errorf(stderr, exitUsage, "exec: --verify and --log do not go together")
+		}
+		return verifyRuns(cfg, argv, stdout, stderr)
+	}
+	var log *virt.Log
+	if *logPath != "" {
+		if log, cfg, err = openLog(*logPath, cfg, argv, fs); err != nil {
+			return errorf(stderr, exitRuntime, "exec: %v", err)
+		}
+	}
+	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr})
+	if log != nil {
+		if cerr := log.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return errorf(stderr, exitRuntime, "exec: %v", err)
+	}
+	return res.ExitCode
+}
+
+// openLog records to a new log, or replays an existing one: its header
+// then gives the configuration, and flags may not contradict it.
+func openLog(path string, cfg virt.Config, argv []string, fs *pflag.FlagSet) (*virt.Log, virt.Config, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		l, err := virt.CreateLog(path, virt.Header{Seed: cfg.Seed, Epoch: cfg.Epoch, CPUs: cfg.CPUs,
+			MemBytes: cfg.MemBytes, Hostname: cfg.Hostname, Argv: argv})
+		return l, cfg, err
+	}
+	l, h, err := virt.OpenLog(path)
+	if err != nil {
+		return nil, cfg, err
+	}
+	logged := h.Config()
+	for _, f := range []struct {
+		flag     string
+		same     bool
+		got, was any
+	}{
+		{"seed", cfg.Seed == logged.Seed, cfg.Seed, logged.Seed},
+		{"epoch", cfg.Epoch.Equal(logged.Epoch), cfg.Epoch, logged.Epoch},
+		{"cpus", cfg.CPUs == logged.CPUs, cfg.CPUs, logged.CPUs},
+		{"hostname", cfg.Hostname == logged.Hostname, cfg.Hostname, logged.Hostname},
+	} {
+		if fs.Changed(f.flag) && !f.same {
+			return nil, cfg, fmt.Errorf("--%s %v contradicts the log %s (recorded with %v); drop the flag to replay", f.flag, f.got, path, f.was)
+		}
+	}
+	return l, logged, nil
+}
+
+// verifyRuns runs argv twice with the same stdin and compares.
+func verifyRuns(cfg virt.Config, argv []string, stdout, stderr io.Writer) int {
+	in, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return errorf(stderr, exitRuntime, "exec: read stdin: %v", err)
+	}
+	var outs [2]runner.Output
+	for i := range outs {
+		var o, e bytes.Buffer
+		res, err := runner.Run(runner.Options{Config: cfg, Argv: argv, Stdin: bytes.NewReader(in), Stdout: &o, Stderr: &e})
+		if err != nil {
+			return errorf(stderr, exitRuntime, "exec: run %d: %v", i+1, err)
+		}
+		outs[i] = runner.Output{Stdout: o.Bytes(), Stderr: e.Bytes(), ExitCode: res.ExitCode}
+	}
+	stdout.Write(outs[0].Stdout)
+	stderr.Write(outs[0].Stderr)
+	if d := runner.FirstDifference(outs[0], outs[1]); d != "" {
+		return errorf(stderr, exitRuntime, "verify: the two runs differ: %s", d)
+	}
+	fmt.Fprintf(stderr, "lockstep: verify: 2 runs identical (stdout %d bytes, stderr %d bytes, exit status %d)\n",
+		len(outs[0].Stdout), len(outs[0].Stderr), outs[0].ExitCode)
+	return outs[0].ExitCode
+}

@@ -1,0 +1,235 @@
+//go:build linux
+
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"github.com/lockstep-run/lockstep/seccomp/agent"
+	"github.com/lockstep-run/lockstep/tracer"
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
+
+// Options describe one deterministic run.
+type Options struct {
+	Config virt.Config
+	Log    *virt.Log // nil: no record or replay
+	Argv   []string
+	Stdin  io.Reader // nil: /dev/null
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Result is how a run ended.
+type Result struct {
+	ExitCode int // the command's status, or 128+signal
+	Execs    int // execve calls traced
+}
+
+// ErrNotRoot is returned when the run cannot have the privileges it needs.
+var ErrNotRoot = errors.New("lockstep exec needs root (CAP_SYS_ADMIN for namespaces, CAP_SYS_PTRACE for the tracer): run it as root")
+
+// Run runs o.Argv deterministically and waits for it. An error means the
+// run could not be made deterministic (or the replay did not match): the
+// process tree has been killed.
+func Run(o Options) (Result, error) {
+	if len(o.Argv) == 0 {
+		return Result{}, errors.New("no command given")
+	}
+	if os.Geteuid() != 0 {
+		return Result{}, ErrNotRoot
+	}
+	world, err := virt.New(o.Config, o.Log)
+	if err != nil {
+		return Result{}, err
+	}
+	// ptrace requests must come from the thread that seized, and
+	// Pdeathsig follows the thread that forked.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	stdio, closeChild, waitOutput, err := files(o)
+	if err != nil {
+		return Result{}, err
+	}
+	defer waitOutput()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return Result{}, fmt.Errorf("socketpair: %w", err)
+	}
+	parent, child := fds[0], os.NewFile(uintptr(fds[1]), "lockstep-socket")
+	defer unix.Close(parent)
+	if err := unix.SetsockoptInt(parent, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		return Result{}, err
+	}
+	init, err := os.StartProcess("/proc/self/exe", append([]string{initArg0, o.Config.Hostname}, o.Argv...), &os.ProcAttr{
+		Files: append(stdio, child),
+		Sys: &syscall.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+			Pdeathsig:  unix.SIGKILL,
+		},
+	})
+	child.Close()
+	if err != nil {
+		return Result{}, fmt.Errorf("start %s: %w", o.Argv[0], err)
+	}
+	closeChild()
+	return supervise(world, parent, init.Pid)
+}
+
+// supervise receives the command's seccomp listener, seizes it, serves it
+// and waits for the tree to end.
+func supervise(world *virt.World, sock, initPid int) (Result, error) {
+	tr := tracer.New(world)
+	tr.Reap(initPid)
+	listener, pid, err := receiveListener(sock)
+	if err != nil {
+		// Stage 3 failed before it could exec (and said why): its
+		// status is init's.
+		ws, werr := tr.Wait()
+		if werr == nil {
+			return Result{ExitCode: exitCode(ws)}, nil
+		}
+		return Result{}, err
+	}
+	a := agent.New(listener, world)
+	var agentErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if agentErr = a.Run(); agentErr != nil {
+			unix.Kill(initPid, unix.SIGKILL) // fail closed
+		}
+	}()
+	defer func() { unix.Close(listener); wg.Wait() }()
+	if err := tr.Seize(pid); err != nil {
+		unix.Kill(initPid, unix.SIGKILL)
+		tr.Wait()
+		return Result{}, err
+	}
+	stop := forwardSignals(pid)
+	defer stop()
+	if _, err := unix.Write(sock, []byte{'G'}); err != nil {
+		unix.Kill(initPid, unix.SIGKILL)
+	}
+	ws, err := tr.Wait()
+	if err != nil {
+		unix.Kill(initPid, unix.SIGKILL)
+		return Result{}, err
+	}
+	unix.Close(listener)
+	wg.Wait()
+	listener = -1
+	if agentErr != nil {
+		return Result{}, agentErr
+	}
+	return Result{ExitCode: exitCode(ws), Execs: tr.Execs}, nil
+}
+
+// receiveListener reads stage 3's listener fd and (host) PID.
+func receiveListener(sock int) (int, int, error) {
+	buf, oob := make([]byte, 1), make([]byte, 128)
+	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil || n == 0 {
+		return -1, 0, fmt.Errorf("the command's setup ended early (%v)", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return -1, 0, err
+	}
+	fd, pid := -1, 0
+	for _, m := range msgs {
+		if fds, err := unix.ParseUnixRights(&m); err == nil && len(fds) == 1 {
+			fd = fds[0]
+		}
+		if c, err := unix.ParseUnixCredentials(&m); err == nil {
+			pid = int(c.Pid)
+		}
+	}
+	if fd < 0 || pid == 0 {
+		return -1, 0, errors.New("the command's setup sent no seccomp listener")
+	}
+	return fd, pid, nil
+}
+
+// forwardSignals passes termination signals on to the command.
+func forwardSignals(pid int) (stop func()) {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-ch:
+				unix.Kill(pid, s.(syscall.Signal))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
+func exitCode(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+// files returns the command's stdin, stdout and stderr as files, with
+// pipes and copying goroutines for readers and writers that are not. After
+// the start, closeChild closes this process's copies of the command's
+// ends; waitOutput waits until the output copies have drained.
+func files(o Options) (out []*os.File, closeChild, waitOutput func(), err error) {
+	var childEnds []*os.File
+	var wg sync.WaitGroup
+	out = make([]*os.File, 3)
+	stdin := o.Stdin
+	if stdin == nil {
+		stdin = eofReader{}
+	}
+	for i, s := range []any{stdin, o.Stdout, o.Stderr} {
+		if f, ok := s.(*os.File); ok {
+			out[i] = f
+			continue
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if i == 0 {
+			out[i] = r
+			childEnds = append(childEnds, r)
+			go func() { io.Copy(w, stdin); w.Close() }()
+			continue
+		}
+		out[i] = w
+		childEnds = append(childEnds, w)
+		dst := s.(io.Writer)
+		wg.Add(1)
+		go func() { defer wg.Done(); io.Copy(dst, r); r.Close() }()
+	}
+	var once sync.Once
+	closeChild = func() {
+		once.Do(func() {
+			for _, f := range childEnds {
+				f.Close()
+			}
+		})
+	}
+	return out, closeChild, func() { closeChild(); wg.Wait() }, nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

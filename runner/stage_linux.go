@@ -1,0 +1,154 @@
+//go:build linux
+
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"github.com/lockstep-run/lockstep/seccomp"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	initArg0 = "lockstep-init"
+	execArg0 = "lockstep-exec"
+	// The socket between stage 1 and stage 3 is fd 3 in stages 2 and 3.
+	socketFD = 3
+	// Exit statuses of stage 3 when it cannot start the command (as
+	// shells and `docker run` use them).
+	exitCannotRun = 126
+	exitNotFound  = 127
+	exitRuntime   = 125
+)
+
+func init() {
+	if len(os.Args) > 0 && os.Args[0] == execArg0 {
+		// The seccomp filter is installed on this thread and this thread
+		// execs: keep the main goroutine on it.
+		runtime.LockOSThread()
+	}
+}
+
+// MaybeRunStage runs stage 2 or 3 if this process is one, and then exits.
+func MaybeRunStage() {
+	if len(os.Args) == 0 {
+		return
+	}
+	switch os.Args[0] {
+	case initArg0:
+		os.Exit(stageInit(os.Args[1:]))
+	case execArg0:
+		os.Exit(stageExec(os.Args[1:]))
+	}
+}
+
+func fail(code int, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "lockstep: "+format+"\n", args...)
+	return code
+}
+
+// stageInit is PID 1 of the run's namespaces. args: hostname, command...
+func stageInit(args []string) int {
+	if len(args) < 2 {
+		return fail(exitRuntime, "init: no command")
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fail(exitRuntime, "init: make mounts private: %v", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail(exitRuntime, "init: mount /proc: %v", err)
+	}
+	if err := unix.Sethostname([]byte(args[0])); err != nil {
+		return fail(exitRuntime, "init: set hostname: %v", err)
+	}
+	sock := os.NewFile(socketFD, "lockstep-socket")
+	p, err := os.StartProcess("/proc/self/exe", append([]string{execArg0}, args[1:]...), &os.ProcAttr{
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, sock},
+	})
+	if err != nil {
+		return fail(exitRuntime, "init: start: %v", err)
+	}
+	sock.Close()
+	// Reap everything; exit with the command's status. Exiting kills
+	// whatever else is left in the namespace.
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fail(exitRuntime, "init: wait: %v", err)
+		}
+		if pid != p.Pid {
+			continue
+		}
+		if ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// stageExec prepares this thread and execs the command. args: command...
+func stageExec(args []string) int {
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		code := exitNotFound
+		if !errors.Is(err, exec.ErrNotFound) && !errors.Is(err, os.ErrNotExist) {
+			code = exitCannotRun
+		}
+		return fail(code, "%s: %v", args[0], unwrapExecError(err))
+	}
+	if err := noASLR(); err != nil {
+		return fail(exitRuntime, "turn ASLR off: %v", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_TSC, unix.PR_TSC_SIGSEGV, 0, 0, 0); err != nil {
+		return fail(exitRuntime, "make rdtsc trap: %v", err)
+	}
+	listener, err := seccomp.Install(seccomp.Rules())
+	if err != nil {
+		return fail(exitRuntime, "%v", err)
+	}
+	creds := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
+	oob := append(unix.UnixRights(listener), creds...)
+	if err := unix.Sendmsg(socketFD, []byte{'L'}, oob, nil, 0); err != nil {
+		return fail(exitRuntime, "send seccomp listener: %v", err)
+	}
+	unix.Close(listener)
+	var b [1]byte
+	if n, err := unix.Read(socketFD, b[:]); n != 1 || err != nil {
+		return fail(exitRuntime, "the tracer is gone (%v): not starting %s", err, args[0])
+	}
+	unix.Close(socketFD)
+	err = syscall.Exec(path, args, os.Environ())
+	return fail(exitCannotRun, "exec %s: %v", args[0], err)
+}
+
+func unwrapExecError(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}
+
+const addrNoRandomize = 0x0040000 // ADDR_NO_RANDOMIZE (linux/personality.h)
+
+// noASLR sets ADDR_NO_RANDOMIZE, which execve and fork inherit.
+func noASLR() error {
+	const query = 0xffffffff
+	cur, _, e := unix.RawSyscall(unix.SYS_PERSONALITY, query, 0, 0)
+	if e != 0 {
+		return e
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_PERSONALITY, cur|addrNoRandomize, 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+//go:build linux
+
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/lockstep-run/lockstep/seccomp"
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
+
+// Handler answers one notified syscall: a value, or a syscall.Errno the
+// caller sees as -errno, or one of the sentinels below. Any other error is
+// fatal to the agent.
+type Handler func(r *Req) (int64, error)
+
+var (
+	// errContinue lets the kernel run the syscall natively.
+	errContinue = errors.New("continue")
+	// errAnswered means the handler answered already (ADDFD with SEND) or
+	// the caller is gone.
+	errAnswered = errors.New("answered")
+)
+
+type entry struct {
+	name     string
+	fn       Handler
+	blocking bool // served on its own goroutine (sleeps)
+}
+
+// Agent serves one listener fd.
+type Agent struct {
+	fd       int
+	world    *virt.World
+	handlers map[int32]entry
+
+	mu    sync.Mutex
+	fatal error          // guarded by mu: first fatal error
+	wg    sync.WaitGroup // blocking handlers in flight
+	cache dirCache
+}
+
+// New returns an agent answering notifications on listener fd from world.
+func New(fd int, world *virt.World) *Agent {
+	a := &Agent{fd: fd, world: world, handlers: map[int32]entry{}}
+	a.registerTime()
+	a.registerIdentity()
+	a.registerFiles()
+	return a
+}
+
+func (a *Agent) handle(nr int, name string, fn Handler) {
+	a.handlers[int32(nr)] = entry{name: name, fn: fn}
+}
+
+func (a *Agent) handleBlocking(nr int, name string, fn Handler) {
+	a.handlers[int32(nr)] = entry{name: name, fn: fn, blocking: true}
+}
+
+// Syscalls lists the syscall numbers the agent has handlers for.
+func (a *Agent) Syscalls() []int32 {
+	var nrs []int32
+	for nr := range a.handlers {
+		nrs = append(nrs, nr)
+	}
+	return nrs
+}
+
+// Run serves notifications until every process using the filter has
+// exited (nil) or the agent cannot go on (an error: kill the tree).
+func (a *Agent) Run() error {
+	defer a.wg.Wait()
+	pfd := []unix.PollFd{{Fd: int32(a.fd), Events: unix.POLLIN}}
+	var n seccomp.Notif
+	for {
+		if err := a.failed(); err != nil {
+			return err
+		}
+		if _, err := unix.Poll(pfd, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return fmt.Errorf("agent: poll listener: %w", err)
+		}
+		if pfd[0].Revents&unix.POLLIN == 0 {
+			if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+				return a.failed()
+			}
+			continue
+		}
+		if err := seccomp.Recv(a.fd, &n); err != nil {
+			if err == seccomp.ErrGone {
+				continue
+			}
+			return fmt.Errorf("agent: receive notification: %w", err)
+		}
+		e, ok := a.handlers[n.Data.Nr]
+		if !ok {
+			a.fail(fmt.Errorf("agent: syscall %d notified but has no handler: profile and agent disagree", n.Data.Nr))
+			a.respond(&seccomp.Resp{ID: n.ID, Error: -int32(unix.ENOSYS)})
+			continue
+		}
+		req := &Req{a: a, Notif: n}
+		if e.blocking {
+			a.wg.Add(1)
+			go func() { defer a.wg.Done(); a.serve(req, e) }()
+		} else {
+			a.serve(req, e)
+		}
+	}
+}
+
+func (a *Agent) serve(r *Req, e entry) {
+	val, err := e.fn(r)
+	resp := seccomp.Resp{ID: r.ID, Val: val}
+	var errno syscall.Errno
+	switch {
+	case err == nil:
+	case errors.Is(err, errAnswered):
+		return
+	case errors.Is(err, errContinue):
+		resp.Flags = seccomp.FlagContinue
+	case errors.As(err, &errno):
+		resp.Val, resp.Error = 0, -int32(errno)
+	default:
+		a.fail(fmt.Errorf("%s: %w", e.name, err))
+		resp.Val, resp.Error = 0, -int32(unix.ENOSYS)
+	}
+	a.respond(&resp)
+}
+
+func (a *Agent) respond(resp *seccomp.Resp) {
+	if err := seccomp.Respond(a.fd, resp); err != nil && err != seccomp.ErrGone {
+		a.fail(fmt.Errorf("agent: respond: %w", err))
+	}
+}
+
+func (a *Agent) fail(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fatal == nil {
+		a.fatal = err
+	}
+}
+
+func (a *Agent) failed() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fatal
+}

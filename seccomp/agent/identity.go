@@ -1,0 +1,58 @@
+//go:build linux
+
+package agent
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	grndAll         = unix.GRND_NONBLOCK | unix.GRND_RANDOM | 0x4 // GRND_INSECURE
+	maxGetrandom    = 1 << 20                                     // bytes served per call
+	sizeofCPUMask   = 8
+	sizeofGetcpuOut = 4
+)
+
+func (a *Agent) registerIdentity() {
+	a.handle(unix.SYS_GETRANDOM, "getrandom", a.getrandom)
+	a.handle(unix.SYS_UNAME, "uname", func(r *Req) (int64, error) { return 0, r.Write(r.Arg(0), a.world.Uname()) })
+	a.handle(unix.SYS_SYSINFO, "sysinfo", func(r *Req) (int64, error) { return 0, r.Write(r.Arg(0), a.world.Sysinfo()) })
+	a.handle(unix.SYS_GETCPU, "getcpu", a.getcpu)
+	a.handle(unix.SYS_SCHED_GETAFFINITY, "sched_getaffinity", a.schedGetaffinity)
+}
+
+// getrandom serves the seeded stream. Large requests are served in part,
+// as the kernel may do; callers loop.
+func (a *Agent) getrandom(r *Req) (int64, error) {
+	if r.Arg(2)&^grndAll != 0 {
+		return 0, syscall.EINVAL
+	}
+	n := int(min(r.Arg(1), maxGetrandom))
+	b := make([]byte, n)
+	if err := r.Valid(); err != nil {
+		return 0, err
+	}
+	if err := a.world.Random(b); err != nil {
+		return 0, err
+	}
+	return int64(n), r.Write(r.Arg(0), b)
+}
+
+// getcpu: always CPU 0 on node 0.
+func (a *Agent) getcpu(r *Req) (int64, error) {
+	zero := make([]byte, sizeofGetcpuOut)
+	if err := r.WriteOpt(r.Arg(0), zero); err != nil {
+		return 0, err
+	}
+	return 0, r.WriteOpt(r.Arg(1), zero)
+}
+
+func (a *Agent) schedGetaffinity(r *Req) (int64, error) {
+	size := r.Arg(1)
+	if size < sizeofCPUMask || size%8 != 0 {
+		return 0, syscall.EINVAL
+	}
+	return sizeofCPUMask, r.Write(r.Arg(2), a.world.CPUMask())
+}

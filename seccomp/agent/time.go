@@ -1,0 +1,147 @@
+//go:build linux
+
+package agent
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	timerAbstime = 1   // TIMER_ABSTIME
+	userHZ       = 100 // clock ticks per second for times(2)
+	sizeofRusage = 144
+)
+
+func (a *Agent) registerTime() {
+	a.handle(unix.SYS_CLOCK_GETTIME, "clock_gettime", a.clockGettime)
+	a.handle(unix.SYS_GETTIMEOFDAY, "gettimeofday", a.gettimeofday)
+	a.handle(unix.SYS_TIME, "time", a.time)
+	a.handle(unix.SYS_CLOCK_GETRES, "clock_getres", a.clockGetres)
+	a.handle(unix.SYS_TIMES, "times", a.times)
+	a.handle(unix.SYS_GETRUSAGE, "getrusage", a.getrusage)
+	a.handleBlocking(unix.SYS_CLOCK_NANOSLEEP, "clock_nanosleep", a.clockNanosleep)
+	a.handleBlocking(unix.SYS_NANOSLEEP, "nanosleep", a.nanosleep)
+}
+
+// clockErr maps the world's errors to what the caller sees.
+func clockErr(err error) error {
+	if errors.Is(err, virt.ErrBadClock) {
+		return syscall.EINVAL
+	}
+	return err
+}
+
+func timespec(ns int64) []byte { return le64(ns/1e9, ns%1e9) }
+
+func (a *Agent) clockGettime(r *Req) (int64, error) {
+	ns, err := a.world.ReadClock(int32(r.Arg(0)))
+	if err != nil {
+		return 0, clockErr(err)
+	}
+	return 0, r.Write(r.Arg(1), timespec(ns))
+}
+
+func (a *Agent) gettimeofday(r *Req) (int64, error) {
+	if r.Arg(0) != 0 {
+		ns, err := a.world.ReadClock(virt.ClockRealtime)
+		if err != nil {
+			return 0, err
+		}
+		if err := r.Write(r.Arg(0), le64(ns/1e9, ns%1e9/1e3)); err != nil {
+			return 0, err
+		}
+	}
+	return 0, r.WriteOpt(r.Arg(1), make([]byte, 8)) // struct timezone: UTC
+}
+
+func (a *Agent) time(r *Req) (int64, error) {
+	ns, err := a.world.ReadClock(virt.ClockRealtime)
+	if err != nil {
+		return 0, err
+	}
+	sec := ns / 1e9
+	return sec, r.WriteOpt(r.Arg(0), le64(sec))
+}
+
+func (a *Agent) clockGetres(r *Req) (int64, error) {
+	ns, err := a.world.Resolution(int32(r.Arg(0)))
+	if err != nil {
+		return 0, clockErr(err)
+	}
+	return 0, r.WriteOpt(r.Arg(1), timespec(ns))
+}
+
+func (a *Agent) times(r *Req) (int64, error) {
+	if err := r.WriteOpt(r.Arg(0), make([]byte, 32)); err != nil { // struct tms: all zero
+		return 0, err
+	}
+	return int64(a.world.Uptime() * userHZ / time.Second), nil
+}
+
+func (a *Agent) getrusage(r *Req) (int64, error) {
+	switch int32(r.Arg(0)) {
+	case unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN, unix.RUSAGE_THREAD:
+	default:
+		return 0, syscall.EINVAL
+	}
+	return 0, r.Write(r.Arg(1), make([]byte, sizeofRusage))
+}
+
+func (a *Agent) clockNanosleep(r *Req) (int64, error) {
+	id, abs := int32(r.Arg(0)), r.Arg(1)&timerAbstime != 0
+	if id == virt.ClockThreadCPUTime {
+		return 0, syscall.EINVAL
+	}
+	t, err := r.readTimespec(r.Arg(2))
+	if err != nil {
+		return 0, err
+	}
+	d, err := a.world.SleepLength(id, abs, t)
+	if err != nil {
+		return 0, clockErr(err)
+	}
+	if err := r.sleep(d); err != nil {
+		return 0, err
+	}
+	a.world.Slept(id, abs, t, d)
+	return 0, nil
+}
+
+func (a *Agent) nanosleep(r *Req) (int64, error) {
+	t, err := r.readTimespec(r.Arg(0))
+	if err != nil {
+		return 0, err
+	}
+	d := time.Duration(t)
+	if err := r.sleep(d); err != nil {
+		return 0, err
+	}
+	a.world.NanoSlept(d)
+	return 0, nil
+}
+
+// sleepSlice bounds how long an interrupted sleeper keeps the agent
+// waiting before it notices.
+const sleepSlice = 20 * time.Millisecond
+
+// sleep waits d of real time, so that sleeps last as long as they say. It
+// stops early, with errAnswered, if the caller is interrupted (a signal):
+// the kernel then restarts or fails the syscall itself.
+func (r *Req) sleep(d time.Duration) error {
+	end := time.Now().Add(d)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return r.Valid()
+		}
+		time.Sleep(min(left, sleepSlice))
+		if err := r.Valid(); err != nil {
+			return err
+		}
+	}
+}

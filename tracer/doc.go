@@ -1,0 +1,18 @@
+// Package tracer is Lockstep's exec tracer: a ptrace tracer that attaches
+// with PTRACE_SEIZE and stops a tracee only where determinism needs it.
+//
+//   - At every execve (PTRACE_EVENT_EXEC) it replaces the vDSO's clock,
+//     getcpu and getrandom entry points with real syscalls (which the
+//     seccomp filter then sends to the agent), rewrites the 16 AT_RANDOM
+//     bytes from the seed, and re-arms CPUID faulting where the CPU has it.
+//   - At a SIGSEGV raised by rdtsc, rdtscp or a faulting cpuid, it emulates
+//     the instruction from virtual time and a fixed CPU description.
+//   - At a seccomp trace stop (SECCOMP_RET_TRACE) it lets the syscall run and
+//     fixes the result up at syscall exit: inode and device numbers and file
+//     times of stat results, filesystem sizes, rusage; a timeout that expired
+//     advances the virtual clock to its deadline.
+//
+// Everything else (computation, untrapped syscalls, clones) runs at native
+// speed. Tracees are seized with PTRACE_O_EXITKILL: if the tracer dies,
+// they die with it.
+package tracer

@@ -1,0 +1,97 @@
+package tracer
+
+import (
+	"encoding/binary"
+
+	"github.com/lockstep-run/lockstep/virt"
+)
+
+// Layouts of the x86_64 structs the tracer rewrites.
+const (
+	sizeofStat    = 144
+	sizeofStatx   = 152 // through stx_mnt_id
+	sizeofStatfs  = 120
+	sizeofRusage  = 144
+	sizeofSiginfo = 128
+	blockSize     = 4096
+	sIFMT         = 0o170000
+	sIFDIR        = 0o040000
+	sIFREG        = 0o100000
+	sIFLNK        = 0o120000
+)
+
+var le = binary.LittleEndian
+
+// fixStat rewrites a struct stat: device and inode numbers become stable
+// virtual ones, the three times become the (virtual) modification time,
+// and sizes and block counts stop depending on the host filesystem.
+func fixStat(b []byte, w *virt.World) {
+	dev, ino := le.Uint64(b[0:]), le.Uint64(b[8:])
+	mode := le.Uint32(b[24:])
+	le.PutUint64(b[0:], w.Dev(dev))
+	le.PutUint64(b[8:], w.Ino(dev, ino))
+	size, blocks := normalSize(mode, int64(le.Uint64(b[48:])))
+	le.PutUint64(b[48:], uint64(size))
+	le.PutUint64(b[56:], blockSize)
+	le.PutUint64(b[64:], uint64(blocks))
+	m := w.FileTime(dev, ino, int64(le.Uint64(b[88:]))*1e9+int64(le.Uint64(b[96:])))
+	for _, off := range []int{72, 88, 104} { // atime, mtime, ctime
+		le.PutUint64(b[off:], uint64(m/1e9))
+		le.PutUint64(b[off+8:], uint64(m%1e9))
+	}
+}
+
+// fixStatx does for struct statx what fixStat does for struct stat; the
+// mount ID becomes the virtual device number.
+func fixStatx(b []byte, w *virt.World) {
+	dev := mkdev(le.Uint32(b[136:]), le.Uint32(b[140:]))
+	ino := le.Uint64(b[32:])
+	mode := uint32(le.Uint16(b[28:]))
+	vdev := w.Dev(dev)
+	le.PutUint64(b[32:], w.Ino(dev, ino))
+	le.PutUint32(b[136:], major(vdev))
+	le.PutUint32(b[140:], minor(vdev))
+	le.PutUint64(b[144:], vdev)
+	le.PutUint32(b[4:], blockSize)
+	size, blocks := normalSize(mode, int64(le.Uint64(b[40:])))
+	le.PutUint64(b[40:], uint64(size))
+	le.PutUint64(b[48:], uint64(blocks))
+	m := w.FileTime(dev, ino, int64(le.Uint64(b[112:]))*1e9+int64(le.Uint32(b[120:])))
+	for _, off := range []int{64, 80, 96, 112} { // atime, btime, ctime, mtime
+		le.PutUint64(b[off:], uint64(m/1e9))
+		le.PutUint32(b[off+8:], uint32(m%1e9))
+	}
+}
+
+// normalSize reports sizes as a 4 KiB-block filesystem with no holes
+// would: directories are one block, files are whole blocks.
+func normalSize(mode uint32, size int64) (int64, int64) {
+	switch mode & sIFMT {
+	case sIFDIR:
+		return blockSize, blockSize / 512
+	case sIFREG:
+		return size, (size + blockSize - 1) / blockSize * (blockSize / 512)
+	}
+	return size, 0
+}
+
+// fixStatfs reports a fixed-size, half-empty filesystem of the same type.
+func fixStatfs(b []byte) {
+	le.PutUint64(b[8:], blockSize)  // f_bsize
+	le.PutUint64(b[16:], 1<<24)     // f_blocks: 64 GiB
+	le.PutUint64(b[24:], 1<<23)     // f_bfree
+	le.PutUint64(b[32:], 1<<23)     // f_bavail
+	le.PutUint64(b[40:], 1<<22)     // f_files
+	le.PutUint64(b[48:], 1<<21)     // f_ffree
+	le.PutUint64(b[56:], 0)         // f_fsid
+	le.PutUint64(b[72:], blockSize) // f_frsize
+}
+
+// The glibc encoding of device numbers, which the kernel's stat uses too.
+func mkdev(maj, min uint32) uint64 {
+	return uint64(maj&0xfffff000)<<32 | uint64(maj&0xfff)<<8 | uint64(min&0xffffff00)<<12 | uint64(min&0xff)
+}
+
+func major(dev uint64) uint32 { return uint32((dev>>32)&0xfffff000 | (dev>>8)&0xfff) }
+
+func minor(dev uint64) uint32 { return uint32((dev>>12)&0xffffff00 | dev&0xff) }

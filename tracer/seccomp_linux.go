@@ -1,0 +1,254 @@
+//go:build linux
+
+package tracer
+
+import (
+	"time"
+
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
+
+// Futex commands and flags (linux/futex.h).
+const (
+	futexWait          = 0
+	futexLockPI        = 6
+	futexWaitBitset    = 9
+	futexWaitRequeuePI = 11
+	futexLockPI2       = 13
+	futexCmdMask       = 0x7f
+	futexClockRealtime = 256
+)
+
+// scratchBelowSP is where a translated timeout is written: below the red
+// zone, where a signal frame could be written too.
+const scratchBelowSP = 512
+
+// seccompStop handles a SECCOMP_RET_TRACE stop at syscall entry: it arms
+// a fixup for the syscall's exit, or lets the syscall run untouched.
+func (t *Tracer) seccompStop(tid int, th *thread) error {
+	var regs unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+		return ignoreGone(err)
+	}
+	fix, err := t.entry(tid, th, &regs)
+	if err != nil {
+		return err
+	}
+	if fix == nil {
+		return resume(tid, 0)
+	}
+	th.exit = fix
+	return ignoreGone(unix.PtraceSyscall(tid, 0))
+}
+
+// entry returns the exit fixup for the syscall in regs, or nil.
+func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, error) {
+	switch regs.Orig_rax {
+	case unix.SYS_STAT, unix.SYS_FSTAT, unix.SYS_LSTAT:
+		return t.rewrite(regs.Rsi, sizeofStat, fixStat), nil
+	case unix.SYS_NEWFSTATAT:
+		return t.rewrite(regs.Rdx, sizeofStat, fixStat), nil
+	case unix.SYS_STATX:
+		return t.rewrite(regs.R8, sizeofStatx, fixStatx), nil
+	case unix.SYS_STATFS, unix.SYS_FSTATFS:
+		return t.rewrite(regs.Rsi, sizeofStatfs, func(b []byte, _ *virt.World) { fixStatfs(b) }), nil
+	case unix.SYS_WAIT4:
+		return zeroOnSuccess(regs.R10, sizeofRusage), nil
+	case unix.SYS_WAITID:
+		return zeroOnSuccess(regs.R8, sizeofRusage), nil
+	case unix.SYS_POLL:
+		return t.relativeWait(msTimeout(regs.Rdx), 0, nil), nil
+	case unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT:
+		return t.relativeWait(msTimeout(regs.R10), 0, nil), nil
+	case unix.SYS_PPOLL:
+		return t.timespecWait(tid, regs.Rdx, true, 0)
+	case unix.SYS_PSELECT6:
+		return t.timespecWait(tid, regs.R8, true, 0)
+	case unix.SYS_EPOLL_PWAIT2:
+		return t.timespecWait(tid, regs.R10, false, 0)
+	case unix.SYS_RT_SIGTIMEDWAIT:
+		return t.timespecWait(tid, regs.Rdx, false, unix.EAGAIN)
+	case unix.SYS_SELECT:
+		return t.timevalWait(tid, regs.R8)
+	case unix.SYS_FUTEX:
+		return t.futex(tid, regs)
+	case unix.SYS_FUTEX_WAITV:
+		return t.absoluteWait(tid, regs, int32(regs.R8))
+	case unix.SYS_ARCH_PRCTL:
+		if th.injecting {
+			th.injecting = false
+			return th.exit, nil // the tracer's own: run it, keep its fixup
+		}
+		return deny(tid, regs, unix.EPERM)
+	}
+	return nil, nil
+}
+
+// rewrite returns a fixup that rewrites the n-byte struct at addr when the
+// syscall succeeds.
+func (t *Tracer) rewrite(addr uint64, n int, fix func([]byte, *virt.World)) exitFixup {
+	return func(tid int, regs *unix.PtraceRegs) error {
+		if int64(regs.Rax) != 0 || addr == 0 {
+			return nil
+		}
+		b, err := readMem(tid, addr, n)
+		if err != nil {
+			return nil // the struct is gone with its process
+		}
+		fix(b, t.world)
+		return ignoreGone(writeMem(tid, addr, b))
+	}
+}
+
+func zeroOnSuccess(addr uint64, n int) exitFixup {
+	return func(tid int, regs *unix.PtraceRegs) error {
+		if int64(regs.Rax) < 0 || addr == 0 {
+			return nil
+		}
+		writeMem(tid, addr, make([]byte, n))
+		return nil
+	}
+}
+
+// deny skips the syscall and makes it fail with errno.
+func deny(tid int, regs *unix.PtraceRegs, errno unix.Errno) (exitFixup, error) {
+	regs.Orig_rax = ^uint64(0)
+	if err := unix.PtraceSetRegs(tid, regs); err != nil {
+		return nil, ignoreGone(err)
+	}
+	return func(tid int, regs *unix.PtraceRegs) error {
+		regs.Rax = uint64(-int64(errno))
+		return ignoreGone(unix.PtraceSetRegs(tid, regs))
+	}, nil
+}
+
+// msTimeout reads an int millisecond timeout; <= 0 means none.
+func msTimeout(arg uint64) time.Duration {
+	ms := int32(arg)
+	if ms <= 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// relativeWait advances the monotonic clock to entry time + d when the
+// wait times out (returns 0, or -timeoutErrno when that is not 0). after
+// runs at exit in any case.
+func (t *Tracer) relativeWait(d time.Duration, timeoutErrno unix.Errno, after exitFixup) exitFixup {
+	if d < 0 {
+		return after
+	}
+	start, _ := t.world.Now(virt.ClockMonotonic)
+	deadline := start + int64(d)
+	return func(tid int, regs *unix.PtraceRegs) error {
+		if timedOut(regs.Rax, timeoutErrno) {
+			t.world.TimedOut(virt.ClockMonotonic, deadline)
+		}
+		if after != nil {
+			return after(tid, regs)
+		}
+		return nil
+	}
+}
+
+func timedOut(rax uint64, timeoutErrno unix.Errno) bool {
+	if timeoutErrno == 0 {
+		return rax == 0
+	}
+	return int64(rax) == -int64(timeoutErrno)
+}
+
+// timespecWait handles a relative struct timespec timeout at addr. With
+// restore, the kernel's write of the time left (which is host time) is
+// undone unless the wait timed out.
+func (t *Tracer) timespecWait(tid int, addr uint64, restore bool, timeoutErrno unix.Errno) (exitFixup, error) {
+	return t.structWait(tid, addr, 1, restore, timeoutErrno)
+}
+
+// timevalWait handles select's struct timeval.
+func (t *Tracer) timevalWait(tid int, addr uint64) (exitFixup, error) {
+	return t.structWait(tid, addr, 1000, true, 0)
+}
+
+func (t *Tracer) structWait(tid int, addr uint64, unit int64, restore bool, timeoutErrno unix.Errno) (exitFixup, error) {
+	if addr == 0 {
+		return nil, nil
+	}
+	orig, err := readMem(tid, addr, 16)
+	if err != nil {
+		return nil, nil // a bad pointer: the kernel will say EFAULT
+	}
+	d := time.Duration(int64(le.Uint64(orig))*1e9 + int64(le.Uint64(orig[8:]))*unit)
+	var after exitFixup
+	if restore {
+		after = func(tid int, regs *unix.PtraceRegs) error {
+			if !timedOut(regs.Rax, timeoutErrno) {
+				writeMem(tid, addr, orig)
+			}
+			return nil
+		}
+	}
+	return t.relativeWait(d, timeoutErrno, after), nil
+}
+
+func (t *Tracer) futex(tid int, regs *unix.PtraceRegs) (exitFixup, error) {
+	op := regs.Rsi
+	clock := int32(virt.ClockMonotonic)
+	if op&futexClockRealtime != 0 {
+		clock = virt.ClockRealtime
+	}
+	switch op & futexCmdMask {
+	case futexWait:
+		return t.timespecWait(tid, regs.R10, false, unix.ETIMEDOUT)
+	case futexWaitBitset, futexWaitRequeuePI, futexLockPI2:
+		return t.absoluteWait(tid, regs, clock)
+	case futexLockPI:
+		return t.absoluteWait(tid, regs, virt.ClockRealtime)
+	}
+	return nil, nil // arg 3 is a count, not a timeout
+}
+
+// absoluteWait translates an absolute virtual deadline (the timespec R10
+// points to: futex and futex_waitv) into host time on clock, so that the wait lasts as long in
+// real time as it does in virtual time. The translated timespec goes below
+// the stack pointer and R10 is restored at exit; an expired wait advances
+// the virtual clock to the deadline.
+func (t *Tracer) absoluteWait(tid int, regs *unix.PtraceRegs, clock int32) (exitFixup, error) {
+	addr := regs.R10
+	if addr == 0 {
+		return nil, nil
+	}
+	b, err := readMem(tid, addr, 16)
+	if err != nil {
+		return nil, nil
+	}
+	deadline := int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
+	now, err := t.world.Now(clock)
+	if err != nil {
+		return nil, nil // the kernel will say EINVAL
+	}
+	var host unix.Timespec
+	if err := unix.ClockGettime(clock, &host); err != nil {
+		return nil, err
+	}
+	real := host.Nano() + max(deadline-now, 0)
+	scratch := (regs.Rsp - scratchBelowSP) &^ 15
+	ts := make([]byte, 16)
+	le.PutUint64(ts, uint64(real/1e9))
+	le.PutUint64(ts[8:], uint64(real%1e9))
+	if err := writeMem(tid, scratch, ts); err != nil {
+		return nil, nil
+	}
+	regs.R10 = scratch
+	if err := unix.PtraceSetRegs(tid, regs); err != nil {
+		return nil, ignoreGone(err)
+	}
+	return func(tid int, regs *unix.PtraceRegs) error {
+		if int64(regs.Rax) == -int64(unix.ETIMEDOUT) {
+			t.world.TimedOut(clock, deadline)
+		}
+		regs.R10 = addr
+		return ignoreGone(unix.PtraceSetRegs(tid, regs))
+	}, nil
+}

@@ -1,0 +1,226 @@
+//go:build linux
+
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
+
+const options = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACECLONE |
+	unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACESECCOMP | unix.PTRACE_O_EXITKILL
+
+const syscallStop = unix.SIGTRAP | 0x80 // PTRACE_O_TRACESYSGOOD
+
+// exitFixup runs at a thread's syscall-exit stop with its registers.
+type exitFixup func(tid int, regs *unix.PtraceRegs) error
+
+type thread struct {
+	exit      exitFixup // pending syscall-exit work, or nil
+	injecting bool      // the next arch_prctl(ARCH_SET_CPUID) is the tracer's own
+}
+
+// Tracer traces one process tree. All its methods must be called from the
+// one OS thread that called Seize (runtime.LockOSThread).
+type Tracer struct {
+	world      *virt.World
+	cpuidFault bool // the CPU can fault on cpuid: arm it at every exec
+
+	threads map[int]*thread // by thread ID
+	others  map[int]bool    // untraced children to reap (an init process)
+	root    int
+	status  unix.WaitStatus // root's, once it has exited
+	exited  bool
+	Execs   int // execve calls seen
+}
+
+// New returns a tracer serving w.
+func New(w *virt.World) *Tracer {
+	return &Tracer{world: w, cpuidFault: CPUIDFaultingSupported(), threads: map[int]*thread{}, others: map[int]bool{}}
+}
+
+// CPUIDFaultingSupported reports whether this CPU can make cpuid fault.
+func CPUIDFaultingSupported() bool {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "flags") {
+			return strings.Contains(line+" ", " cpuid_fault ")
+		}
+	}
+	return false
+}
+
+// Seize attaches to thread tid, the root of the tree; its status is the
+// one Wait returns.
+func (t *Tracer) Seize(tid int) error {
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, options, 0, 0); e != 0 {
+		return fmt.Errorf("ptrace seize %d: %w", tid, e)
+	}
+	t.root = tid
+	t.threads[tid] = &thread{}
+	return nil
+}
+
+// Reap makes Wait also wait for pid, an untraced child of this process.
+func (t *Tracer) Reap(pid int) { t.others[pid] = true }
+
+// Wait runs the tracer until every tracee (and every child given to Reap)
+// has exited, and returns the root's wait status. On an error it kills
+// every tracee first.
+func (t *Tracer) Wait() (unix.WaitStatus, error) {
+	for len(t.threads) > 0 || len(t.others) > 0 {
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ECHILD {
+			break
+		}
+		if err != nil {
+			t.KillAll()
+			return ws, fmt.Errorf("tracer: wait: %w", err)
+		}
+		if ws.Exited() || ws.Signaled() {
+			if tid == t.root {
+				t.status, t.exited = ws, true
+			}
+			delete(t.threads, tid)
+			delete(t.others, tid)
+			continue
+		}
+		if !ws.Stopped() {
+			continue
+		}
+		if err := t.stopped(tid, ws); err != nil {
+			t.KillAll()
+			return ws, err
+		}
+	}
+	if !t.exited {
+		return t.status, errors.New("tracer: the traced command vanished without an exit status")
+	}
+	return t.status, nil
+}
+
+// KillAll kills every tracee (fail closed).
+func (t *Tracer) KillAll() {
+	for tid := range t.threads {
+		unix.Kill(tid, unix.SIGKILL)
+	}
+}
+
+func (t *Tracer) thread(tid int) *thread {
+	th, ok := t.threads[tid]
+	if !ok {
+		th = &thread{}
+		t.threads[tid] = th
+	}
+	return th
+}
+
+// stopped handles one ptrace stop and resumes the thread.
+func (t *Tracer) stopped(tid int, ws unix.WaitStatus) error {
+	th := t.thread(tid)
+	sig := ws.StopSignal()
+	event := int(ws>>16) & 0xff
+	switch {
+	case sig == syscallStop:
+		return t.syscallExit(tid, th)
+	case event == unix.PTRACE_EVENT_STOP && sig != unix.SIGTRAP:
+		// Group-stop (SIGSTOP and friends): stay stopped until SIGCONT.
+		return ignoreGone(ptrace(unix.PTRACE_LISTEN, tid, 0, 0))
+	case sig == unix.SIGTRAP && event != 0:
+		return t.event(tid, th, event)
+	case sig == unix.SIGSEGV:
+		emulated, err := t.emulate(tid)
+		if err != nil {
+			return err
+		}
+		if emulated {
+			return resume(tid, 0)
+		}
+	}
+	return resume(tid, int(sig))
+}
+
+func (t *Tracer) event(tid int, th *thread, event int) error {
+	switch event {
+	case unix.PTRACE_EVENT_EXEC:
+		if former, err := unix.PtraceGetEventMsg(tid); err == nil && int(former) != tid {
+			delete(t.threads, int(former))
+		}
+		t.Execs++
+		return t.exec(tid, th)
+	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
+		if child, err := unix.PtraceGetEventMsg(tid); err == nil {
+			t.thread(int(child))
+		}
+	case unix.PTRACE_EVENT_SECCOMP:
+		return t.seccompStop(tid, th)
+	}
+	return resume(tid, 0)
+}
+
+func (t *Tracer) syscallExit(tid int, th *thread) error {
+	fix := th.exit
+	th.exit = nil
+	if fix != nil {
+		var regs unix.PtraceRegs
+		if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+			return ignoreGone(err)
+		}
+		if err := fix(tid, &regs); err != nil {
+			return err
+		}
+	}
+	// A fixup may leave a new one in th.exit for a later syscall (the
+	// CPUID injection): it is reached through that syscall's seccomp stop.
+	return resume(tid, 0)
+}
+
+func ptrace(req, pid int, addr, data uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func resume(tid, sig int) error { return ignoreGone(unix.PtraceCont(tid, sig)) }
+
+// ignoreGone drops ESRCH: a tracee killed under us is no error.
+func ignoreGone(err error) error {
+	if err == unix.ESRCH {
+		return nil
+	}
+	return err
+}
+
+// readMem and writeMem access a tracee's memory.
+func readMem(tid int, addr uint64, n int) ([]byte, error) {
+	b := make([]byte, n)
+	got, err := unix.ProcessVMReadv(tid, []unix.Iovec{{Base: &b[0], Len: uint64(n)}},
+		[]unix.RemoteIovec{{Base: uintptr(addr), Len: n}}, 0)
+	if err != nil || got != n {
+		return nil, fmt.Errorf("read tracee %d memory at %#x: %v", tid, addr, err)
+	}
+	return b, nil
+}
+
+func writeMem(tid int, addr uint64, b []byte) error {
+	got, err := unix.ProcessVMWritev(tid, []unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
+		[]unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}, 0)
+	if err != nil || got != len(b) {
+		return fmt.Errorf("write tracee %d memory at %#x: %v", tid, addr, err)
+	}
+	return nil
+}

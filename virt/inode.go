@@ -1,0 +1,85 @@
+package virt
+
+import (
+	"sync"
+	"time"
+)
+
+// inodes gives files and filesystems small, stable numbers in the order
+// they are first seen, so st_ino, st_dev and d_ino do not show the host's
+// filesystem layout.
+type inodes struct {
+	mu    sync.Mutex
+	devs  map[uint64]uint64  // guarded by mu: host dev -> virtual dev
+	inos  map[devIno]uint64  // guarded by mu: host (dev, ino) -> virtual ino
+	times map[fileTime]int64 // guarded by mu: host time -> virtual time
+}
+
+type devIno struct{ dev, ino uint64 }
+
+type fileTime struct {
+	devIno
+	ns int64
+}
+
+const (
+	firstDev = 32 // makedev(0, 32): an anonymous device number
+	firstIno = 2
+)
+
+func newInodes() *inodes {
+	return &inodes{devs: map[uint64]uint64{}, inos: map[devIno]uint64{}, times: map[fileTime]int64{}}
+}
+
+// Dev maps a host device number.
+func (w *World) Dev(dev uint64) uint64 {
+	m := w.ino
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.devs[dev]
+	if !ok {
+		v = firstDev + uint64(len(m.devs))
+		m.devs[dev] = v
+	}
+	return v
+}
+
+// Ino maps a host inode number on host device dev.
+func (w *World) Ino(dev, ino uint64) uint64 {
+	m := w.ino
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := devIno{dev, ino}
+	v, ok := m.inos[k]
+	if !ok {
+		v = firstIno + uint64(len(m.inos))
+		m.inos[k] = v
+	}
+	return v
+}
+
+// FileTime maps a file timestamp (ns since the Unix epoch). Times from
+// before the run are the file's content and pass unchanged; a time set
+// during the run (by a write, or utimensat with UTIME_NOW) becomes the
+// virtual wall time at which it was first seen.
+func (w *World) FileTime(dev, ino uint64, ns int64) int64 {
+	if ns < w.realStart.UnixNano() || ns > time.Now().Add(time.Second).UnixNano() {
+		return ns
+	}
+	m := w.ino
+	k := fileTime{devIno{dev, ino}, ns}
+	m.mu.Lock()
+	v, ok := m.times[k]
+	m.mu.Unlock()
+	if ok {
+		return v
+	}
+	now, _ := w.Now(ClockRealtime)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.times[k]; ok {
+		return v
+	}
+	m.times[k] = now
+	return now
+}
