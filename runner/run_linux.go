@@ -85,80 +85,111 @@ func Run(o Options) (Result, error) {
 	return supervise(world, parent, init.Pid)
 }
 
-// supervise receives the command's seccomp listener, seizes it, serves it
-// and waits for the tree to end.
+// supervise seizes the command, receives its seccomp listener, serves it
+// and waits for the tree to end. The tracer's loop runs on this (locked)
+// thread from the seize on, because the command traps on rdtsc from then.
 func supervise(world *virt.World, sock, initPid int) (Result, error) {
 	tr := tracer.New(world)
 	tr.Reap(initPid)
-	listener, pid, err := receiveListener(sock)
+	killTree := func() { unix.Kill(initPid, unix.SIGKILL) }
+	pid, err := receivePID(sock)
 	if err != nil {
-		// Stage 3 failed before it could exec (and said why): its
-		// status is init's.
-		ws, werr := tr.Wait()
-		if werr == nil {
+		// Stage 3 failed before it could exec, and said why: its status
+		// is init's.
+		if ws, werr := tr.Wait(); werr == nil {
 			return Result{ExitCode: exitCode(ws)}, nil
 		}
 		return Result{}, err
 	}
-	a := agent.New(listener, world)
-	var agentErr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if agentErr = a.Run(); agentErr != nil {
-			unix.Kill(initPid, unix.SIGKILL) // fail closed
-		}
-	}()
-	defer func() { unix.Close(listener); wg.Wait() }()
 	if err := tr.Seize(pid); err != nil {
-		unix.Kill(initPid, unix.SIGKILL)
+		killTree()
 		tr.Wait()
 		return Result{}, err
 	}
 	stop := forwardSignals(pid)
 	defer stop()
-	if _, err := unix.Write(sock, []byte{'G'}); err != nil {
-		unix.Kill(initPid, unix.SIGKILL)
-	}
+	var (
+		wg       sync.WaitGroup
+		agentErr error
+		listener = -1
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if agentErr = serveListener(sock, world, &listener); agentErr != nil {
+			killTree() // fail closed
+		}
+	}()
 	ws, err := tr.Wait()
 	if err != nil {
-		unix.Kill(initPid, unix.SIGKILL)
-		return Result{}, err
+		killTree()
 	}
-	unix.Close(listener)
 	wg.Wait()
-	listener = -1
-	if agentErr != nil {
-		return Result{}, agentErr
+	if err == nil {
+		err = agentErr
+	}
+	if err != nil {
+		return Result{}, err
 	}
 	return Result{ExitCode: exitCode(ws), Execs: tr.Execs}, nil
 }
 
-// receiveListener reads stage 3's listener fd and (host) PID.
-func receiveListener(sock int) (int, int, error) {
+// serveListener finishes the handshake and runs the agent until every
+// process using the filter has exited.
+func serveListener(sock int, world *virt.World, listener *int) error {
+	if _, err := unix.Write(sock, []byte{'S'}); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	fd, err := receiveListener(sock)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	*listener = fd
+	a := agent.New(fd, world)
+	done := make(chan error, 1)
+	go func() { done <- a.Run() }()
+	if _, err := unix.Write(sock, []byte{'G'}); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	return <-done
+}
+
+// receivePID reads stage 3's (host) PID from its credentials.
+func receivePID(sock int) (int, error) {
+	msgs, err := receive(sock)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if c, err := unix.ParseUnixCredentials(&m); err == nil && c.Pid > 0 {
+			return int(c.Pid), nil
+		}
+	}
+	return 0, errors.New("the command's setup sent no credentials")
+}
+
+// receiveListener reads stage 3's seccomp listener fd.
+func receiveListener(sock int) (int, error) {
+	msgs, err := receive(sock)
+	if err != nil {
+		return -1, err
+	}
+	for _, m := range msgs {
+		if fds, err := unix.ParseUnixRights(&m); err == nil && len(fds) == 1 {
+			return fds[0], nil
+		}
+	}
+	return -1, errors.New("the command's setup sent no seccomp listener")
+}
+
+func receive(sock int) ([]unix.SocketControlMessage, error) {
 	buf, oob := make([]byte, 1), make([]byte, 128)
 	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil || n == 0 {
-		return -1, 0, fmt.Errorf("the command's setup ended early (%v)", err)
+		return nil, fmt.Errorf("the command's setup ended early (%v)", err)
 	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil {
-		return -1, 0, err
-	}
-	fd, pid := -1, 0
-	for _, m := range msgs {
-		if fds, err := unix.ParseUnixRights(&m); err == nil && len(fds) == 1 {
-			fd = fds[0]
-		}
-		if c, err := unix.ParseUnixCredentials(&m); err == nil {
-			pid = int(c.Pid)
-		}
-	}
-	if fd < 0 || pid == 0 {
-		return -1, 0, errors.New("the command's setup sent no seccomp listener")
-	}
-	return fd, pid, nil
+	return unix.ParseSocketControlMessage(oob[:oobn])
 }
 
 // forwardSignals passes termination signals on to the command.

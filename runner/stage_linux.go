@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"syscall"
+	"unsafe"
 
 	"github.com/lockstep-run/lockstep/seccomp"
 	"golang.org/x/sys/unix"
@@ -66,26 +67,25 @@ func stageInit(args []string) int {
 	if err := unix.Sethostname([]byte(args[0])); err != nil {
 		return fail(exitRuntime, "init: set hostname: %v", err)
 	}
-	sock := os.NewFile(socketFD, "lockstep-socket")
-	p, err := os.StartProcess("/proc/self/exe", append([]string{execArg0}, args[1:]...), &os.ProcAttr{
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, sock},
-	})
+	// One P, held for good by the raw wait4 below: this process starts no
+	// thread while the command runs, so it takes none of the command's PIDs.
+	runtime.GOMAXPROCS(1)
+	pid, err := startExec(args[1:])
 	if err != nil {
-		return fail(exitRuntime, "init: start: %v", err)
+		return fail(exitRuntime, "init: %v", err)
 	}
-	sock.Close()
 	// Reap everything; exit with the command's status. Exiting kills
 	// whatever else is left in the namespace.
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
+		got, _, e := unix.RawSyscall6(unix.SYS_WAIT4, ^uintptr(0), uintptr(unsafe.Pointer(&ws)), 0, 0, 0, 0)
+		if e == unix.EINTR {
 			continue
 		}
-		if err != nil {
-			return fail(exitRuntime, "init: wait: %v", err)
+		if e != 0 {
+			return fail(exitRuntime, "init: wait: %v", e)
 		}
-		if pid != p.Pid {
+		if int(got) != pid {
 			continue
 		}
 		if ws.Signaled() {
@@ -93,6 +93,45 @@ func stageInit(args []string) int {
 		}
 		return ws.ExitStatus()
 	}
+}
+
+// PIDs in the run's namespace: the command is commandPID, and the first
+// process it starts is firstChildPID, whatever threads the Go stages made.
+const (
+	commandPID    = 10
+	firstChildPID = 100
+	pidAttempts   = 5
+)
+
+// startExec starts stage 3 as commandPID.
+func startExec(args []string) (int, error) {
+	sock := os.NewFile(socketFD, "lockstep-socket")
+	defer sock.Close()
+	for i := 0; i < pidAttempts; i++ {
+		if err := setLastPID(commandPID - 1); err != nil {
+			return 0, err
+		}
+		p, err := os.StartProcess("/proc/self/exe", append([]string{execArg0}, args...), &os.ProcAttr{
+			Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, sock},
+		})
+		if err != nil {
+			return 0, fmt.Errorf("start: %w", err)
+		}
+		if p.Pid == commandPID {
+			return p.Pid, nil
+		}
+		p.Kill() // a runtime thread took the PID: try again
+		p.Wait()
+	}
+	return 0, fmt.Errorf("could not start the command as PID %d", commandPID)
+}
+
+// setLastPID makes pid+1 the next PID this namespace hands out.
+func setLastPID(pid int) error {
+	if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(fmt.Sprint(pid)), 0); err != nil {
+		return fmt.Errorf("set ns_last_pid: %w", err)
+	}
+	return nil
 }
 
 // stageExec prepares this thread and execs the command. args: command...
@@ -108,6 +147,16 @@ func stageExec(args []string) int {
 	if err := noASLR(); err != nil {
 		return fail(exitRuntime, "turn ASLR off: %v", err)
 	}
+	// Handshake with stage 1 (see docs/exec.md): send our PID, wait to
+	// be seized, arm rdtsc trapping (the tracer now emulates it), install
+	// the filter, send its listener, wait for the agent, exec.
+	creds := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
+	if err := unix.Sendmsg(socketFD, []byte{'P'}, creds, nil, 0); err != nil {
+		return fail(exitRuntime, "send PID: %v", err)
+	}
+	if err := await('S'); err != nil {
+		return fail(exitRuntime, "%v: not starting %s", err, args[0])
+	}
 	if err := unix.Prctl(unix.PR_SET_TSC, unix.PR_TSC_SIGSEGV, 0, 0, 0); err != nil {
 		return fail(exitRuntime, "make rdtsc trap: %v", err)
 	}
@@ -115,19 +164,29 @@ func stageExec(args []string) int {
 	if err != nil {
 		return fail(exitRuntime, "%v", err)
 	}
-	creds := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())})
-	oob := append(unix.UnixRights(listener), creds...)
-	if err := unix.Sendmsg(socketFD, []byte{'L'}, oob, nil, 0); err != nil {
+	if err := unix.Sendmsg(socketFD, []byte{'L'}, unix.UnixRights(listener), nil, 0); err != nil {
 		return fail(exitRuntime, "send seccomp listener: %v", err)
 	}
 	unix.Close(listener)
-	var b [1]byte
-	if n, err := unix.Read(socketFD, b[:]); n != 1 || err != nil {
-		return fail(exitRuntime, "the tracer is gone (%v): not starting %s", err, args[0])
+	if err := await('G'); err != nil {
+		return fail(exitRuntime, "%v: not starting %s", err, args[0])
 	}
 	unix.Close(socketFD)
+	if err := setLastPID(firstChildPID - 1); err != nil {
+		return fail(exitRuntime, "%v", err)
+	}
 	err = syscall.Exec(path, args, os.Environ())
 	return fail(exitCannotRun, "exec %s: %v", args[0], err)
+}
+
+// await reads one handshake byte from stage 1.
+func await(want byte) error {
+	var b [1]byte
+	n, err := unix.Read(socketFD, b[:])
+	if n != 1 || b[0] != want {
+		return fmt.Errorf("the tracer is gone (%v)", err)
+	}
+	return nil
 }
 
 func unwrapExecError(err error) error {

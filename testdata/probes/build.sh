@@ -1,0 +1,12 @@
+#!/bin/sh
+# Builds the probes into $1 (default testdata/probes/build): probe-static
+# and probe-dynamic (C), goprobe (static Go).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/build}
+mkdir -p "$out"
+cc=${CC:-gcc}
+$cc -O1 -Wall -static -o "$out/probe-static" "$here/probe.c"
+$cc -O1 -Wall -o "$out/probe-dynamic" "$here/probe.c"
+(cd "$here/goprobe" && CGO_ENABLED=0 go build -o "$out/goprobe" .)
+cp "$here/busybox.sh" "$out/busybox.sh"
