@@ -96,7 +96,8 @@ func supervise(world *virt.World, sock, initPid int) (Result, error) {
 	if err != nil {
 		// Stage 3 failed before it could exec, and said why: its status
 		// is init's.
-		if ws, werr := tr.Wait(); werr == nil {
+		var ws unix.WaitStatus
+		if _, werr := unix.Wait4(initPid, &ws, 0, nil); werr == nil {
 			return Result{ExitCode: exitCode(ws)}, nil
 		}
 		return Result{}, err

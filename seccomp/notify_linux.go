@@ -125,3 +125,14 @@ func Install(rules []Rule) (int, error) {
 	}
 	return int(fd), nil
 }
+
+// SyncWakeUp asks the kernel to wake the agent and the caller on the same
+// CPU (Linux 6.6+), which takes a cross-CPU wakeup off every answer.
+func SyncWakeUp(fd int) error {
+	var flags uint64 = unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS, uintptr(flags))
+	if e != 0 {
+		return fmt.Errorf("seccomp: sync wake-up: %w", e)
+	}
+	return nil
+}

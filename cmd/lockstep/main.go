@@ -1,4 +1,3 @@
-// Command lockstep runs unmodified Linux programs deterministically.
 package main
 
 import (

@@ -5,6 +5,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -74,6 +75,13 @@ func (a *Agent) Syscalls() []int32 {
 // exited (nil) or the agent cannot go on (an error: kill the tree).
 func (a *Agent) Run() error {
 	defer a.wg.Wait()
+	// One thread receives and answers, so the kernel's synchronous
+	// wake-up can hand the CPU straight between it and the caller.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := seccomp.SyncWakeUp(a.fd); err != nil && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
 	pfd := []unix.PollFd{{Fd: int32(a.fd), Events: unix.POLLIN}}
 	var n seccomp.Notif
 	for {

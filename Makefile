@@ -1,0 +1,46 @@
+SHELL := /bin/bash
+# Lockstep. `make help` lists the targets.
+GO        ?= go
+PREFIX    ?= /usr/local
+BIN       := bin
+CLANG     ?= clang-14
+GOFLAGS   ?=
+
+.PHONY: test-all help build test root-test integration generate install bench demo vet clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/lockstep
+	$(GO) build $(GOFLAGS) -o $(BIN)/lockstep ./cmd/lockstep
+
+vet: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+test: vet ## unprivileged unit tests (fast)
+	$(GO) test -count=1 ./...
+
+root-test: ## tests that need root: the tracer and the agent on this kernel
+	@test "$$(id -u)" = 0 || { echo "root-test: run as root"; exit 1; }
+	LOCKSTEP_ROOT_TESTS=1 $(GO) test -count=1 -v -run . ./runner/ ./seccomp/... ./tracer/ 2>&1 | tee /tmp/lockstep-root-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+exec_root_test)' ; test $${PIPESTATUS[0]} -eq 0
+
+integration: ## tests against real containerd and runc (none yet: the shim is issue 3)
+	@echo "integration: no containerd tests yet (the shim is not built)"
+
+generate: ## regenerate generated code (none yet: the eBPF tracer is issue 5)
+	@echo "generate: nothing to generate yet"
+
+bench: build ## benchmark against native in the same run (docs/performance.md)
+	hack/bench-exec.sh
+
+install: build ## install lockstep into $(PREFIX)/bin
+	install -D -m 0755 $(BIN)/lockstep $(DESTDIR)$(PREFIX)/bin/lockstep
+
+demo: build ## show two identical deterministic runs of a probe
+	hack/demo-exec.sh
+
+clean: ## remove build output
+	rm -rf $(BIN) testdata/probes/build
+
+test-all: test root-test integration ## every test tier (what CI runs)

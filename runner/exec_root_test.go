@@ -1,0 +1,304 @@
+//go:build linux
+
+package runner_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run the real lockstep binary as root against this kernel.
+// They run when LOCKSTEP_ROOT_TESTS=1 (`make root-test`), and then a
+// missing privilege or tool is a failure, not a skip; `make test` skips
+// them.
+
+var bin struct{ lockstep, probes string }
+
+func TestMain(m *testing.M) {
+	code := 0
+	if rootTests() && os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "lockstep-test")
+		if err != nil {
+			panic(err)
+		}
+		bin.lockstep = filepath.Join(dir, "lockstep")
+		bin.probes = filepath.Join(dir, "probes")
+		if out, err := exec.Command("go", "build", "-o", bin.lockstep, "../cmd/lockstep").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build lockstep: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		if out, err := exec.Command("../testdata/probes/build.sh", bin.probes).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build probes: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		code = m.Run()
+		os.RemoveAll(dir)
+	} else {
+		code = m.Run()
+	}
+	os.Exit(code)
+}
+
+func rootTests() bool { return os.Getenv("LOCKSTEP_ROOT_TESTS") != "" }
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if !rootTests() {
+		t.Skip("root test: run `make root-test`")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("root tests must run as root")
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// lockstep runs the binary with args and stdin.
+func lockstep(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin.lockstep, args...)
+	var o, e bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{o.String(), e.String(), code}
+}
+
+// probeRun runs a probe (under lockstep unless native) in a fresh work
+// directory that has the same path every time.
+func probeRun(t *testing.T, native bool, probe string, flags ...string) string {
+	t.Helper()
+	work := "/tmp/lockstep-probe-work"
+	os.RemoveAll(work)
+	defer os.RemoveAll(work)
+	argv := []string{filepath.Join(bin.probes, probe), work}
+	if probe == "busybox.sh" {
+		argv = append([]string{"/bin/busybox", "sh"}, argv...)
+	}
+	if native {
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("native %s: %v\n%s", probe, err, out)
+		}
+		return string(out)
+	}
+	r := lockstep(t, "", append(append([]string{"exec"}, flags...), append([]string{"--"}, argv...)...)...)
+	if r.code != 0 {
+		t.Fatalf("lockstep exec %s: exit %d\n%s%s", probe, r.code, r.stdout, r.stderr)
+	}
+	return r.stdout + r.stderr
+}
+
+func lines(s string) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(s, "\n") {
+		k, v, _ := strings.Cut(l, " ")
+		m[k] = v
+	}
+	return m
+}
+
+// TestProbesAreDeterministic is the acceptance test of the core: every
+// probe prints every source; two runs a second apart print the same bytes;
+// another seed changes the random values; a native run differs.
+func TestProbesAreDeterministic(t *testing.T) {
+	requireRoot(t)
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Fatal("busybox is not installed (apt-get install busybox-static)")
+	}
+	random := map[string][]string{
+		"probe-static":  {"getrandom", "urandom", "random", "at_random"},
+		"probe-dynamic": {"getrandom", "urandom", "random", "at_random"},
+		"goprobe":       {"crypto_rand", "math_rand", "map_order"},
+		"busybox.sh":    {"urandom", "mktemp"},
+	}
+	for _, probe := range []string{"probe-static", "probe-dynamic", "goprobe", "busybox.sh"} {
+		t.Run(probe, func(t *testing.T) {
+			first := probeRun(t, false, probe)
+			time.Sleep(time.Second)
+			second := probeRun(t, false, probe)
+			if first != second {
+				t.Fatalf("two runs differ:\n--- run 1\n%s--- run 2\n%s", first, second)
+			}
+			native := lines(probeRun(t, true, probe))
+			det := lines(first)
+			same := 0
+			for k, v := range det {
+				if native[k] == v && k != "" {
+					same++
+				}
+			}
+			if same > len(det)/3 {
+				t.Errorf("a native run agrees on %d of %d lines:\n%s", same, len(det), first)
+			}
+			seeded := lines(probeRun(t, false, probe, "--seed", "2"))
+			for _, k := range random[probe] {
+				if det[k] == "" || det[k] == seeded[k] {
+					t.Errorf("%s: %q with seed 0 and %q with seed 2", k, det[k], seeded[k])
+				}
+			}
+			t.Logf("%d lines identical across runs; native differs on %d", len(det), len(det)-same)
+		})
+	}
+}
+
+func TestProbeValues(t *testing.T) {
+	requireRoot(t)
+	m := lines(probeRun(t, false, "probe-dynamic"))
+	want := map[string]string{
+		"realtime":       "1735689600.000000000",
+		"hostname":       "lockstep",
+		"nprocs":         "1 1",
+		"pid":            "10 ppid 1",
+		"fork_child":     "100",
+		"io_uring_setup": "-1 errno=38",
+		"int80_getpid":   "-38",
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %q, want %q", k, m[k], v)
+		}
+	}
+	if !strings.Contains(m["getdents"], ". .. f00") && !strings.HasPrefix(m["getdents"], ".:") {
+		t.Errorf("directory not in name order: %s", m["getdents"])
+	}
+	if !strings.HasPrefix(m["aslr"], "stack=0x7fff") {
+		t.Errorf("stack not at the no-ASLR address: %s", m["aslr"])
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	requireRoot(t)
+	cases := []struct {
+		argv []string
+		code int
+		msg  string
+	}{
+		{[]string{"sh", "-c", "exit 7"}, 7, ""},
+		{[]string{"sh", "-c", "kill -9 $$"}, 137, ""},
+		{[]string{"/no/such/binary"}, 127, "no such file"},
+		{[]string{"no-such-command-anywhere"}, 127, "not found"},
+	}
+	for _, c := range cases {
+		r := lockstep(t, "", append([]string{"exec", "--"}, c.argv...)...)
+		if r.code != c.code || !strings.Contains(strings.ToLower(r.stderr), c.msg) {
+			t.Errorf("%v: exit %d (want %d), stderr %q", c.argv, r.code, c.code, r.stderr)
+		}
+	}
+	r := lockstep(t, "hello\n", "exec", "--", "cat")
+	if r.stdout != "hello\n" {
+		t.Errorf("stdin did not pass through: %q", r.stdout)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	requireRoot(t)
+	r := lockstep(t, "", "exec", "--verify", "--", "sh", "-c", "date; od -An -N8 -tx1 /dev/urandom")
+	if r.code != 0 || !strings.Contains(r.stderr, "2 runs identical") {
+		t.Fatalf("verify of a deterministic command: exit %d: %s", r.code, r.stderr)
+	}
+	// /proc/interrupts counts host interrupts: a source lockstep does not
+	// cover, so the two runs differ.
+	r = lockstep(t, "", "exec", "--verify", "--", "sh", "-c", "cat /proc/interrupts")
+	if r.code != 125 || !strings.Contains(r.stderr, "stdout differs at byte") {
+		t.Fatalf("verify of a nondeterministic command: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+func TestLogRecordAndReplay(t *testing.T) {
+	requireRoot(t)
+	log := filepath.Join(t.TempDir(), "run.log")
+	script := "date +%s.%N; od -An -N8 -tx1 /dev/urandom; python3 -c 'import os; print(os.urandom(4).hex())' 2>/dev/null || true"
+	rec := lockstep(t, "", "exec", "--seed", "5", "--log", log, "--", "sh", "-c", script)
+	if rec.code != 0 {
+		t.Fatalf("record: %d %s", rec.code, rec.stderr)
+	}
+	rep := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
+	if rep.code != 0 || rep.stdout != rec.stdout {
+		t.Fatalf("replay: exit %d, stdout %q, recorded %q: %s", rep.code, rep.stdout, rec.stdout, rep.stderr)
+	}
+	bad := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", "od -An -N8 -tx1 /dev/urandom; date")
+	if bad.code != 125 || !strings.Contains(bad.stderr, "replay mismatch at event") {
+		t.Fatalf("a different command replayed: exit %d: %s", bad.code, bad.stderr)
+	}
+	conflict := lockstep(t, "", "exec", "--seed", "6", "--log", log, "--", "true")
+	if conflict.code != 125 || !strings.Contains(conflict.stderr, "contradicts the log") {
+		t.Fatalf("--seed against the log: exit %d: %s", conflict.code, conflict.stderr)
+	}
+	b, _ := os.ReadFile(log)
+	os.WriteFile(log, b[:len(b)-7], 0o644)
+	trunc := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
+	if trunc.code != 125 || !strings.Contains(trunc.stderr, "malformed or truncated") {
+		t.Fatalf("truncated log: exit %d: %s", trunc.code, trunc.stderr)
+	}
+}
+
+// TestFailsClosed kills lockstep (agent and tracer) under a running
+// command: the command must die with it.
+func TestFailsClosed(t *testing.T) {
+	requireRoot(t)
+	marker := fmt.Sprintf("sleep 61.%d", os.Getpid())
+	cmd := exec.Command(bin.lockstep, "exec", "--", "sh", "-c", marker)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !running(marker) {
+		if time.Now().After(deadline) {
+			t.Fatal("the command never started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	for running(marker) {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatal("the command outlived its tracer")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func running(marker string) bool {
+	out, _ := exec.Command("pgrep", "-f", marker).Output()
+	return len(bytes.TrimSpace(out)) > 0
+}
+
+// TestSleepsEnd: sleeps last about their nominal time, and the clocks
+// never go backwards.
+func TestSleepsEnd(t *testing.T) {
+	requireRoot(t)
+	for _, argv := range [][]string{
+		{"sleep", "0.2"},
+		{"python3", "-c", "import time; time.sleep(0.2)"},
+		{"sh", "-c", "busybox sleep 0.2"},
+	} {
+		start := time.Now()
+		r := lockstep(t, "", append([]string{"exec", "--"}, argv...)...)
+		took := time.Since(start)
+		if r.code != 0 || took < 200*time.Millisecond || took > 3*time.Second {
+			t.Errorf("%v: exit %d after %s: %s", argv, r.code, took, r.stderr)
+		}
+	}
+	r := lockstep(t, "", "exec", "--", "python3", "-c",
+		"import time\nw=[time.time() for _ in range(2000)]\nm=[time.monotonic() for _ in range(2000)]\n"+
+			"t0=time.time(); time.sleep(0.1)\nprint(w==sorted(w), m==sorted(m), len(set(w))==len(w), round(time.monotonic()-m[-1], 3))")
+	if r.stdout != "True True True 0.1\n" {
+		t.Errorf("clock order: %q %s", r.stdout, r.stderr)
+	}
+}

@@ -1,0 +1,262 @@
+package virt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func world(t *testing.T, seed uint64) *World {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Seed = seed
+	w, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func TestWallClockStartsAtEpochAndSteps(t *testing.T) {
+	w := world(t, 0)
+	a, _ := w.ReadClock(ClockRealtime)
+	b, _ := w.ReadClock(ClockRealtime)
+	if a != DefaultEpoch.UnixNano() {
+		t.Fatalf("first read %d, want the epoch %d", a, DefaultEpoch.UnixNano())
+	}
+	if b-a != int64(defaultStep) {
+		t.Fatalf("second read %d after %d: want one step", b, a)
+	}
+	tai, _ := w.ReadClock(ClockTAI)
+	if tai-b != int64(defaultStep+taiOffset) {
+		t.Fatalf("TAI %d is not wall + 37 s", tai)
+	}
+}
+
+// Monotonic reads (which runtimes make from background threads) must not
+// move the wall clock, whose values reach outputs.
+func TestClockClassesAreIndependent(t *testing.T) {
+	w := world(t, 0)
+	for i := 0; i < 100; i++ {
+		w.ReadClock(ClockMonotonic)
+	}
+	w.NanoSlept(time.Second)
+	if v, _ := w.Now(ClockRealtime); v != DefaultEpoch.UnixNano() {
+		t.Fatalf("wall clock moved with the monotonic one: %d", v)
+	}
+}
+
+func TestSleepsAdvanceClocks(t *testing.T) {
+	w := world(t, 0)
+	m0, _ := w.Now(ClockMonotonic)
+	w0, _ := w.Now(ClockRealtime)
+	w.Slept(ClockRealtime, false, int64(time.Second), time.Second)
+	m1, _ := w.Now(ClockMonotonic)
+	w1, _ := w.Now(ClockRealtime)
+	if m1-m0 != int64(time.Second) || w1-w0 != int64(time.Second) {
+		t.Fatalf("relative clock_nanosleep of 1 s moved mono by %d, wall by %d", m1-m0, w1-w0)
+	}
+	deadline := m1 + int64(2*time.Second)
+	d, _ := w.SleepLength(ClockMonotonic, true, deadline)
+	if d != 2*time.Second {
+		t.Fatalf("absolute sleep length %s, want 2s", d)
+	}
+	w.Slept(ClockMonotonic, true, deadline, d)
+	if m2, _ := w.Now(ClockMonotonic); m2 != deadline {
+		t.Fatalf("after an absolute sleep mono is %d, want the deadline %d", m2, deadline)
+	}
+	if d, _ := w.SleepLength(ClockMonotonic, true, 0); d != 0 {
+		t.Fatalf("a deadline in the past sleeps %s", d)
+	}
+}
+
+func TestTimedOutNeverGoesBack(t *testing.T) {
+	w := world(t, 0)
+	now, _ := w.Now(ClockMonotonic)
+	w.TimedOut(ClockMonotonic, now+500)
+	w.TimedOut(ClockMonotonic, now+100) // an earlier deadline, seen later
+	if v, _ := w.Now(ClockMonotonic); v != now+500 {
+		t.Fatalf("mono %d, want %d", v, now+500)
+	}
+}
+
+func TestBadClock(t *testing.T) {
+	w := world(t, 0)
+	for _, id := range []int32{10, 12, 99, -5 /* a CLOCKFD id: (^fd << 3) | 3 */} {
+		if _, err := w.ReadClock(id); !errors.Is(err, ErrBadClock) {
+			t.Errorf("clock %d: err %v, want ErrBadClock", id, err)
+		}
+	}
+	if _, err := w.ReadClock(-6); err != nil { // another process's CPU clock
+		t.Errorf("CPU clock of a pid: %v", err)
+	}
+}
+
+func TestEntropyIsSeeded(t *testing.T) {
+	read := func(seed uint64) (r, dev, exec []byte) {
+		w := world(t, seed)
+		r = make([]byte, 32)
+		w.Random(r)
+		s, _ := w.OpenEntropy("/dev/urandom")
+		dev = make([]byte, 32)
+		s.Read(dev)
+		x, _ := w.ExecRandom("/bin/true")
+		return r, dev, x[:]
+	}
+	r1, d1, x1 := read(1)
+	r2, d2, x2 := read(1)
+	r3, d3, x3 := read(2)
+	if !bytes.Equal(r1, r2) || !bytes.Equal(d1, d2) || !bytes.Equal(x1, x2) {
+		t.Fatal("same seed, different values")
+	}
+	if bytes.Equal(r1, r3) || bytes.Equal(d1, d3) || bytes.Equal(x1, x3) {
+		t.Fatal("different seeds, same values")
+	}
+	if bytes.Equal(r1, d1) {
+		t.Fatal("getrandom and /dev/urandom share a stream")
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	w := world(t, 0)
+	u := w.Uname()
+	field := func(i int) string { return string(bytes.TrimRight(u[i*65:(i+1)*65], "\x00")) }
+	if field(0) != "Linux" || field(1) != "lockstep" || field(4) != "x86_64" {
+		t.Fatalf("uname fields %q %q %q", field(0), field(1), field(4))
+	}
+	si := w.Sysinfo()
+	if binary.LittleEndian.Uint64(si[32:]) != 4<<30 || binary.LittleEndian.Uint32(si[104:]) != 1 {
+		t.Fatal("sysinfo totalram or mem_unit wrong")
+	}
+	if m := binary.LittleEndian.Uint64(w.CPUMask()); m != 1 {
+		t.Fatalf("affinity mask %#x for 1 CPU", m)
+	}
+	cpu, ok, _ := w.File("/proc/cpuinfo")
+	if !ok || !strings.Contains(string(cpu), "model name\t: Lockstep Virtual CPU") || strings.Contains(string(cpu), "rdrand") {
+		t.Fatalf("cpuinfo:\n%s", cpu)
+	}
+	if on, _, _ := w.File("/sys/devices/system/cpu/online"); string(on) != "0\n" {
+		t.Fatalf("cpu/online %q", on)
+	}
+	a, _, _ := w.File("/proc/sys/kernel/random/uuid")
+	b, _, _ := w.File("/proc/sys/kernel/random/uuid")
+	if bytes.Equal(a, b) {
+		t.Fatal("two reads of random/uuid are equal")
+	}
+	if _, ok, _ := w.File("/etc/passwd"); ok {
+		t.Fatal("/etc/passwd is served")
+	}
+}
+
+func TestInodesAreStable(t *testing.T) {
+	w := world(t, 0)
+	a, b := w.Ino(2049, 1234567), w.Ino(2049, 42)
+	if a != firstIno || b != firstIno+1 || w.Ino(2049, 1234567) != a {
+		t.Fatalf("inodes %d %d: want first-seen order", a, b)
+	}
+	if w.Dev(2049) != firstDev || w.Dev(64) != firstDev+1 {
+		t.Fatal("devices not in first-seen order")
+	}
+}
+
+func TestFileTime(t *testing.T) {
+	w := world(t, 0)
+	old := int64(1e18)
+	if w.FileTime(1, 1, old) != old {
+		t.Fatal("a time before the run was changed")
+	}
+	written := time.Now().UnixNano()
+	v := w.FileTime(1, 1, written)
+	w.ReadClock(ClockRealtime)
+	if v != DefaultEpoch.UnixNano() || w.FileTime(1, 1, written) != v {
+		t.Fatalf("a time written during the run maps to %d, want the virtual time it was first seen", v)
+	}
+}
+
+func TestLogRecordReplay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.log")
+	h := Header{Seed: 7, Epoch: DefaultEpoch, CPUs: 1, MemBytes: 4 << 30, Hostname: "h", Argv: []string{"x"}}
+	rec, err := CreateLog(path, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Event("clock", "CLOCK_REALTIME", "1")
+	rec.Event("getrandom", "16", "ab")
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, got, err := OpenLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Seed != 7 || got.Hostname != "h" {
+		t.Fatalf("header %+v", got)
+	}
+	if err := rep.Event("clock", "CLOCK_REALTIME", "1"); err != nil {
+		t.Fatal(err)
+	}
+	err = rep.Event("getrandom", "16", "cd")
+	if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "event 1") {
+		t.Fatalf("mismatch not reported: %v", err)
+	}
+
+	short, _, _ := OpenLog(path)
+	short.Event("clock", "CLOCK_REALTIME", "1")
+	if err := short.Close(); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("a replay that stops early: %v", err)
+	}
+}
+
+func TestLogRefusesBadFiles(t *testing.T) {
+	good := `{"format":"lockstep-exec-log","version":1,"seed":1,"epoch":"2025-01-01T00:00:00Z","cpus":1,"mem_bytes":4294967296,"hostname":"h","argv":["x"]}
+{"seq":0,"kind":"clock","what":"CLOCK_REALTIME","value":"1"}
+{"seq":1,"kind":"clock","what":"CLOCK_REALTIME","value":"2"}
+`
+	if _, _, err := ReadLog(strings.NewReader(good)); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{
+		"empty":       "",
+		"not a log":   "hello\n",
+		"truncated":   good[:len(good)-20],
+		"reordered":   strings.Replace(good, `"seq":1`, `"seq":2`, 1),
+		"version":     strings.Replace(good, `"version":1`, `"version":9`, 1),
+		"unknown key": strings.Replace(good, `"seq":0,`, `"seq":0,"x":1,`, 1),
+		"bad config":  strings.Replace(good, `"cpus":1`, `"cpus":0`, 1),
+	}
+	for name, text := range bad {
+		if _, _, err := ReadLog(strings.NewReader(text)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzReadLog(f *testing.F) {
+	f.Add([]byte(`{"format":"lockstep-exec-log","version":1,"seed":1,"epoch":"2025-01-01T00:00:00Z","cpus":1,"mem_bytes":4294967296,"hostname":"h","argv":["x"]}` + "\n" + `{"seq":0,"kind":"clock","what":"a","value":"1"}` + "\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, events, err := ReadLog(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if h.Format != LogFormat || h.Config().Validate() != nil {
+			t.Fatalf("accepted a bad header %+v", h)
+		}
+		for i, e := range events {
+			if e.Seq != uint64(i) || e.Kind == "" {
+				t.Fatalf("accepted a bad event %d: %+v", i, e)
+			}
+		}
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.CPUs = 0
+	if c.Validate() == nil {
+		t.Fatal("0 CPUs accepted")
+	}
+}
