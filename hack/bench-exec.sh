@@ -22,7 +22,7 @@ time_ns() {
 	done | median
 }
 
-printf '%-34s %12s %12s %9s\n' workload native_ms lockstep_ms ratio
+printf '%-34s %12s %12s %9s   %s\n' workload native_ms lockstep_ms ratio "(totals with process start, ms)"
 row() {
 	local name=$1; shift
 	local n l
@@ -31,7 +31,7 @@ row() {
 	# Subtract the fixed cost of starting the process (measured below).
 	local nw=$(( n - base_native )) lw=$(( l - base_lockstep ))
 	(( nw < 1 )) && nw=1
-	printf '%-34s %12.1f %12.1f %9.3f\n' "$name" "$(echo "$nw/1000000" | bc -l)" "$(echo "$lw/1000000" | bc -l)" "$(echo "$lw/$nw" | bc -l)"
+	printf '%-34s %12.1f %12.1f %9.3f   %.1f / %.1f\n' "$name" "$(echo "$nw/1000000" | bc -l)" "$(echo "$lw/1000000" | bc -l)" "$(echo "$lw/$nw" | bc -l)" "$(echo "$n/1000000" | bc -l)" "$(echo "$l/1000000" | bc -l)"
 }
 base_native=$(time_ns "$work/bench" syscall 0)
 base_lockstep=$(time_ns "$lockstep" exec -- "$work/bench" syscall 0)
