@@ -9,6 +9,7 @@ import (
 
 func TestFixStat(t *testing.T) {
 	w, _ := virt.New(virt.DefaultConfig(), nil)
+	w.Start()
 	b := make([]byte, sizeofStat)
 	le.PutUint64(b[0:], 2049)   // st_dev
 	le.PutUint64(b[8:], 987654) // st_ino

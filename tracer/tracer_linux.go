@@ -158,6 +158,9 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		if former, err := unix.PtraceGetEventMsg(tid); err == nil && int(former) != tid {
 			delete(t.threads, int(former))
 		}
+		if t.Execs == 0 {
+			t.world.Start()
+		}
 		t.Execs++
 		return t.exec(tid, th)
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:

@@ -64,6 +64,16 @@ type clocks struct {
 	mu   sync.Mutex
 	step time.Duration
 	now  [3]time.Duration // guarded by mu; offsets from each class's origin
+	run  bool             // guarded by mu: the command has started
+}
+
+// start lets the clocks move. Before it (lockstep's own setup code runs
+// under the filter until it execs the command) reads and sleeps leave them
+// where they are, so that setup timing cannot show in the command's values.
+func (c *clocks) start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.run = true
 }
 
 func newClocks() *clocks {
@@ -78,7 +88,9 @@ func (c *clocks) read(cl Class) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.now[cl]
-	c.now[cl] += c.step
+	if c.run {
+		c.now[cl] += c.step
+	}
 	return v
 }
 
@@ -93,7 +105,7 @@ func (c *clocks) peek(cl Class) time.Duration {
 func (c *clocks) advanceTo(cl Class, t time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t > c.now[cl] {
+	if c.run && t > c.now[cl] {
 		c.now[cl] = t
 	}
 }
@@ -105,5 +117,7 @@ func (c *clocks) advanceBy(cl Class, d time.Duration) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.now[cl] += d
+	if c.run {
+		c.now[cl] += d
+	}
 }

@@ -18,7 +18,18 @@ func world(t *testing.T, seed uint64) *World {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.Start()
 	return w
+}
+
+func TestClocksStandStillBeforeStart(t *testing.T) {
+	w, _ := New(DefaultConfig(), nil)
+	w.ReadClock(ClockMonotonic)
+	w.NanoSlept(time.Second)
+	w.Start()
+	if v, _ := w.ReadClock(ClockMonotonic); v != int64(monoStart) {
+		t.Fatalf("setup moved the monotonic clock to %d", v)
+	}
 }
 
 func TestWallClockStartsAtEpochAndSteps(t *testing.T) {

@@ -32,6 +32,9 @@ func New(cfg Config, log *Log) (*World, error) {
 	}, nil
 }
 
+// Start marks the command's first execve: from here on, clocks move.
+func (w *World) Start() { w.clk.start() }
+
 // Config returns the world's configuration.
 func (w *World) Config() Config { return w.cfg }
 
