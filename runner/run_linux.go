@@ -112,12 +112,11 @@ func supervise(world *virt.World, sock, initPid int) (Result, error) {
 	var (
 		wg       sync.WaitGroup
 		agentErr error
-		listener = -1
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if agentErr = serveListener(sock, world, &listener); agentErr != nil {
+		if agentErr = serveListener(sock, world); agentErr != nil {
 			killTree() // fail closed
 		}
 	}()
@@ -137,7 +136,7 @@ func supervise(world *virt.World, sock, initPid int) (Result, error) {
 
 // serveListener finishes the handshake and runs the agent until every
 // process using the filter has exited.
-func serveListener(sock int, world *virt.World, listener *int) error {
+func serveListener(sock int, world *virt.World) error {
 	if _, err := unix.Write(sock, []byte{'S'}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
@@ -146,7 +145,6 @@ func serveListener(sock int, world *virt.World, listener *int) error {
 		return err
 	}
 	defer unix.Close(fd)
-	*listener = fd
 	a := agent.New(fd, world)
 	done := make(chan error, 1)
 	go func() { done <- a.Run() }()

@@ -62,15 +62,6 @@ func (a *Agent) handleBlocking(nr int, name string, fn Handler) {
 	a.handlers[int32(nr)] = entry{name: name, fn: fn, blocking: true}
 }
 
-// Syscalls lists the syscall numbers the agent has handlers for.
-func (a *Agent) Syscalls() []int32 {
-	var nrs []int32
-	for nr := range a.handlers {
-		nrs = append(nrs, nr)
-	}
-	return nrs
-}
-
 // Run serves notifications until every process using the filter has
 // exited (nil) or the agent cannot go on (an error: kill the tree).
 func (a *Agent) Run() error {
