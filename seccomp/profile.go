@@ -146,7 +146,6 @@ const (
 	personalityAddrNoRandomize = 0x0040000
 	prSetTSC                   = 26
 	archSetCPUID               = 0x1012
-	mapTypeMask                = 0x0f
 	mapDroppable               = 0x08
 	futexCmdMask               = 0x7f
 )
@@ -191,6 +190,12 @@ func Rules() []Rule {
 		notify("openat2", sysOpenat2),
 		notify("getdents", sysGetdents),
 		notify("getdents64", sysGetdents64),
+		// Filesystem size: answered by the agent, which runs the call on
+		// the caller's file and fixes the sizes. Notified, not traced,
+		// because runc's init calls fstatfs after it installed the filter
+		// and before any tracer is attached.
+		notify("statfs", sysStatfs),
+		notify("fstatfs", sysFstatfs),
 
 		// Results fixed up at syscall exit: inode numbers, devices, times.
 		trace("stat", sysStat),
@@ -198,8 +203,6 @@ func Rules() []Rule {
 		trace("lstat", sysLstat),
 		trace("newfstatat", sysNewfstatat),
 		trace("statx", sysStatx),
-		trace("statfs", sysStatfs),
-		trace("fstatfs", sysFstatfs),
 		traceIf("wait4", sysWait4, 3),   // rusage
 		traceIf("waitid", sysWaitid, 4), // rusage
 		// Waits with a timeout: an expired timeout advances virtual time.
@@ -216,6 +219,10 @@ func Rules() []Rule {
 		// CPUID faulting is re-armed by the tracer after each execve; the
 		// program itself may not turn it off.
 		{Name: "arch_prctl", Nr: sysArchPrctl, Action: ActTrace, Cond: &Cond{Arg: 0, Op: OpEq, Value: archSetCPUID}},
+		// rdtsc stays trapping: the tracer lets prctl(PR_SET_TSC,
+		// PR_TSC_SIGSEGV) through (a container's exec helper arms it after
+		// runc installed this filter) and refuses PR_TSC_ENABLE.
+		{Name: "prctl", Nr: sysPrctl, Action: ActTrace, Cond: &Cond{Arg: 0, Op: OpEq, Value: prSetTSC}},
 
 		// Denied: asynchronous kernel interfaces, and ways to undo the setup.
 		deny("io_uring_setup", sysIoUringSetup, syscall.ENOSYS),
@@ -241,13 +248,10 @@ func Rules() []Rule {
 		// query, has it set and passes).
 		{Name: "personality", Nr: sysPersonality, Action: ActErrno, Errno: syscall.EPERM,
 			Cond: &Cond{Arg: 0, Op: OpMaskedEq, Mask: personalityAddrNoRandomize, Value: 0}},
-		// rdtsc stays trapping.
-		{Name: "prctl", Nr: sysPrctl, Action: ActErrno, Errno: syscall.EPERM,
-			Cond: &Cond{Arg: 0, Op: OpEq, Value: prSetTSC}},
 		// MAP_DROPPABLE backs vDSO getrandom state; without it, libc and Go
 		// fall back to the getrandom syscall.
 		{Name: "mmap", Nr: sysMmap, Action: ActErrno, Errno: syscall.ENOMEM,
-			Cond: &Cond{Arg: 3, Op: OpMaskedEq, Mask: mapTypeMask, Value: mapDroppable}},
+			Cond: &Cond{Arg: 3, Op: OpMaskedEq, Mask: mapDroppable, Value: mapDroppable}},
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 const (
 	sizeofStat    = 144
 	sizeofStatx   = 152 // through stx_mnt_id
-	sizeofStatfs  = 120
 	sizeofRusage  = 144
 	sizeofSiginfo = 128
 	blockSize     = 4096
@@ -73,18 +72,6 @@ func normalSize(mode uint32, size int64) (int64, int64) {
 		return size, (size + blockSize - 1) / blockSize * (blockSize / 512)
 	}
 	return size, 0
-}
-
-// fixStatfs reports a fixed-size, half-empty filesystem of the same type.
-func fixStatfs(b []byte) {
-	le.PutUint64(b[8:], blockSize)  // f_bsize
-	le.PutUint64(b[16:], 1<<24)     // f_blocks: 64 GiB
-	le.PutUint64(b[24:], 1<<23)     // f_bfree
-	le.PutUint64(b[32:], 1<<23)     // f_bavail
-	le.PutUint64(b[40:], 1<<22)     // f_files
-	le.PutUint64(b[48:], 1<<21)     // f_ffree
-	le.PutUint64(b[56:], 0)         // f_fsid
-	le.PutUint64(b[72:], blockSize) // f_frsize
 }
 
 // The glibc encoding of device numbers, which the kernel's stat uses too.

@@ -51,8 +51,6 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 		return t.rewrite(regs.Rdx, sizeofStat, fixStat), nil
 	case unix.SYS_STATX:
 		return t.rewrite(regs.R8, sizeofStatx, fixStatx), nil
-	case unix.SYS_STATFS, unix.SYS_FSTATFS:
-		return t.rewrite(regs.Rsi, sizeofStatfs, func(b []byte, _ *virt.World) { fixStatfs(b) }), nil
 	case unix.SYS_WAIT4:
 		return zeroOnSuccess(regs.R10, sizeofRusage), nil
 	case unix.SYS_WAITID:
@@ -79,6 +77,11 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 		if th.injecting {
 			th.injecting = false
 			return th.exit, nil // the tracer's own: run it, keep its fixup
+		}
+		return deny(tid, regs, unix.EPERM)
+	case unix.SYS_PRCTL: // PR_SET_TSC, by the profile
+		if regs.Rsi == unix.PR_TSC_SIGSEGV {
+			return nil, nil
 		}
 		return deny(tid, regs, unix.EPERM)
 	}

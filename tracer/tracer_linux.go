@@ -26,7 +26,8 @@ type thread struct {
 }
 
 // Tracer traces one process tree. All its methods must be called from the
-// one OS thread that called Seize (runtime.LockOSThread).
+// one OS thread that called Seize (runtime.LockOSThread); children given to
+// Reap must have been forked by that thread.
 type Tracer struct {
 	world      *virt.World
 	cpuidFault bool // the CPU can fault on cpuid: arm it at every exec
@@ -78,7 +79,10 @@ func (t *Tracer) Reap(pid int) { t.others[pid] = true }
 func (t *Tracer) Wait() (unix.WaitStatus, error) {
 	for len(t.threads) > 0 || len(t.others) > 0 {
 		var ws unix.WaitStatus
-		tid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+		// __WNOTHREAD: only this thread's tracees and children, so that
+		// several tracers can run in one process (one per container process
+		// tree in the shim's agent).
+		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
 		if err == unix.EINTR {
 			continue
 		}

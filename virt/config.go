@@ -44,3 +44,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Equal reports whether two configurations describe the same world.
+func (c Config) Equal(o Config) bool {
+	return c.Seed == o.Seed && c.Epoch.Equal(o.Epoch) && c.CPUs == o.CPUs &&
+		c.MemBytes == o.MemBytes && c.Hostname == o.Hostname
+}

@@ -51,6 +51,7 @@ func New(fd int, world *virt.World) *Agent {
 	a.registerTime()
 	a.registerIdentity()
 	a.registerFiles()
+	a.registerStatfs()
 	return a
 }
 

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lockstep-run/lockstep/hack/ociimage"
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	fs := pflag.NewFlagSet("mkimage", pflag.ContinueOnError)
+	out := fs.StringP("output", "o", "", "write the archive to `FILE`")
+	name := fs.StringP("name", "n", "", "image `NAME` (e.g. lockstep.test/probe:latest)")
+	rootfs := fs.String("rootfs", "", "copy host `DIR` (e.g. made by debootstrap) to the image's /")
+	bins := fs.StringArray("bin", nil, "add a binary `SRC[:DST]` and, if dynamic, its shared libraries")
+	files := fs.StringArray("file", nil, "add a file `SRC:DST`")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: mkimage -o FILE -n NAME [--rootfs DIR] [--bin SRC[:DST]]... [--file SRC:DST]... [-- CMD ARGS...]\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if *out == "" || *name == "" {
+		fs.Usage()
+		os.Exit(2)
+	}
+	im := &ociimage.Image{Name: *name, RootFS: *rootfs, Files: map[string]string{}, Cmd: fs.Args()}
+	for _, b := range *bins {
+		src, dst, ok := strings.Cut(b, ":")
+		if !ok {
+			dst = "/" + src[strings.LastIndex(src, "/")+1:]
+		}
+		if err := im.AddBinary(src, dst); err != nil {
+			fmt.Fprintln(os.Stderr, "mkimage:", err)
+			os.Exit(1)
+		}
+	}
+	for _, f := range *files {
+		src, dst, ok := strings.Cut(f, ":")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "mkimage: --file %s: want SRC:DST\n", f)
+			os.Exit(2)
+		}
+		im.Files[dst] = src
+	}
+	if err := im.WriteFile(*out); err != nil {
+		fmt.Fprintln(os.Stderr, "mkimage:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,324 @@
+//go:build linux
+
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/lockstep-run/lockstep/seccomp/agent"
+	"github.com/lockstep-run/lockstep/tracer"
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
+
+// AgentArg0 is argv[0] of a container's agent process: the shim binary
+// re-executed. main calls MaybeRunAgent first.
+const AgentArg0 = "lockstep-agent"
+
+// The agent's listening sockets, made by the shim before runc runs.
+const (
+	seccompListenerFD = 3
+	execListenerFD    = 4
+)
+
+// agentConfig is the agent process's one argument, as JSON.
+type agentConfig struct {
+	ID       string
+	Settings Settings
+	Stderr   string // the container's stderr (a fifo or file), for the reason it was killed
+	Helper   string // lockstep-shim-exec on the host
+}
+
+// First PIDs: the init's first child is firstChildPID, the n-th exec'd
+// process's first child is n*execPIDStride + firstChildPID.
+const (
+	firstChildPID = 100
+	execPIDStride = 1000
+)
+
+// MaybeRunAgent runs the agent if this process is one, and then exits.
+func MaybeRunAgent() {
+	if len(os.Args) == 2 && os.Args[0] == AgentArg0 {
+		os.Exit(runAgent(os.Args[1]))
+	}
+}
+
+// containerAgent serves one container: a notify agent per seccomp
+// listener runc sends (init and every exec), and a tracer, on its own OS
+// thread, per process the exec helper hands over. All share one world.
+type containerAgent struct {
+	cfg   agentConfig
+	world *virt.World
+	log   *virt.Log
+	fatal chan error
+	once  sync.Once
+
+	mu        sync.Mutex
+	handovers int // guarded by mu: processes handed over so far
+}
+
+func runAgent(arg string) int {
+	var cfg agentConfig
+	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "lockstep agent: bad configuration: %v\n", err)
+		return 2
+	}
+	a := &containerAgent{cfg: cfg, fatal: make(chan error, 1)}
+	if err := a.openWorld(); err != nil {
+		a.report(err)
+		return 1
+	}
+	seccompLn, err := listenerFromFD(seccompListenerFD, "seccomp")
+	if err != nil {
+		a.report(err)
+		return 1
+	}
+	execLn, err := listenerFromFD(execListenerFD, "exec")
+	if err != nil {
+		a.report(err)
+		return 1
+	}
+	go a.acceptSeccomp(seccompLn)
+	go a.acceptExec(execLn)
+
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM, unix.SIGINT)
+	select {
+	case <-term:
+		// The shim is deleting the container: nothing is left to serve.
+		if a.log != nil {
+			if err := a.log.Close(); err != nil {
+				a.report(err)
+				return 1
+			}
+		}
+		return 0
+	case err := <-a.fatal:
+		// Exiting kills every traced process (PTRACE_O_EXITKILL); the
+		// shim sees this exit and kills the rest of the container.
+		a.report(err)
+		return 1
+	}
+}
+
+// openWorld makes the container's world, recording to or replaying from
+// its log.
+func (a *containerAgent) openWorld() error {
+	cfg := a.cfg.Settings.Config
+	if p := a.cfg.Settings.Log; p != "" {
+		if _, err := os.Stat(p); err == nil {
+			l, h, err := virt.OpenLog(p)
+			if err != nil {
+				return err
+			}
+			if !h.Config().Equal(cfg) {
+				l.Close()
+				return fmt.Errorf("the log %s was recorded with other settings (%+v) than this container's (%+v)", p, h.Config(), cfg)
+			}
+			a.log = l
+		} else {
+			l, err := virt.CreateLog(p, virt.Header{Seed: cfg.Seed, Epoch: cfg.Epoch, CPUs: cfg.CPUs,
+				MemBytes: cfg.MemBytes, Hostname: cfg.Hostname, Argv: []string{a.cfg.ID}})
+			if err != nil {
+				return err
+			}
+			a.log = l
+		}
+	}
+	w, err := virt.New(cfg, a.log)
+	if err != nil {
+		return err
+	}
+	a.world = w
+	return nil
+}
+
+func (a *containerAgent) die(err error) {
+	a.once.Do(func() { a.fatal <- err })
+}
+
+// report says why the container is being killed, in the shim's log and on
+// the container's stderr.
+func (a *containerAgent) report(err error) {
+	msg := fmt.Sprintf("lockstep: container %s: %v; killing it (the runtime fails closed)\n", a.cfg.ID, err)
+	os.Stderr.WriteString(msg)
+	if a.cfg.Stderr == "" {
+		return
+	}
+	if f, err := os.OpenFile(a.cfg.Stderr, os.O_WRONLY|os.O_APPEND|unix.O_NONBLOCK, 0); err == nil {
+		f.WriteString(msg)
+		f.Close()
+	}
+}
+
+func listenerFromFD(fd int, name string) (*net.UnixListener, error) {
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener (fd %d): %w", name, fd, err)
+	}
+	return ln.(*net.UnixListener), nil
+}
+
+// acceptSeccomp takes the listener fds runc sends (runc's listenerPath
+// protocol: the JSON container process state with one fd by SCM_RIGHTS).
+func (a *containerAgent) acceptSeccomp(ln *net.UnixListener) {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			a.die(fmt.Errorf("seccomp listener: %w", err))
+			return
+		}
+		fd, err := receiveSeccompFD(c)
+		c.Close()
+		if err != nil {
+			a.die(err)
+			return
+		}
+		go func() {
+			defer unix.Close(fd)
+			if err := agent.New(fd, a.world).Run(); err != nil {
+				a.die(err)
+			}
+		}()
+	}
+}
+
+func receiveSeccompFD(c *net.UnixConn) (int, error) {
+	buf, oob := make([]byte, 64<<10), make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return -1, fmt.Errorf("receive runc's seccomp listener: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return -1, fmt.Errorf("runc's seccomp message: %w", err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		if got, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, got...)
+		}
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("runc sent %d seccomp fds, want 1", len(fds))
+	}
+	// The state JSON may span several reads; it is not needed, but a
+	// message that is not JSON means something else is on this socket.
+	rest, _ := io.ReadAll(c)
+	var state struct {
+		Version string `json:"ociVersion"`
+	}
+	if err := json.Unmarshal(append(buf[:n], rest...), &state); err != nil || state.Version == "" {
+		unix.Close(fds[0])
+		return -1, errors.New("the seccomp listener got a message that is not runc's container process state")
+	}
+	unix.SetNonblock(fds[0], false)
+	return fds[0], nil
+}
+
+// acceptExec seizes each process the exec helper hands over and traces
+// its tree on a thread of its own.
+func (a *containerAgent) acceptExec(ln *net.UnixListener) {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			a.die(fmt.Errorf("exec listener: %w", err))
+			return
+		}
+		go a.trace(c)
+	}
+}
+
+func (a *containerAgent) trace(c *net.UnixConn) {
+	defer c.Close()
+	pid, err := peerPID(c)
+	if err != nil {
+		a.report(err)
+		return
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'P' {
+		return // the helper went away: it starts nothing
+	}
+	a.mu.Lock()
+	n := a.handovers
+	a.handovers++
+	a.mu.Unlock()
+	if err := a.setLastPID(pid, n*execPIDStride+firstChildPID-1); err != nil {
+		a.report(err)
+		return
+	}
+	// The thread that seizes is the tracer: it stays locked, and ends
+	// with this goroutine.
+	runtime.LockOSThread()
+	tr := tracer.New(a.world)
+	if err := tr.Seize(pid); err != nil {
+		a.report(err) // the helper sees no 'G' and exits 125
+		return
+	}
+	if _, err := c.Write([]byte{'G'}); err != nil {
+		tr.KillAll()
+	}
+	c.Close()
+	if _, err := tr.Wait(); err != nil {
+		a.die(err)
+	}
+}
+
+// peerPID is the connecting process's PID in this (the host's) namespace.
+func peerPID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if serr != nil {
+		return 0, fmt.Errorf("exec helper's credentials: %w", serr)
+	}
+	return int(cred.Pid), nil
+}
+
+// setLastPID sets the last PID handed out in the PID namespace of process
+// pid, by running the exec helper inside that namespace from a thread that
+// joined it (and is thrown away after).
+func (a *containerAgent) setLastPID(pid, last int) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", pid))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWPID); err != nil {
+			errc <- fmt.Errorf("join the container's PID namespace: %w", err)
+			return
+		}
+		out, err := exec.Command(a.cfg.Helper, "--set-last-pid", strconv.Itoa(last)).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("set the container's next PID: %v: %s", err, out)
+		}
+		errc <- err
+	}()
+	return <-errc
+}
