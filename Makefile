@@ -5,14 +5,18 @@ PREFIX    ?= /usr/local
 BIN       := bin
 CLANG     ?= clang-14
 GOFLAGS   ?=
+CC        ?= gcc
 
 .PHONY: test-all help build test root-test integration generate install bench demo vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/lockstep
+build: ## build bin/lockstep, the containerd shim and its exec helper, bin/mkimage
 	$(GO) build $(GOFLAGS) -o $(BIN)/lockstep ./cmd/lockstep
+	$(GO) build $(GOFLAGS) -o $(BIN)/containerd-shim-lockstep-v1 ./cmd/containerd-shim-lockstep-v1
+	$(GO) build $(GOFLAGS) -o $(BIN)/mkimage ./hack/mkimage
+	$(CC) -static -O2 -Wall -Wextra -o $(BIN)/lockstep-shim-exec shim/helper/exec.c
 
 vet: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
@@ -25,8 +29,9 @@ root-test: ## tests that need root: the tracer and the agent on this kernel
 	@test "$$(id -u)" = 0 || { echo "root-test: run as root"; exit 1; }
 	LOCKSTEP_ROOT_TESTS=1 $(GO) test -count=1 -v -run . ./runner/ ./seccomp/... ./tracer/ 2>&1 | tee /tmp/lockstep-root-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+exec_root_test)' ; test $${PIPESTATUS[0]} -eq 0
 
-integration: ## tests against real containerd and runc (none yet: the shim is issue 3)
-	@echo "integration: no containerd tests yet (the shim is not built)"
+integration: ## tests against real containerd and runc (private containerd instances, the shim)
+	@test "$$(id -u)" = 0 || { echo "integration: run as root"; exit 1; }
+	LOCKSTEP_INTEGRATION=1 $(GO) test -count=1 -v -timeout 20m ./integration/ 2>&1 | tee /tmp/lockstep-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\w+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
 
 generate: ## regenerate generated code (none yet: the eBPF tracer is issue 5)
 	@echo "generate: nothing to generate yet"
@@ -34,8 +39,10 @@ generate: ## regenerate generated code (none yet: the eBPF tracer is issue 5)
 bench: build ## benchmark against native in the same run (docs/performance.md)
 	hack/bench-exec.sh
 
-install: build ## install lockstep into $(PREFIX)/bin
+install: build ## install lockstep, the shim and its helper into $(PREFIX)/bin (hack/install.sh configures containerd)
 	install -D -m 0755 $(BIN)/lockstep $(DESTDIR)$(PREFIX)/bin/lockstep
+	install -D -m 0755 $(BIN)/containerd-shim-lockstep-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lockstep-v1
+	install -D -m 0755 $(BIN)/lockstep-shim-exec $(DESTDIR)$(PREFIX)/bin/lockstep-shim-exec
 
 demo: build ## show two identical deterministic runs of a probe
 	hack/demo-exec.sh

@@ -3,6 +3,7 @@
 package shim
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -217,13 +218,11 @@ func receiveSeccompFD(c *net.UnixConn) (int, error) {
 		}
 		return -1, fmt.Errorf("runc sent %d seccomp fds, want 1", len(fds))
 	}
-	// The state JSON may span several reads; it is not needed, but a
-	// message that is not JSON means something else is on this socket.
-	rest, _ := io.ReadAll(c)
-	var state struct {
-		Version string `json:"ociVersion"`
-	}
-	if err := json.Unmarshal(append(buf[:n], rest...), &state); err != nil || state.Version == "" {
+	// The state JSON follows; it is not needed, and runc exec keeps the
+	// connection open while it waits for its process, so read no more
+	// than came with the fd. A message that does not start a JSON object
+	// means something else is on this socket.
+	if !bytes.HasPrefix(bytes.TrimSpace(buf[:n]), []byte("{")) {
 		unix.Close(fds[0])
 		return -1, errors.New("the seccomp listener got a message that is not runc's container process state")
 	}
