@@ -217,6 +217,7 @@ func (p *provider) importImage(archive []byte) error {
 // run describes one container run.
 type run struct {
 	runtime     string
+	options     any // runtime options sent to the shim (e.g. CRI's runtimeoptions)
 	args        []string
 	stdin       string
 	annotations map[string]string
@@ -251,7 +252,7 @@ func (p *provider) newContainer(t *testing.T, r run) containerd.Container {
 	c, err := p.client.NewContainer(ctx, id,
 		containerd.WithNewSnapshot(id, img),
 		containerd.WithNewSpec(opts...),
-		containerd.WithRuntime(r.runtime, nil))
+		containerd.WithRuntime(r.runtime, r.options))
 	if err != nil {
 		t.Fatalf("%s: new container: %v", p.name, err)
 	}

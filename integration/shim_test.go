@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/lockstep-run/lockstep/shim"
 )
 
@@ -255,4 +257,69 @@ func agents(t *testing.T) map[int]bool {
 		out[pid] = true
 	}
 	return out
+}
+
+// TestRuntimeOptions: the TOML file CRI's runtimeoptions.v1.Options names
+// sets the world; annotations override it.
+func TestRuntimeOptions(t *testing.T) {
+	p := env.providers[0]
+	conf := filepath.Join(t.TempDir(), "lockstep.toml")
+	os.WriteFile(conf, []byte("[lockstep]\nseed = 9\nepoch = \"2031-03-04T05:06:07Z\"\nhostname = \"svc-a\"\n"), 0o600)
+	opts := &runtimeoptions.Options{TypeUrl: "io.lockstep.v1", ConfigPath: conf}
+	got := lines(p.run(t, run{runtime: lockstepRuntime, options: opts, args: []string{"/probe-static"}}).stdout)
+	if want := fmt.Sprintf("%d.000000000", time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC).Unix()); got["realtime"] != want {
+		t.Errorf("realtime %q, want %q (the options file's epoch)", got["realtime"], want)
+	}
+	if got["hostname"] != "svc-a" {
+		t.Errorf("hostname %q, want svc-a", got["hostname"])
+	}
+	seeded := lines(p.run(t, run{runtime: lockstepRuntime, args: []string{"/probe-static"},
+		annotations: map[string]string{shim.AnnotationSeed: "9", shim.AnnotationEpoch: "2031-03-04T05:06:07Z", shim.AnnotationHostname: "svc-a"}}).stdout)
+	if got["getrandom"] != seeded["getrandom"] {
+		t.Errorf("seed 9 from the options file gives %s, from an annotation %s", got["getrandom"], seeded["getrandom"])
+	}
+	over := lines(p.run(t, run{runtime: lockstepRuntime, options: opts, args: []string{"/probe-static"},
+		annotations: map[string]string{shim.AnnotationSeed: "10"}}).stdout)
+	if over["getrandom"] == got["getrandom"] {
+		t.Error("an annotation did not override the options file's seed")
+	}
+	os.WriteFile(conf, []byte("sead = 9\n"), 0o600)
+	c := p.newContainer(t, run{runtime: lockstepRuntime, options: opts, args: []string{"/probe-static"}})
+	if task, err := c.NewTask(p.ctx(), cio.NullIO); err == nil {
+		task.Delete(p.ctx(), containerd.WithProcessKill)
+		t.Error("a misspelt options file was accepted")
+	} else if !strings.Contains(err.Error(), "sead") {
+		t.Errorf("error does not name the bad key: %v", err)
+	}
+}
+
+// TestLogRecordReplay: io.lockstep.log records the values served; a second
+// container with the same log replays them; an edited log is a mismatch,
+// and the container is killed with the reason on its stderr.
+func TestLogRecordReplay(t *testing.T) {
+	p := env.providers[0]
+	log := filepath.Join(t.TempDir(), "probe.log")
+	r := run{runtime: lockstepRuntime, args: []string{"/probe-dynamic"}, annotations: map[string]string{shim.AnnotationLog: log}}
+	rec := p.run(t, r)
+	if rec.code != 0 {
+		t.Fatalf("record: exit %d\n%s", rec.code, rec.stderr)
+	}
+	rep := p.run(t, r)
+	if rep.code != 0 || rep.stdout != rec.stdout {
+		t.Fatalf("replay: exit %d, same output %v\n%s", rep.code, rep.stdout == rec.stdout, rep.stderr)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), `"kind":"clock","what":"CLOCK_REALTIME","value":"1735689600000000000"`,
+		`"kind":"clock","what":"CLOCK_REALTIME","value":"1735689600000000001"`, 1)
+	if edited == string(b) {
+		t.Fatalf("the log has no first REALTIME read to edit:\n%s", b)
+	}
+	os.WriteFile(log, []byte(edited), 0o600)
+	bad := p.run(t, r)
+	if bad.code == 0 || !strings.Contains(bad.stderr, "mismatch") {
+		t.Errorf("edited log: exit %d, stderr %q", bad.code, bad.stderr)
+	}
 }
