@@ -144,6 +144,7 @@ int main(int argc, char **argv) {
 		long r;
 		__asm__ volatile("int $0x80" : "=a"(r) : "a"(20));
 		printf("int80_getpid %ld\n", r);
+		fflush(stdout);
 		_exit(0);
 	}
 	int status;
