@@ -199,7 +199,7 @@ func Rules() []Rule {
 
 		// Results fixed up at syscall exit: inode numbers, devices, times.
 		trace("stat", sysStat),
-		trace("fstat", sysFstat),
+		notify("fstat", sysFstat),
 		trace("lstat", sysLstat),
 		trace("newfstatat", sysNewfstatat),
 		trace("statx", sysStatx),

@@ -39,7 +39,21 @@ func (t *Tracer) seccompStop(tid int, th *thread) error {
 		return resume(tid, 0)
 	}
 	th.exit = fix
+	if quick(regs.Orig_rax) {
+		t.busy(tid, th)
+	}
 	return ignoreGone(unix.PtraceSyscall(tid, 0))
+}
+
+// quick reports the traced syscalls that never block (the stat family):
+// while one is stopped for its fixups, the agent holds back the answers to
+// the other threads of its process (virt.Quiet). Waits are not quick.
+func quick(nr uint64) bool {
+	switch nr {
+	case unix.SYS_STAT, unix.SYS_FSTAT, unix.SYS_LSTAT, unix.SYS_NEWFSTATAT, unix.SYS_STATX:
+		return true
+	}
+	return false
 }
 
 // entry returns the exit fixup for the syscall in regs, or nil.

@@ -22,6 +22,7 @@ type exitFixup func(tid int, regs *unix.PtraceRegs) error
 
 type thread struct {
 	exit      exitFixup // pending syscall-exit work, or nil
+	busyTG    int32     // thread group marked busy in the world's Quiet until the exit, or 0
 	injecting bool      // the next arch_prctl(ARCH_SET_CPUID) is the tracer's own
 }
 
@@ -96,6 +97,9 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		if ws.Exited() || ws.Signaled() {
 			if tid == t.root {
 				t.status, t.exited = ws, true
+			}
+			if th := t.threads[tid]; th != nil {
+				t.idle(th)
 			}
 			delete(t.threads, tid)
 			delete(t.others, tid)
@@ -177,7 +181,25 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 	return resume(tid, 0)
 }
 
+// busy marks the thread's process as inside a traced syscall until its
+// exit (virt.Quiet: sleeps of its other threads are held back).
+func (t *Tracer) busy(tid int, th *thread) {
+	if th.busyTG == 0 {
+		q := t.world.Quiet()
+		th.busyTG = q.Tgid(uint32(tid))
+		q.Enter(th.busyTG)
+	}
+}
+
+func (t *Tracer) idle(th *thread) {
+	if th.busyTG != 0 {
+		t.world.Quiet().Leave(th.busyTG)
+		th.busyTG = 0
+	}
+}
+
 func (t *Tracer) syscallExit(tid int, th *thread) error {
+	defer t.idle(th)
 	fix := th.exit
 	th.exit = nil
 	if fix != nil {

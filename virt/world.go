@@ -12,7 +12,8 @@ type World struct {
 	clk       *clocks
 	ent       *entropy
 	ino       *inodes
-	log       *Log      // nil: nothing recorded
+	log       *Log // nil: nothing recorded
+	quiet     *Quiet
 	realStart time.Time // host time at New: bounds "written during the run"
 }
 
@@ -28,9 +29,13 @@ func New(cfg Config, log *Log) (*World, error) {
 		ent:       newEntropy(cfg.Seed),
 		ino:       newInodes(),
 		log:       log,
+		quiet:     newQuiet(),
 		realStart: time.Now(),
 	}, nil
 }
+
+// Quiet is the world's record of syscalls being answered, by process.
+func (w *World) Quiet() *Quiet { return w.quiet }
 
 // Start marks the command's first execve: from here on, clocks move.
 func (w *World) Start() { w.clk.start() }

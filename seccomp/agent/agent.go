@@ -52,6 +52,7 @@ func New(fd int, world *virt.World) *Agent {
 	a.registerIdentity()
 	a.registerFiles()
 	a.registerStatfs()
+	a.registerStat()
 	return a
 }
 
@@ -108,6 +109,7 @@ func (a *Agent) Run() error {
 		if e.blocking {
 			a.wg.Add(1)
 			go func() { defer a.wg.Done(); a.serve(req, e) }()
+			a.world.Quiet().Changed()
 		} else {
 			a.serve(req, e)
 		}
@@ -116,6 +118,15 @@ func (a *Agent) Run() error {
 
 func (a *Agent) serve(r *Req, e entry) {
 	val, err := e.fn(r)
+	// No answer while another thread of the caller's process is stopped
+	// in a traced syscall; a sleep also not while a notification waits
+	// (the agent serves those one at a time). See virt.Quiet.
+	q := a.world.Quiet()
+	if e.blocking {
+		q.WaitIdle(q.Tgid(r.Pid), func() bool { return pending(a.fd) })
+	} else {
+		q.WaitIdle(q.Tgid(r.Pid), func() bool { return false })
+	}
 	resp := seccomp.Resp{ID: r.ID, Val: val}
 	var errno syscall.Errno
 	switch {
