@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/lockstep-run/lockstep/seccomp"
@@ -43,6 +44,8 @@ type Agent struct {
 	fatal error          // guarded by mu: first fatal error
 	wg    sync.WaitGroup // blocking handlers in flight
 	cache dirCache
+
+	serving atomic.Bool // the loop is serving a (non-blocking) notification
 }
 
 // New returns an agent answering notifications on listener fd from world.
@@ -111,7 +114,9 @@ func (a *Agent) Run() error {
 			go func() { defer a.wg.Done(); a.serve(req, e) }()
 			a.world.Quiet().Changed()
 		} else {
+			a.serving.Store(true)
 			a.serve(req, e)
+			a.serving.Store(false)
 		}
 	}
 }
@@ -123,7 +128,7 @@ func (a *Agent) serve(r *Req, e entry) {
 	// (the agent serves those one at a time). See virt.Quiet.
 	q := a.world.Quiet()
 	if e.blocking {
-		q.WaitIdle(q.Tgid(r.Pid), func() bool { return pending(a.fd) })
+		q.WaitIdle(q.Tgid(r.Pid), func() bool { return a.serving.Load() || pending(a.fd) })
 	} else {
 		q.WaitIdle(q.Tgid(r.Pid), func() bool { return false })
 	}
