@@ -1,0 +1,141 @@
+package logd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Kind says what an entry carries.
+type Kind uint8
+
+const (
+	KindInput  Kind = 1 // a chunk of a replica's input (stdin bytes, a request)
+	KindTick   Kind = 2 // the log's clock advanced: Time is the new time
+	KindSeed   Kind = 3 // Payload: 8 bytes, the seed of every entropy stream
+	KindConfig Kind = 4 // Payload: JSON settings of the run (epoch, image, command)
+	KindEnd    Kind = 5 // end of the input stream; nothing follows
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindInput:
+		return "input"
+	case KindTick:
+		return "tick"
+	case KindSeed:
+		return "seed"
+	case KindConfig:
+		return "config"
+	case KindEnd:
+		return "end"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// ParseKind is the inverse of Kind.String.
+func ParseKind(s string) (Kind, error) {
+	for k := KindInput; k <= KindEnd; k++ {
+		if k.String() == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config or end)", s)
+}
+
+// EntryVersion is the version byte of the entry encoding.
+const EntryVersion = 1
+
+// MaxPayload bounds an entry's payload: larger inputs are split.
+const MaxPayload = 1 << 20
+
+// Entry is one record of a stream. Seq numbers entries from 0 with no gap;
+// Time is the log's clock (ns since the Unix epoch), never decreasing.
+type Entry struct {
+	Seq     uint64
+	Kind    Kind
+	Time    int64
+	Payload []byte
+}
+
+// Encoding (docs/log-format.md): version (1 byte) | kind (1) | seq
+// (uvarint) | time (varint) | payload length (uvarint) | payload. The
+// record hash of the Merkle tree is computed over exactly these bytes.
+
+// Marshal encodes e.
+func (e *Entry) Marshal() ([]byte, error) {
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 2+3*binary.MaxVarintLen64+len(e.Payload))
+	b = append(b, EntryVersion, byte(e.Kind))
+	b = binary.AppendUvarint(b, e.Seq)
+	b = binary.AppendVarint(b, e.Time)
+	b = binary.AppendUvarint(b, uint64(len(e.Payload)))
+	return append(b, e.Payload...), nil
+}
+
+func (e *Entry) check() error {
+	switch {
+	case e.Kind < KindInput || e.Kind > KindEnd:
+		return fmt.Errorf("entry %d: %v", e.Seq, e.Kind)
+	case len(e.Payload) > MaxPayload:
+		return fmt.Errorf("entry %d: payload of %d bytes is over the 1 MiB limit: split it", e.Seq, len(e.Payload))
+	case e.Kind == KindSeed && len(e.Payload) != 8:
+		return fmt.Errorf("entry %d: a seed entry carries 8 bytes, not %d", e.Seq, len(e.Payload))
+	case e.Time < 0:
+		return fmt.Errorf("entry %d: negative time", e.Seq)
+	}
+	return nil
+}
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed entry")
+
+// UnmarshalEntry decodes one entry; b must hold exactly one.
+func UnmarshalEntry(b []byte) (Entry, error) {
+	bad := func(what string) (Entry, error) { return Entry{}, fmt.Errorf("%w: %s", ErrMalformed, what) }
+	if len(b) < 2 {
+		return bad("truncated header")
+	}
+	if b[0] != EntryVersion {
+		return bad(fmt.Sprintf("version %d (this build reads version %d)", b[0], EntryVersion))
+	}
+	e := Entry{Kind: Kind(b[1])}
+	b = b[2:]
+	var n int
+	if e.Seq, n = binary.Uvarint(b); n <= 0 {
+		return bad("sequence number")
+	}
+	b = b[n:]
+	if e.Time, n = binary.Varint(b); n <= 0 {
+		return bad("time")
+	}
+	b = b[n:]
+	size, n := binary.Uvarint(b)
+	if n <= 0 {
+		return bad("payload length")
+	}
+	b = b[n:]
+	if size > MaxPayload || size != uint64(len(b)) {
+		return bad(fmt.Sprintf("payload length %d with %d bytes left", size, len(b)))
+	}
+	e.Payload = append([]byte(nil), b...)
+	if err := e.check(); err != nil {
+		return Entry{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return e, nil
+}
+
+// DecodeEntry decodes b and checks that it is the one encoding of its
+// entry (no padded varints), so that one entry has one record hash.
+func DecodeEntry(b []byte) (Entry, error) {
+	e, err := UnmarshalEntry(b)
+	if err != nil {
+		return e, err
+	}
+	if again, _ := e.Marshal(); string(again) != string(b) {
+		return Entry{}, fmt.Errorf("%w: not in canonical form", ErrMalformed)
+	}
+	return e, nil
+}
