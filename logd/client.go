@@ -1,0 +1,316 @@
+package logd
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Client speaks logd's HTTP/JSON API.
+type Client struct {
+	Base string // e.g. http://127.0.0.1:7480
+	HTTP *http.Client
+}
+
+// NewClient returns a client of the logd at addr (host:port or a URL).
+func NewClient(addr string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{Base: strings.TrimSuffix(addr, "/"), HTTP: &http.Client{Timeout: 2 * time.Minute}}
+}
+
+// APIError is an error the server answered.
+type APIError struct {
+	Status int
+	Msg    string
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+// Is maps status codes to the package's errors.
+func (e *APIError) Is(target error) bool {
+	switch e.Status {
+	case http.StatusNotFound:
+		return target == ErrNoStream
+	case http.StatusConflict:
+		return target == ErrStale || target == ErrExists
+	}
+	return false
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("logd at %s: %w (is lockstep-logd running?)", c.Base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &APIError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func streamPath(s string) string { return "/v1/streams/" + url.PathEscape(s) }
+
+// Create makes a stream whose checkpoints key signs.
+func (c *Client) Create(ctx context.Context, stream string, key ed25519.PublicKey) error {
+	var out map[string]string
+	return c.do(ctx, "POST", "/v1/streams", map[string]string{"Stream": stream, "Key": EncodeKey(key)}, &out)
+}
+
+// Info returns the stream's key and latest checkpoint.
+func (c *Client) Info(ctx context.Context, stream string) (StreamInfo, error) {
+	var out StreamInfo
+	err := c.do(ctx, "GET", streamPath(stream), nil, &out)
+	return out, err
+}
+
+// Append appends records at size expect with the new tree's checkpoint.
+func (c *Client) Append(ctx context.Context, stream string, expect int64, records [][]byte, cp Checkpoint) (Checkpoint, error) {
+	var out struct{ Checkpoint Checkpoint }
+	err := c.do(ctx, "POST", streamPath(stream)+"/entries", AppendRequest{Expect: expect, Records: records, Checkpoint: cp}, &out)
+	return out.Checkpoint, err
+}
+
+// Records fetches up to limit records from seq on, waiting up to wait for
+// the first to exist.
+func (c *Client) Records(ctx context.Context, stream string, seq, limit int64, wait time.Duration) ([][]byte, error) {
+	var out struct{ Records [][]byte }
+	q := fmt.Sprintf("/entries?from=%d&limit=%d&wait=%d", seq, limit, int64(wait/time.Second))
+	err := c.do(ctx, "GET", streamPath(stream)+q, nil, &out)
+	return out.Records, err
+}
+
+// Consistency fetches the proof that the tree of size old is a prefix of
+// the tree of size n.
+func (c *Client) Consistency(ctx context.Context, stream string, old, n int64) (tlog.TreeProof, error) {
+	var out struct{ Proof tlog.TreeProof }
+	err := c.do(ctx, "GET", fmt.Sprintf("%s/proof/consistency?old=%d&size=%d", streamPath(stream), old, n), nil, &out)
+	return out.Proof, err
+}
+
+// Inclusion fetches the proof that entry i is in the tree of size n.
+func (c *Client) Inclusion(ctx context.Context, stream string, i, n int64) (tlog.RecordProof, error) {
+	var out struct{ Proof tlog.RecordProof }
+	err := c.do(ctx, "GET", fmt.Sprintf("%s/proof/inclusion?index=%d&size=%d", streamPath(stream), i, n), nil, &out)
+	return out.Proof, err
+}
+
+// Report sends a replica's signed digest report.
+func (c *Client) Report(ctx context.Context, r Report) error {
+	var out map[string]string
+	return c.do(ctx, "POST", streamPath(r.Stream)+"/digests", r, &out)
+}
+
+// Verdict asks the verifier about n replicas.
+func (c *Client) Verdict(ctx context.Context, stream string, n int) (Verdict, error) {
+	var out Verdict
+	err := c.do(ctx, "GET", fmt.Sprintf("%s/verdict?replicas=%d", streamPath(stream), n), nil, &out)
+	return out, err
+}
+
+// Appender appends to one stream as its only writer, signing checkpoints.
+type Appender struct {
+	c      *Client
+	stream string
+	key    ed25519.PrivateKey
+	tree   Tree
+	last   *Entry
+}
+
+// OpenAppender resumes appending to stream: it reads the stream back,
+// rebuilds its tree and checks the head checkpoint is its own.
+func (c *Client) OpenAppender(ctx context.Context, stream string, key ed25519.PrivateKey) (*Appender, error) {
+	f, err := c.Follow(ctx, stream, key.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	for {
+		es, err := f.Next(ctx, 0)
+		if err != nil {
+			return nil, err
+		}
+		if len(es) == 0 {
+			break
+		}
+	}
+	a := &Appender{c: c, stream: stream, key: key, tree: f.tree}
+	if n := len(f.entries); n > 0 {
+		a.last = &f.entries[n-1]
+	}
+	return a, nil
+}
+
+// Size is the number of entries in the stream.
+func (a *Appender) Size() int64 { return a.tree.Size() }
+
+// Append appends entries (their Seq is set here) in one durable batch.
+func (a *Appender) Append(ctx context.Context, entries []Entry) (Checkpoint, error) {
+	next := Tree{hashes: append([]tlog.Hash(nil), a.tree.hashes...), size: a.tree.size}
+	last := a.last
+	recs := make([][]byte, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		e.Seq = uint64(next.Size())
+		if err := checkOrder(last, e); err != nil {
+			return Checkpoint{}, err
+		}
+		rec, err := e.Marshal()
+		if err != nil {
+			return Checkpoint{}, err
+		}
+		if err := next.Append(rec); err != nil {
+			return Checkpoint{}, err
+		}
+		recs[i], last = rec, e
+	}
+	root, err := next.Root(next.Size())
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	cp := Checkpoint{Stream: a.stream, Size: next.Size(), Root: root}
+	cp.Sign(a.key)
+	if _, err := a.c.Append(ctx, a.stream, a.tree.Size(), recs, cp); err != nil {
+		return Checkpoint{}, err
+	}
+	a.tree, a.last = next, &entries[len(entries)-1]
+	return cp, nil
+}
+
+// Follower reads a stream as a replica does: it hands out an entry only
+// once a checkpoint signed by the trusted key covers it, that checkpoint's
+// root matches the entries received, and the log server has proved it
+// consistent with the checkpoint before it.
+type Follower struct {
+	c        *Client
+	stream   string
+	trusted  ed25519.PublicKey
+	tree     Tree
+	entries  []Entry // received, not all verified yet
+	verified int64   // entries [0, verified) are covered by cp
+	handed   int64   // entries handed out by Next
+	cp       Checkpoint
+}
+
+// Follow starts reading stream from its beginning.
+func (c *Client) Follow(ctx context.Context, stream string, trusted ed25519.PublicKey) (*Follower, error) {
+	info, err := c.Info(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	if info.Key != EncodeKey(trusted) {
+		return nil, fmt.Errorf("%w: stream %s is signed by %s, not the trusted key %s", ErrBadLog, stream, info.Key, EncodeKey(trusted))
+	}
+	return &Follower{c: c, stream: stream, trusted: trusted}, nil
+}
+
+// Next returns the next verified entries, waiting up to wait for more;
+// none (and no error) means none yet. A log that fails verification is an
+// error: stop feeding the replica.
+func (f *Follower) Next(ctx context.Context, wait time.Duration) ([]Entry, error) {
+	if f.handed == f.verified {
+		if err := f.fetch(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+	out := f.entries[f.handed:f.verified]
+	f.handed = f.verified
+	return out, nil
+}
+
+func (f *Follower) fetch(ctx context.Context, wait time.Duration) error {
+	recs, err := f.c.Records(ctx, f.stream, f.tree.Size(), 4096, wait)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		e, err := DecodeEntry(rec)
+		if err != nil {
+			return fmt.Errorf("%w: entry %d: %v", ErrBadLog, f.tree.Size(), err)
+		}
+		if e.Seq != uint64(f.tree.Size()) {
+			return fmt.Errorf("%w: entry %d came with sequence number %d", ErrBadLog, f.tree.Size(), e.Seq)
+		}
+		var prev *Entry
+		if n := len(f.entries); n > 0 {
+			prev = &f.entries[n-1]
+		}
+		if err := checkOrder(prev, &e); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadLog, err)
+		}
+		f.tree.Append(rec)
+		f.entries = append(f.entries, e)
+	}
+	info, err := f.c.Info(ctx, f.stream)
+	if err != nil {
+		return err
+	}
+	cp := info.Checkpoint
+	if cp.Size <= f.verified {
+		return nil
+	}
+	if cp.Stream != f.stream {
+		return fmt.Errorf("%w: checkpoint of stream %q", ErrBadLog, cp.Stream)
+	}
+	if err := cp.Verify(f.trusted); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadLog, err)
+	}
+	if f.verified > 0 {
+		p, err := f.c.Consistency(ctx, f.stream, f.cp.Size, cp.Size)
+		if err != nil {
+			return err
+		}
+		if err := tlog.CheckTree(p, cp.Size, cp.Root, f.cp.Size, f.cp.Root); err != nil {
+			return fmt.Errorf("%w: checkpoint %d is not an extension of checkpoint %d: %v", ErrBadLog, cp.Size, f.cp.Size, err)
+		}
+	}
+	if cp.Size > f.tree.Size() {
+		return nil // the entries it covers have not all arrived: next time
+	}
+	root, err := f.tree.Root(cp.Size)
+	if err != nil {
+		return err
+	}
+	if root != cp.Root {
+		return fmt.Errorf("%w: entries %d..%d do not match the signed checkpoint of size %d", ErrBadLog, f.verified, cp.Size-1, cp.Size)
+	}
+	f.verified, f.cp = cp.Size, cp
+	return nil
+}
+
+// Checkpoint is the last verified checkpoint.
+func (f *Follower) Checkpoint() Checkpoint { return f.cp }
+
+// Checkpoints fetches every signed checkpoint of the stream.
+func (c *Client) Checkpoints(ctx context.Context, stream string) ([]Checkpoint, error) {
+	var out struct{ Checkpoints []Checkpoint }
+	err := c.do(ctx, "GET", streamPath(stream)+"/checkpoints", nil, &out)
+	return out.Checkpoints, err
+}

@@ -1,0 +1,72 @@
+package logd
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Member describes this process's embedded etcd member.
+type Member struct {
+	Name    string // member name (default "logd")
+	Dir     string // data directory
+	Client  string // client URL, e.g. http://127.0.0.1:2379
+	Peer    string // peer URL, e.g. http://127.0.0.1:2380
+	Cluster string // initial cluster "n1=http://...:2380,n2=..."; "" for one member
+	Join    bool   // join an existing cluster instead of starting a new one
+}
+
+// StartEmbedded starts one etcd member in this process (one member per
+// process: DESIGN.md) and returns it with a client to it.
+func StartEmbedded(m Member) (*embed.Etcd, *clientv3.Client, error) {
+	cfg := embed.NewConfig()
+	if m.Name != "" {
+		cfg.Name = m.Name
+	}
+	cfg.Dir = m.Dir
+	cfg.LogLevel = "error"
+	for _, u := range []struct {
+		s   string
+		dst *[]url.URL
+	}{{m.Client, &cfg.ListenClientUrls}, {m.Client, &cfg.AdvertiseClientUrls}, {m.Peer, &cfg.ListenPeerUrls}, {m.Peer, &cfg.AdvertisePeerUrls}} {
+		if u.s == "" {
+			continue
+		}
+		parsed, err := url.Parse(u.s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("url %q: %w", u.s, err)
+		}
+		*u.dst = []url.URL{*parsed}
+	}
+	if m.Cluster != "" {
+		cfg.InitialCluster = m.Cluster
+	} else {
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	}
+	if m.Join {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	cfg.InitialClusterToken = "lockstep-logd"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("start etcd in %s: %w", m.Dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, nil, fmt.Errorf("etcd: %w", err)
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, nil, fmt.Errorf("etcd in %s did not become ready in 60 s (a cluster waits for a quorum of members)", m.Dir)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{cfg.AdvertiseClientUrls[0].String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		e.Close()
+		return nil, nil, err
+	}
+	return e, c, nil
+}

@@ -1,0 +1,135 @@
+package logd
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startLogd runs one embedded etcd member and the API on loopback.
+func startLogd(t testing.TB) *Client {
+	t.Helper()
+	m := Member{Dir: t.TempDir(), Client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	e, cl, err := StartEmbedded(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewServer(NewStore(cl)))
+	t.Cleanup(func() { srv.Close(); cl.Close(); e.Close() })
+	return NewClient(srv.URL)
+}
+
+func inputs(n int, from int64) []Entry {
+	es := make([]Entry, n)
+	for i := range es {
+		es[i] = Entry{Kind: KindInput, Time: from + int64(i), Payload: []byte(fmt.Sprintf("chunk %d", from+int64(i)))}
+	}
+	return es
+}
+
+func TestAppendFollowVerdict(t *testing.T) {
+	c := startLogd(t)
+	ctx := context.Background()
+	k := key(t, 1)
+	pub := k.Public().(ed25519.PublicKey)
+	if err := c.Create(ctx, "svc", pub); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, "svc", pub); !errors.Is(err, ErrExists) {
+		t.Errorf("second create: %v", err)
+	}
+	a, err := c.OpenAppender(ctx, "svc", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b := 0; b < 3; b++ {
+		if _, err := a.Append(ctx, inputs(5, int64(b*5))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second appender that opened before is stale after the first moves on.
+	stale, err := c.OpenAppender(ctx, "svc", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Append(ctx, inputs(1, 15)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.Append(ctx, inputs(1, 16)); !errors.Is(err, ErrStale) {
+		t.Errorf("stale writer: %v", err)
+	}
+	// A checkpoint signed by another key is refused.
+	other := &Appender{c: c, stream: "svc", key: key(t, 2), tree: a.tree, last: a.last}
+	if _, err := other.Append(ctx, inputs(1, 16)); err == nil {
+		t.Error("an append signed by another key was accepted")
+	}
+
+	f, err := c.Follow(ctx, "svc", pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.Next(ctx, 0)
+	if err != nil || len(got) != 16 || string(got[15].Payload) != "chunk 15" {
+		t.Fatalf("follow: %d entries, %v", len(got), err)
+	}
+	if _, err := c.Follow(ctx, "svc", key(t, 3).Public().(ed25519.PublicKey)); !errors.Is(err, ErrBadLog) {
+		t.Errorf("follow with the wrong trusted key: %v", err)
+	}
+	// Subscribing: Next waits for the next append.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		a.Append(ctx, inputs(2, 16))
+	}()
+	got, err = f.Next(ctx, 5*time.Second)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("subscription: %d entries, %v", len(got), err)
+	}
+
+	// Three replicas report digests; one differs at size 18.
+	cp := f.Checkpoint()
+	for i, d := range []string{"aa", "aa", "bb"} {
+		r := Report{Stream: "svc", Replica: fmt.Sprintf("r%d", i), Size: cp.Size, Root: cp.Root, Digest: d}
+		r.Sign(key(t, byte(10+i)))
+		if err := c.Report(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := c.Verdict(ctx, "svc", 3)
+	if err != nil || v.State != "diverged" || v.Size != 18 || len(v.Odd) != 1 || v.Odd[0] != "r2" {
+		t.Errorf("verdict %+v, %v", v, err)
+	}
+	// A replica fed another log (another root) is refused.
+	r := Report{Stream: "svc", Replica: "r0", Size: cp.Size, Digest: "aa"}
+	r.Sign(key(t, 10))
+	if err := c.Report(ctx, r); err == nil {
+		t.Error("a report against another root was accepted")
+	}
+}
+
+func TestVerdictStates(t *testing.T) {
+	all := map[string]bool{"a": true, "b": true, "c": true}
+	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "x", "c": "x"}, 8: {"a": "y", "b": "y"}}, all, 3); v.State != "agree" || v.Size != 4 {
+		t.Errorf("%+v", v)
+	}
+	if v := judge(map[int64]map[string]string{4: {"a": "x"}}, all, 3); v.State != "pending" {
+		t.Errorf("%+v", v)
+	}
+	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "y"}}, all, 3); v.State != "diverged" || len(v.Odd) != 2 {
+		t.Errorf("tie: %+v", v)
+	}
+}
