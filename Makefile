@@ -12,10 +12,11 @@ CC        ?= gcc
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/lockstep, the containerd shim and its exec helper, bin/mkimage
+build: ## build bin/lockstep, lockstep-logd, the containerd shim and its exec helper, bin/mkimage
 	$(GO) build $(GOFLAGS) -o $(BIN)/lockstep ./cmd/lockstep
 	$(GO) build $(GOFLAGS) -o $(BIN)/containerd-shim-lockstep-v1 ./cmd/containerd-shim-lockstep-v1
 	$(GO) build $(GOFLAGS) -o $(BIN)/mkimage ./hack/mkimage
+	$(GO) build $(GOFLAGS) -o $(BIN)/lockstep-logd ./cmd/lockstep-logd
 	$(CC) -static -O2 -Wall -Wextra -o $(BIN)/lockstep-shim-exec shim/helper/exec.c
 
 vet: ## gofmt and go vet
@@ -43,6 +44,7 @@ install: build ## install lockstep, the shim and its helper into $(PREFIX)/bin (
 	install -D -m 0755 $(BIN)/lockstep $(DESTDIR)$(PREFIX)/bin/lockstep
 	install -D -m 0755 $(BIN)/containerd-shim-lockstep-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lockstep-v1
 	install -D -m 0755 $(BIN)/lockstep-shim-exec $(DESTDIR)$(PREFIX)/bin/lockstep-shim-exec
+	install -D -m 0755 $(BIN)/lockstep-logd $(DESTDIR)$(PREFIX)/bin/lockstep-logd
 
 demo: build ## show two identical deterministic runs of a probe
 	hack/demo-exec.sh
