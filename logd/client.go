@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -161,48 +162,89 @@ func (c *Client) OpenAppender(ctx context.Context, stream string, key ed25519.Pr
 			break
 		}
 	}
-	a := &Appender{c: c, stream: stream, key: key, tree: f.tree}
-	if n := len(f.entries); n > 0 {
-		a.last = &f.entries[n-1]
-	}
-	return a, nil
+	return &Appender{c: c, stream: stream, key: key, tree: f.tree, last: f.last}, nil
 }
 
 // Size is the number of entries in the stream.
 func (a *Appender) Size() int64 { return a.tree.Size() }
 
-// Append appends entries (their Seq is set here) in one durable batch.
+// Append appends entries (their Seq is set here), in durable batches of at
+// most MaxBatch entries and about 1 MiB, each with its own checkpoint, and
+// returns the last checkpoint.
 func (a *Appender) Append(ctx context.Context, entries []Entry) (Checkpoint, error) {
-	next := Tree{hashes: append([]tlog.Hash(nil), a.tree.hashes...), size: a.tree.size}
-	last := a.last
+	var cp Checkpoint
+	for len(entries) > 0 {
+		n, bytes := 0, 0
+		for n < len(entries) && n < MaxBatch && (n == 0 || bytes+len(entries[n].Payload) <= MaxPayload) {
+			bytes += len(entries[n].Payload)
+			n++
+		}
+		var err error
+		if cp, err = a.appendBatch(ctx, entries[:n]); err != nil {
+			return cp, err
+		}
+		entries = entries[n:]
+	}
+	return cp, nil
+}
+
+func (a *Appender) appendBatch(ctx context.Context, entries []Entry) (Checkpoint, error) {
+	// Extend the tree in place; undo on failure.
+	oldHashes, oldSize, oldLast := len(a.tree.hashes), a.tree.size, a.last
+	undo := func() { a.tree.hashes, a.tree.size, a.last = a.tree.hashes[:oldHashes], oldSize, oldLast }
 	recs := make([][]byte, len(entries))
 	for i := range entries {
 		e := &entries[i]
-		e.Seq = uint64(next.Size())
-		if err := checkOrder(last, e); err != nil {
-			return Checkpoint{}, err
+		e.Seq = uint64(a.tree.Size())
+		err := checkOrder(a.last, e)
+		var rec []byte
+		if err == nil {
+			rec, err = e.Marshal()
 		}
-		rec, err := e.Marshal()
+		if err == nil {
+			err = a.tree.Append(rec)
+		}
 		if err != nil {
+			undo()
 			return Checkpoint{}, err
 		}
-		if err := next.Append(rec); err != nil {
-			return Checkpoint{}, err
-		}
-		recs[i], last = rec, e
+		recs[i], a.last = rec, e
 	}
-	root, err := next.Root(next.Size())
+	root, err := a.tree.Root(a.tree.Size())
 	if err != nil {
+		undo()
 		return Checkpoint{}, err
 	}
-	cp := Checkpoint{Stream: a.stream, Size: next.Size(), Root: root}
+	cp := Checkpoint{Stream: a.stream, Size: a.tree.Size(), Root: root}
 	cp.Sign(a.key)
-	if _, err := a.c.Append(ctx, a.stream, a.tree.Size(), recs, cp); err != nil {
+	if err := a.send(ctx, oldSize, recs, cp); err != nil {
+		undo()
 		return Checkpoint{}, err
 	}
-	a.tree, a.last = next, &entries[len(entries)-1]
+	last := entries[len(entries)-1]
+	a.last = &last
 	return cp, nil
 }
+
+// send appends one batch. An error whose outcome is unknown (a member
+// died, a leader election, a timeout) is retried for up to retryFor, after
+// checking whether the batch was committed after all.
+func (a *Appender) send(ctx context.Context, expect int64, recs [][]byte, cp Checkpoint) error {
+	deadline := time.Now().Add(retryFor)
+	for {
+		_, err := a.c.Append(ctx, a.stream, expect, recs, cp)
+		var api *APIError
+		if err == nil || (errors.As(err, &api) && api.Status < 500) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+		if info, ierr := a.c.Info(ctx, a.stream); ierr == nil && info.Checkpoint.Size == cp.Size && info.Checkpoint.Root == cp.Root {
+			return nil // it was committed
+		}
+	}
+}
+
+const retryFor = 30 * time.Second
 
 // Follower reads a stream as a replica does: it hands out an entry only
 // once a checkpoint signed by the trusted key covers it, that checkpoint's
@@ -213,7 +255,8 @@ type Follower struct {
 	stream   string
 	trusted  ed25519.PublicKey
 	tree     Tree
-	entries  []Entry // received, not all verified yet
+	entries  []Entry // received and not handed out yet
+	last     *Entry  // the last entry received
 	verified int64   // entries [0, verified) are covered by cp
 	handed   int64   // entries handed out by Next
 	cp       Checkpoint
@@ -240,12 +283,23 @@ func (f *Follower) Next(ctx context.Context, wait time.Duration) ([]Entry, error
 			return nil, err
 		}
 	}
-	out := f.entries[f.handed:f.verified]
+	// f.entries holds entries handed..tree size; hand out the verified ones.
+	k := f.verified - f.handed
+	out := f.entries[:k:k]
+	f.entries = f.entries[k:]
 	f.handed = f.verified
 	return out, nil
 }
 
 func (f *Follower) fetch(ctx context.Context, wait time.Duration) error {
+	if err := f.receive(ctx, wait); err != nil {
+		return err
+	}
+	return f.verify(ctx)
+}
+
+// receive fetches and checks the next records.
+func (f *Follower) receive(ctx context.Context, wait time.Duration) error {
 	recs, err := f.c.Records(ctx, f.stream, f.tree.Size(), 4096, wait)
 	if err != nil {
 		return err
@@ -258,16 +312,18 @@ func (f *Follower) fetch(ctx context.Context, wait time.Duration) error {
 		if e.Seq != uint64(f.tree.Size()) {
 			return fmt.Errorf("%w: entry %d came with sequence number %d", ErrBadLog, f.tree.Size(), e.Seq)
 		}
-		var prev *Entry
-		if n := len(f.entries); n > 0 {
-			prev = &f.entries[n-1]
-		}
-		if err := checkOrder(prev, &e); err != nil {
+		if err := checkOrder(f.last, &e); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadLog, err)
 		}
 		f.tree.Append(rec)
 		f.entries = append(f.entries, e)
+		f.last = &f.entries[len(f.entries)-1]
 	}
+	return nil
+}
+
+// verify checks the stream's head checkpoint against what was received.
+func (f *Follower) verify(ctx context.Context) error {
 	info, err := f.c.Info(ctx, f.stream)
 	if err != nil {
 		return err
@@ -291,8 +347,15 @@ func (f *Follower) fetch(ctx context.Context, wait time.Duration) error {
 			return fmt.Errorf("%w: checkpoint %d is not an extension of checkpoint %d: %v", ErrBadLog, cp.Size, f.cp.Size, err)
 		}
 	}
-	if cp.Size > f.tree.Size() {
-		return nil // the entries it covers have not all arrived: next time
+	for cp.Size > f.tree.Size() {
+		// The checkpoint covers entries not fetched yet.
+		n := f.tree.Size()
+		if err := f.receive(ctx, 0); err != nil {
+			return err
+		}
+		if f.tree.Size() == n {
+			return fmt.Errorf("%w: the log's checkpoint covers %d entries but it serves only %d", ErrBadLog, cp.Size, n)
+		}
 	}
 	root, err := f.tree.Root(cp.Size)
 	if err != nil {

@@ -20,10 +20,13 @@ import (
 
 var daemonBin string
 
-func buildDaemon(t *testing.T) string {
+func buildDaemon(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs lockstep-logd processes")
+	}
+	if os.Getenv("LOCKSTEP_LOGD_BIN") != "" {
+		return os.Getenv("LOCKSTEP_LOGD_BIN")
 	}
 	if daemonBin == "" {
 		dir, err := os.MkdirTemp("", "logd-test")
@@ -45,7 +48,7 @@ type daemon struct {
 	args []string
 }
 
-func startDaemon(t *testing.T, bin string, args ...string) *daemon {
+func startDaemon(t testing.TB, bin string, args ...string) *daemon {
 	t.Helper()
 	d := newDaemon(t, args...)
 	if err := d.start(t, bin); err != nil {
@@ -54,13 +57,13 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 	return d
 }
 
-func newDaemon(t *testing.T, args ...string) *daemon {
+func newDaemon(t testing.TB, args ...string) *daemon {
 	return &daemon{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), args: args}
 }
 
 // start starts the daemon and waits until it serves; it may be called
 // from any goroutine.
-func (d *daemon) start(t *testing.T, bin string) error {
+func (d *daemon) start(t testing.TB, bin string) error {
 	d.cmd = exec.Command(bin, append([]string{"--listen", d.addr}, d.args...)...)
 	out, _ := d.cmd.StdoutPipe()
 	d.cmd.Stderr = os.Stderr

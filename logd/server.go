@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -57,6 +58,8 @@ func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		code := http.StatusBadRequest
 		switch {
+		case isEtcdUnavailable(err):
+			code = http.StatusServiceUnavailable
 		case errors.Is(err, ErrNoStream):
 			code = http.StatusNotFound
 		case errors.Is(err, ErrStale), errors.Is(err, ErrExists):
@@ -189,4 +192,11 @@ func (s *Server) verdict(w http.ResponseWriter, r *http.Request) {
 func (s *Server) checkpoints(w http.ResponseWriter, r *http.Request) {
 	cps, err := s.Store.Checkpoints(r.Context(), r.PathValue("stream"))
 	reply(w, map[string][]Checkpoint{"checkpoints": cps}, err)
+}
+
+// isEtcdUnavailable reports errors of the etcd cluster (no leader, a
+// timeout, a member gone): the request may be retried.
+func isEtcdUnavailable(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "etcdserver:") || strings.Contains(s, "rpc error") || strings.Contains(s, "context deadline")
 }

@@ -19,7 +19,8 @@ import (
 //	meta            {"key": appender public key}
 //	head            the latest signed checkpoint (JSON)
 //	e/%016x         entry SEQ, encoded (the record)
-//	h/%016x         tlog stored hash INDEX (32 bytes)
+//	h/%016x         the tlog stored hashes an append added, from INDEX on
+//	                (32 bytes each, concatenated: one key per append)
 //	c/%016x         the signed checkpoint of each append, by tree size
 //	d/REPLICA/%016x a replica's signed digest report at a tree size
 //
@@ -36,15 +37,22 @@ type Store struct {
 }
 
 type streamCache struct {
+	mu     sync.Mutex // serializes appends to the stream through this process
+	key    ed25519.PublicKey
 	hashes []tlog.Hash
-	rev    int64 // head revision the cache is at
-	size   int64
+	rev    int64  // head revision the cache is at
+	size   int64  // entries
+	last   *Entry // entry size-1, nil for an empty stream
 }
 
 // NewStore uses the etcd client c.
 func NewStore(c *clientv3.Client) *Store {
 	return &Store{kv: c, cl: c, cache: map[string]*streamCache{}}
 }
+
+// MaxBatch is the most entries one append may carry: etcd allows 128
+// operations in a transaction, and an append adds three to its entries.
+const MaxBatch = 120
 
 // Errors a client can act on.
 var (
@@ -122,35 +130,47 @@ func (s *Store) Head(ctx context.Context, stream string) (Checkpoint, int64, err
 	return c, kvs[0].ModRevision, nil
 }
 
-// hashes returns the stream's stored hashes at its head, from the cache
-// when it is current.
-func (s *Store) hashes(ctx context.Context, stream string) (*streamCache, error) {
+// hashes returns the stream's cached tree. It is reloaded from etcd when
+// it does not hold need entries, or when reload is set (another process
+// may have appended: the append transaction's revision check finds out).
+func (s *Store) hashes(ctx context.Context, stream string, need int64, reload bool) (*streamCache, error) {
+	s.mu.Lock()
+	c := s.cache[stream]
+	s.mu.Unlock()
+	if c != nil && !reload && c.size >= need {
+		return c, nil
+	}
+	key, err := s.Key(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
 	head, rev, err := s.Head(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	c := s.cache[stream]
-	s.mu.Unlock()
-	if c != nil && c.rev == rev {
-		return c, nil
-	}
 	n := tlog.StoredHashCount(head.Size)
-	c = &streamCache{rev: rev, size: head.Size, hashes: make([]tlog.Hash, 0, n)}
+	c = &streamCache{key: key, rev: rev, size: head.Size, hashes: make([]tlog.Hash, 0, n)}
 	p := prefix(stream) + "h/"
-	resp, err := s.kv.Get(ctx, p, clientv3.WithRange(p+fmt.Sprintf("%016x", n)), clientv3.WithRev(rev))
-	if err != nil && rev != 0 {
-		return nil, err
-	}
-	if resp != nil {
+	if rev != 0 {
+		resp, err := s.kv.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithRev(rev))
+		if err != nil {
+			return nil, err
+		}
 		for _, kv := range resp.Kvs {
-			var h tlog.Hash
-			copy(h[:], kv.Value)
-			c.hashes = append(c.hashes, h)
+			for v := kv.Value; len(v) >= tlog.HashSize; v = v[tlog.HashSize:] {
+				c.hashes = append(c.hashes, tlog.Hash(v[:tlog.HashSize]))
+			}
 		}
 	}
 	if int64(len(c.hashes)) != n {
 		return nil, fmt.Errorf("stream %s: %d stored hashes for size %d, want %d", stream, len(c.hashes), head.Size, n)
+	}
+	if head.Size > 0 {
+		prev, err := s.Entries(ctx, stream, head.Size-1, 1)
+		if err != nil || len(prev) != 1 {
+			return nil, fmt.Errorf("stream %s: read entry %d: %v", stream, head.Size-1, err)
+		}
+		c.last = &prev[0]
 	}
 	s.mu.Lock()
 	s.cache[stream] = c
@@ -174,79 +194,96 @@ func (c *streamCache) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 // (sequence, order), recomputes the tree and refuses a checkpoint that
 // does not match it or is not signed by the stream's key.
 func (s *Store) Append(ctx context.Context, stream string, expect int64, records [][]byte, cp Checkpoint) (Checkpoint, error) {
-	key, err := s.Key(ctx, stream)
-	if err != nil {
-		return Checkpoint{}, err
-	}
-	c, err := s.hashes(ctx, stream)
-	if err != nil {
-		return Checkpoint{}, err
-	}
-	if c.size != expect {
-		return Checkpoint{}, fmt.Errorf("%w: it has %d entries, the writer expected %d", ErrStale, c.size, expect)
-	}
 	if len(records) == 0 {
 		return Checkpoint{}, errors.New("append: no entries")
 	}
-	var last *Entry
-	if c.size > 0 {
-		prev, err := s.Entries(ctx, stream, c.size-1, 1)
-		if err != nil || len(prev) != 1 {
-			return Checkpoint{}, fmt.Errorf("append: read entry %d: %v", c.size-1, err)
-		}
-		last = &prev[0]
+	if len(records) > MaxBatch {
+		return Checkpoint{}, fmt.Errorf("append: %d entries in one batch; at most %d (etcd's operations per transaction)", len(records), MaxBatch)
 	}
-	// Extend a copy of the hashes; the cache changes only on success.
-	next := &streamCache{hashes: append([]tlog.Hash(nil), c.hashes...), size: c.size}
-	ops := make([]clientv3.Op, 0, 3*len(records)+1)
+	c, err := s.hashes(ctx, stream, 0, false)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.size != expect {
+		// The cache may be behind another logd member's appends.
+		if c, err = s.hashes(ctx, stream, 0, true); err != nil {
+			return Checkpoint{}, err
+		}
+		if c.size != expect {
+			return Checkpoint{}, fmt.Errorf("%w: it has %d entries, the writer expected %d", ErrStale, c.size, expect)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	// Extend the cached tree in place; undo on any failure.
+	oldHashes, oldSize, oldLast := len(c.hashes), c.size, c.last
+	undo := func() { c.hashes, c.size, c.last = c.hashes[:oldHashes], oldSize, oldLast }
+	ops := make([]clientv3.Op, 0, len(records)+3)
 	p := prefix(stream)
 	for _, rec := range records {
 		e, err := DecodeEntry(rec)
+		if err == nil && e.Seq != uint64(c.size) {
+			err = fmt.Errorf("sequence number %d", e.Seq)
+		}
+		if err == nil {
+			err = checkOrder(c.last, &e)
+		}
+		var hs []tlog.Hash
+		if err == nil {
+			hs, err = tlog.StoredHashes(c.size, rec, c)
+		}
 		if err != nil {
-			return Checkpoint{}, fmt.Errorf("append: entry %d: %w", next.size, err)
+			undo()
+			return Checkpoint{}, fmt.Errorf("append: entry %d: %w", c.size, err)
 		}
-		if e.Seq != uint64(next.size) {
-			return Checkpoint{}, fmt.Errorf("append: entry %d has sequence number %d", next.size, e.Seq)
-		}
-		if err := checkOrder(last, &e); err != nil {
-			return Checkpoint{}, fmt.Errorf("append: %w", err)
-		}
-		last = &e
-		hs, err := tlog.StoredHashes(next.size, rec, next)
-		if err != nil {
-			return Checkpoint{}, err
-		}
-		for _, h := range hs {
-			ops = append(ops, clientv3.OpPut(p+fmt.Sprintf("h/%016x", len(next.hashes)), string(h[:])))
-			next.hashes = append(next.hashes, h)
-		}
-		ops = append(ops, clientv3.OpPut(p+fmt.Sprintf("e/%016x", next.size), string(rec)))
-		next.size++
+		c.hashes = append(c.hashes, hs...)
+		ops = append(ops, clientv3.OpPut(p+fmt.Sprintf("e/%016x", c.size), string(rec)))
+		c.size++
+		c.last = &e
 	}
-	root, err := tlog.TreeHash(next.size, next)
+	root, err := tlog.TreeHash(c.size, c)
+	if err == nil && (cp.Stream != stream || cp.Size != c.size || cp.Root != root) {
+		err = fmt.Errorf("append: the checkpoint (size %d, root %s) does not match the tree after the append (size %d, root %s)", cp.Size, cp.Root, c.size, root)
+	}
+	if err == nil {
+		if err = cp.Verify(c.key); err != nil {
+			err = fmt.Errorf("append: %w", err)
+		}
+	}
 	if err != nil {
+		undo()
 		return Checkpoint{}, err
 	}
-	if cp.Stream != stream || cp.Size != next.size || cp.Root != root {
-		return Checkpoint{}, fmt.Errorf("append: the checkpoint (size %d, root %s) does not match the tree after the append (size %d, root %s)", cp.Size, cp.Root, next.size, root)
-	}
-	if err := cp.Verify(key); err != nil {
-		return Checkpoint{}, fmt.Errorf("append: %w", err)
+	packed := make([]byte, 0, (len(c.hashes)-oldHashes)*tlog.HashSize)
+	for _, h := range c.hashes[oldHashes:] {
+		packed = append(packed, h[:]...)
 	}
 	head, _ := json.Marshal(cp)
-	ops = append(ops, clientv3.OpPut(p+"head", string(head)), clientv3.OpPut(p+fmt.Sprintf("c/%016x", cp.Size), string(head)))
+	ops = append(ops, clientv3.OpPut(p+fmt.Sprintf("h/%016x", oldHashes), string(packed)),
+		clientv3.OpPut(p+"head", string(head)), clientv3.OpPut(p+fmt.Sprintf("c/%016x", cp.Size), string(head)))
 	resp, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(p+"head"), "=", c.rev)).Then(ops...).Commit()
 	if err != nil {
+		// Unknown outcome (the member may have died after committing):
+		// forget the cache; the next append reloads it.
+		undo()
+		s.forget(stream)
 		return Checkpoint{}, err
 	}
 	if !resp.Succeeded {
+		undo()
+		s.forget(stream)
 		return Checkpoint{}, fmt.Errorf("%w: another writer appended first", ErrStale)
 	}
-	next.rev = resp.Header.Revision
-	s.mu.Lock()
-	s.cache[stream] = next
-	s.mu.Unlock()
+	c.rev = resp.Header.Revision
 	return cp, nil
+}
+
+func (s *Store) forget(stream string) {
+	s.mu.Lock()
+	delete(s.cache, stream)
+	s.mu.Unlock()
 }
 
 // Entries returns up to n entries from seq on.
@@ -280,10 +317,12 @@ func (s *Store) Records(ctx context.Context, stream string, seq, n int64) ([][]b
 
 // InclusionProof proves entry i is in the tree of the given size.
 func (s *Store) InclusionProof(ctx context.Context, stream string, i, size int64) (tlog.RecordProof, error) {
-	c, err := s.hashes(ctx, stream)
+	c, err := s.hashes(ctx, stream, size, false)
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if size > c.size || i >= size || i < 0 {
 		return nil, fmt.Errorf("no entry %d in a tree of size %d (the stream has %d)", i, size, c.size)
 	}
@@ -292,10 +331,12 @@ func (s *Store) InclusionProof(ctx context.Context, stream string, i, size int64
 
 // ConsistencyProof proves the tree of size old is a prefix of size.
 func (s *Store) ConsistencyProof(ctx context.Context, stream string, old, size int64) (tlog.TreeProof, error) {
-	c, err := s.hashes(ctx, stream)
+	c, err := s.hashes(ctx, stream, size, false)
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if size > c.size || old > size || old < 0 {
 		return nil, fmt.Errorf("no consistency proof from %d to %d (the stream has %d)", old, size, c.size)
 	}

@@ -48,10 +48,12 @@ func (s *Store) Report(ctx context.Context, r Report) error {
 	if !ed25519.Verify(key, r.text(), r.Sig) {
 		return fmt.Errorf("digest report of %s at size %d: bad signature", r.Replica, r.Size)
 	}
-	c, err := s.hashes(ctx, r.Stream)
+	c, err := s.hashes(ctx, r.Stream, r.Size, false)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if r.Size < 1 || r.Size > c.size {
 		return fmt.Errorf("digest report at size %d: the stream has %d entries", r.Size, c.size)
 	}
