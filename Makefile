@@ -7,7 +7,7 @@ CLANG     ?= clang-14
 GOFLAGS   ?=
 CC        ?= gcc
 
-.PHONY: test-all help build test root-test integration generate install bench demo vet clean
+.PHONY: test-all help build test root-test integration generate install bench bench-logd demo vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ generate: ## regenerate generated code (none yet: the eBPF tracer is issue 5)
 
 bench: build ## benchmark against native in the same run (docs/performance.md)
 	hack/bench-exec.sh
+
+bench-logd: ## logd's durable appends against bare etcd, one and three members (docs/performance.md)
+	$(GO) test -run XXX -bench Append -benchtime 5s ./logd/ 2>&1 | grep -E '^(Benchmark|ok|FAIL)'
 
 install: build ## install lockstep, the shim and its helper into $(PREFIX)/bin (hack/install.sh configures containerd)
 	install -D -m 0755 $(BIN)/lockstep $(DESTDIR)$(PREFIX)/bin/lockstep
