@@ -225,3 +225,33 @@ func TestThreeMemberCluster(t *testing.T) {
 		t.Fatalf("subscription got %d of 20 entries appended after the kill", got)
 	}
 }
+
+// TestExternalEtcd: a logd with --etcd uses a cluster it does not run (here
+// the embedded member of another logd); both serve the same streams.
+func TestExternalEtcd(t *testing.T) {
+	bin := buildDaemon(t)
+	clientURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	owner := startDaemon(t, bin, "--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--client-url", clientURL, "--peer-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	user := startDaemon(t, bin, "--etcd", clientURL)
+	ctx := context.Background()
+	k := key(t, 1)
+	cu := NewClient(user.addr)
+	if err := cu.Create(ctx, "ext", k.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := cu.OpenAppender(ctx, "ext", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Append(ctx, inputs(3, 0)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewClient(owner.addr).Follow(ctx, "ext", k.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es, err := f.Next(ctx, 0); err != nil || len(es) != 3 {
+		t.Fatalf("read through the other logd: %d entries, %v", len(es), err)
+	}
+}
