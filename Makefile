@@ -7,7 +7,7 @@ CLANG     ?= clang-14
 GOFLAGS   ?=
 CC        ?= gcc
 
-.PHONY: test-all help build test root-test integration generate install bench bench-logd demo vet clean
+.PHONY: generate-check test-all help build test root-test integration generate install bench bench-logd demo vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,8 +34,8 @@ integration: ## tests against real containerd and runc (private containerd insta
 	@test "$$(id -u)" = 0 || { echo "integration: run as root"; exit 1; }
 	LOCKSTEP_INTEGRATION=1 $(GO) test -count=1 -v -timeout 20m ./integration/ 2>&1 | tee /tmp/lockstep-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+\w+_test.go)' ; test $${PIPESTATUS[0]} -eq 0
 
-generate: ## regenerate generated code (none yet: the eBPF tracer is issue 5)
-	@echo "generate: nothing to generate yet"
+generate: ## rebuild the eBPF object and its Go bindings (bpf2go, pinned clang-14; CI checks nothing changes)
+	cd ebpf && $(GO) generate ./
 
 bench: build ## benchmark against native in the same run (docs/performance.md)
 	hack/bench-exec.sh
@@ -55,4 +55,7 @@ demo: build ## show two identical deterministic runs of a probe
 clean: ## remove build output
 	rm -rf $(BIN) testdata/probes/build
 
-test-all: test root-test integration ## every test tier (what CI runs)
+generate-check: generate ## fail if the committed eBPF output differs from a rebuild
+	@git diff --exit-code -- ebpf/ || { echo "generate-check: ebpf/ differs from make generate: commit the regenerated files"; exit 1; }
+
+test-all: test root-test integration generate-check ## every test tier (what CI runs)

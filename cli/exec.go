@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/lockstep-run/lockstep/ebpf"
 	"io"
 	"os"
 	"time"
@@ -34,6 +35,8 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	hostname := fs.String("hostname", def.Hostname, "host name reported")
 	logPath := fs.String("log", "", "record the values served to `FILE`; if FILE exists, replay it and report the first mismatch")
 	verify := fs.Bool("verify", false, "run CMD twice and compare stdout, stderr and exit status")
+	digests := fs.String("digests", "", "trace the run's I/O with eBPF and write each stream's digest chain to `FILE` (JSON lines; compare two with lockstep diff)")
+	every := fs.Int64("digest-every", 64<<10, "a digest checkpoint every `BYTES` of a stream")
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -66,7 +69,17 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 			return errorf(stderr, exitRuntime, "exec: %v", err)
 		}
 	}
-	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr})
+	if *every < 1 {
+		return errorf(stderr, exitUsage, "exec: --digest-every must be at least 1")
+	}
+	var chains *ebpf.Chains
+	if *digests != "" {
+		chains = ebpf.NewChains(*every)
+	}
+	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains})
+	if err == nil && chains != nil {
+		err = writeDigests(*digests, chains.Finish())
+	}
 	if log != nil {
 		if cerr := log.Close(); err == nil {
 			err = cerr

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/seccomp/agent"
 	"github.com/lockstep-run/lockstep/tracer"
 	"github.com/lockstep-run/lockstep/virt"
@@ -26,6 +27,9 @@ type Options struct {
 	Stdin  io.Reader // nil: /dev/null
 	Stdout io.Writer
 	Stderr io.Writer
+	// Digests, if not nil, receives the run's I/O, traced with eBPF: the
+	// bytes every process writes and reads, by stream (docs/ebpf.md).
+	Digests *ebpf.Chains
 }
 
 // Result is how a run ended.
@@ -82,14 +86,47 @@ func Run(o Options) (Result, error) {
 		return Result{}, fmt.Errorf("start %s: %w", o.Argv[0], err)
 	}
 	closeChild()
-	return supervise(world, parent, init.Pid)
+	if o.Digests != nil {
+		tr, err := ebpf.Start(init.Pid, func(e ebpf.Event) { digest(o.Digests, e) })
+		if err != nil {
+			init.Kill()
+			init.Wait()
+			return Result{}, err
+		}
+		defer tr.Close()
+		res, err := supervise(world, parent, init.Pid, func() {
+			if err := tr.Enable(); err != nil {
+				unix.Kill(init.Pid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
+			}
+		})
+		if err == nil {
+			err = tr.Drain()
+		}
+		return res, err
+	}
+	return supervise(world, parent, init.Pid, nil)
+}
+
+// digest adds one traced event to the chains: writes to their stream,
+// reads to the stream's "read" chain, uncopied bytes as markers.
+func digest(cs *ebpf.Chains, e ebpf.Event) {
+	name := ebpf.StreamName(e)
+	switch e.Type {
+	case ebpf.EvWrite:
+		cs.Write(name, e.Data)
+	case ebpf.EvRead:
+		cs.Write("read "+name, e.Data)
+	case ebpf.EvCount:
+		cs.Uncopied(name, int64(e.Len))
+	}
 }
 
 // supervise seizes the command, receives its seccomp listener, serves it
 // and waits for the tree to end. The tracer's loop runs on this (locked)
 // thread from the seize on, because the command traps on rdtsc from then.
-func supervise(world *virt.World, sock, initPid int) (Result, error) {
+func supervise(world *virt.World, sock, initPid int, onFirstExec func()) (Result, error) {
 	tr := tracer.New(world)
+	tr.OnFirstExec = onFirstExec
 	tr.Reap(initPid)
 	killTree := func() { unix.Kill(initPid, unix.SIGKILL) }
 	pid, err := receivePID(sock)

@@ -4,6 +4,7 @@ package runner
 
 import (
 	"errors"
+	"github.com/lockstep-run/lockstep/ebpf"
 	"io"
 
 	"github.com/lockstep-run/lockstep/virt"
@@ -11,12 +12,13 @@ import (
 
 // Options describe one deterministic run.
 type Options struct {
-	Config virt.Config
-	Log    *virt.Log
-	Argv   []string
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
+	Config  virt.Config
+	Log     *virt.Log
+	Argv    []string
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+	Digests *ebpf.Chains
 }
 
 // Result is how a run ended.

@@ -39,6 +39,9 @@ type Tracer struct {
 	status  unix.WaitStatus // root's, once it has exited
 	exited  bool
 	Execs   int // execve calls seen
+	// OnFirstExec, if set, runs at the first execve's stop, before the
+	// new program runs (the I/O tracer starts recording there).
+	OnFirstExec func()
 }
 
 // New returns a tracer serving w.
@@ -168,6 +171,9 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		}
 		if t.Execs == 0 {
 			t.world.Start()
+			if t.OnFirstExec != nil {
+				t.OnFirstExec()
+			}
 		}
 		t.Execs++
 		return t.exec(tid, th)

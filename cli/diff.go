@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/spf13/pflag"
+)
+
+func writeDigests(path string, cps []ebpf.Checkpoint) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	for _, c := range cps {
+		enc.Encode(c)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func readDigests(path string) ([]ebpf.Checkpoint, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []ebpf.Checkpoint
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	for {
+		var c ebpf.Checkpoint
+		if err := dec.Decode(&c); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: checkpoint %d: %v (want lockstep exec --digests output)", path, len(out)+1, err)
+		}
+		out = append(out, c)
+	}
+}
+
+// diffMain compares two runs' digest chains.
+func diffMain(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("diff", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the differences as JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: lockstep diff [--json] DIGESTS-A DIGESTS-B\n\nCompares two runs' digest chains (lockstep exec --digests) and names, for\neach stream that differs, the first differing checkpoint and its byte range.\nExit status 0: identical, 1: they differ.\n\nFlags:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return exitUsage
+	}
+	a, err := readDigests(fs.Arg(0))
+	if err != nil {
+		return errorf(stderr, exitUsage, "diff: %v", err)
+	}
+	b, err := readDigests(fs.Arg(1))
+	if err != nil {
+		return errorf(stderr, exitUsage, "diff: %v", err)
+	}
+	diffs := ebpf.Diff(a, b)
+	if *asJSON {
+		printJSON(stdout, diffs)
+	} else if len(diffs) == 0 {
+		fmt.Fprintf(stdout, "identical: %d checkpoints\n", len(a))
+	}
+	for _, d := range diffs {
+		if *asJSON {
+			break
+		}
+		switch {
+		case d.A == nil:
+			fmt.Fprintf(stdout, "%s: only in %s from checkpoint %d (bytes %d..)\n", d.Stream, fs.Arg(1), d.Index, d.B.Start)
+		case d.B == nil:
+			fmt.Fprintf(stdout, "%s: only in %s from checkpoint %d (bytes %d..)\n", d.Stream, fs.Arg(0), d.Index, d.A.Start)
+		default:
+			fmt.Fprintf(stdout, "%s: first difference at checkpoint %d, bytes %d..%d (%s vs %s)\n", d.Stream, d.Index, d.A.Start, max(d.A.End, d.B.End), d.A.Digest[:12], d.B.Digest[:12])
+		}
+	}
+	if len(diffs) > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,351 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// Lockstep's I/O tracer: raw tracepoints on sys_enter and sys_exit, for the
+// tasks of one PID namespace (a `lockstep exec` run or a container). At a
+// successful exit of a write-like or read-like syscall it copies the bytes
+// moved into the ring buffer; sendfile, splice, copy_file_range (and bytes
+// it cannot copy) are reported as counts. See docs/ebpf.md.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+// x86_64 syscall numbers (asm/unistd_64.h).
+#define NR_read 0
+#define NR_write 1
+#define NR_pread64 17
+#define NR_pwrite64 18
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendfile 40
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_splice 275
+#define NR_tee 276
+#define NR_vmsplice 278
+#define NR_preadv 295
+#define NR_pwritev 296
+#define NR_copy_file_range 326
+#define NR_preadv2 327
+#define NR_pwritev2 328
+
+// struct pt_regs offsets (x86_64).
+#define REG_DI 112
+#define REG_SI 104
+#define REG_DX 96
+
+// Event types; the Go side mirrors them (ebpf/events.go).
+#define EV_WRITE 1 // data written
+#define EV_READ 2  // data read
+#define EV_COUNT 3 // bytes moved that are not copied: sendfile, splice, ... or beyond the copy limit
+
+#define CHUNK 16384
+#define MAX_CHUNKS 64 // per iovec: 1 MiB
+#define MAX_IOV 16
+
+// Set by the loader: the PID namespace traced.
+volatile const __u64 pidns_dev = 0;
+volatile const __u64 pidns_ino = 0;
+
+struct event {
+	__u32 type;
+	__u32 nr;      // syscall number
+	__u32 pid;     // tgid in the traced namespace
+	__u32 tid;     // thread id in the traced namespace
+	__u32 host_pid;
+	__s32 fd;
+	__u64 seq;     // per-thread syscall counter: orders a syscall's chunks
+	__u64 offset;  // of this chunk within the syscall's bytes
+	__u32 len;     // bytes in data (EV_WRITE, EV_READ) or moved (EV_COUNT)
+	__u32 pad;
+	__u8 data[CHUNK];
+};
+
+struct call {
+	__u64 nr;
+	__u64 fd;
+	__u64 buf; // buffer, iovec array or msghdr
+	__u64 cnt; // iovec count for the vector calls
+	__u64 seq;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); // host thread id
+	__type(value, struct call);
+} calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 20);
+} events SEC(".maps");
+
+// Events that did not fit in the ring buffer: the Go side fails the run.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); // host thread id
+	__type(value, __u64);
+} seqs SEC(".maps");
+
+// enabled[0] is set by the loader when the traced command starts (its
+// first execve), so that the launcher's own I/O is not recorded.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} enabled SEC(".maps");
+
+static __always_inline int in_ns(struct bpf_pidns_info *ns)
+{
+	__u32 k = 0, *on = bpf_map_lookup_elem(&enabled, &k);
+	if (!on || !*on)
+		return 0;
+	return bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, ns, sizeof(*ns)) == 0;
+}
+
+static __always_inline __u64 reg(void *regs, int off)
+{
+	__u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), regs + off);
+	return v;
+}
+
+static __always_inline int interesting(__u64 nr)
+{
+	switch (nr) {
+	case NR_read: case NR_write: case NR_pread64: case NR_pwrite64:
+	case NR_readv: case NR_writev: case NR_preadv: case NR_pwritev:
+	case NR_preadv2: case NR_pwritev2: case NR_sendto: case NR_recvfrom:
+	case NR_sendmsg: case NR_recvmsg: case NR_sendfile: case NR_splice:
+	case NR_tee: case NR_vmsplice: case NR_copy_file_range:
+		return 1;
+	}
+	return 0;
+}
+
+SEC("raw_tracepoint/sys_enter")
+int sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 nr = ctx->args[1];
+	if (!interesting(nr))
+		return 0;
+	struct bpf_pidns_info ns;
+	if (!in_ns(&ns))
+		return 0;
+	void *regs = (void *)ctx->args[0];
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *s = bpf_map_lookup_elem(&seqs, &tid);
+	__u64 seq = s ? *s + 1 : 1;
+	bpf_map_update_elem(&seqs, &tid, &seq, BPF_ANY);
+	struct call c = {
+		.nr = nr,
+		.fd = reg(regs, REG_DI),
+		.buf = reg(regs, REG_SI),
+		.cnt = reg(regs, REG_DX),
+		.seq = seq,
+	};
+	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&lost, &k);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline struct event *reserve(struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
+	if (!e) {
+		count_lost();
+		return 0;
+	}
+	e->type = type;
+	e->nr = (__u32)c->nr;
+	e->pid = ns->tgid;
+	e->tid = ns->pid;
+	e->host_pid = bpf_get_current_pid_tgid() >> 32;
+	e->fd = (__s32)c->fd;
+	e->seq = c->seq;
+	e->offset = offset;
+	e->pad = 0;
+	return e;
+}
+
+static __always_inline void report_count(struct call *c, struct bpf_pidns_info *ns, __u64 n, __u64 offset)
+{
+	struct event *e = reserve(c, ns, EV_COUNT, offset);
+	if (!e)
+		return;
+	e->len = (__u32)n;
+	bpf_ringbuf_submit(e, 0);
+}
+
+struct iovec_ {
+	__u64 base;
+	__u64 len;
+};
+
+struct msghdr_ {
+	__u64 name;
+	__u32 namelen;
+	__u32 pad;
+	__u64 iov;
+	__u64 iovlen;
+};
+
+// A copy in progress: one bpf_loop step sends one chunk, moving to the
+// next iovec when the current one is done. It lives in a per-CPU map, not
+// on the stack, so that the verifier does not follow its values from step
+// to step (it would not converge).
+struct copier {
+	struct call c;
+	struct bpf_pidns_info ns;
+	__u32 type;
+	__u32 vector; // iov/cnt is an iovec array (else base/left is the buffer)
+	__u64 iov, cnt, idx;
+	__u64 base, left; // the current buffer
+	__u64 remaining;  // bytes of the syscall's result not sent yet
+	__u64 done;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct copier);
+} copiers SEC(".maps");
+
+static long copy_step(__u64 i, void *unused)
+{
+	__u32 k = 0;
+	struct copier *x = bpf_map_lookup_elem(&copiers, &k);
+	if (!x || x->remaining == 0)
+		return 1;
+	if (x->left == 0) {
+		if (!x->vector || x->idx >= x->cnt || x->idx >= MAX_IOV)
+			return 1;
+		struct iovec_ v;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(x->iov + x->idx * sizeof(v))) < 0)
+			return 1;
+		x->idx++;
+		x->base = v.base;
+		x->left = v.len;
+		return 0;
+	}
+	__u64 len = x->left;
+	if (len > x->remaining)
+		len = x->remaining;
+	if (len > CHUNK)
+		len = CHUNK;
+	struct event *e = reserve(&x->c, &x->ns, x->type, x->done);
+	if (!e)
+		return 1;
+	e->len = (__u32)len;
+	if (bpf_probe_read_user(e->data, len & (2 * CHUNK - 1), (void *)x->base) < 0) {
+		bpf_ringbuf_discard(e, 0);
+		return 1;
+	}
+	bpf_ringbuf_submit(e, 0);
+	x->base += len;
+	x->left -= len;
+	x->remaining -= len;
+	x->done += len;
+	return 0;
+}
+
+// send copies the n bytes a syscall moved, from a buffer or an iovec
+// array, and counts what it could not copy.
+static __always_inline void send(struct call *c, struct bpf_pidns_info *ns, __u32 type, int vector, __u64 addr, __u64 cnt, __u64 n)
+{
+	__u32 k = 0;
+	struct copier *x = bpf_map_lookup_elem(&copiers, &k);
+	if (!x)
+		return;
+	x->c = *c;
+	x->ns = *ns;
+	x->type = type;
+	x->vector = vector;
+	x->idx = 0;
+	x->remaining = n;
+	x->done = 0;
+	if (vector) {
+		x->iov = addr;
+		x->cnt = cnt;
+		x->base = 0;
+		x->left = 0;
+	} else {
+		x->base = addr;
+		x->left = n;
+	}
+	bpf_loop(MAX_CHUNKS * MAX_IOV, copy_step, 0, 0);
+	if (x->remaining > 0)
+		report_count(c, ns, x->remaining, x->done);
+}
+
+SEC("raw_tracepoint/sys_exit")
+int sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call *cp = bpf_map_lookup_elem(&calls, &tid);
+	if (!cp)
+		return 0;
+	struct call c = *cp;
+	bpf_map_delete_elem(&calls, &tid);
+	__s64 ret = (__s64)ctx->args[1];
+	if (ret <= 0)
+		return 0;
+	struct bpf_pidns_info ns;
+	if (!in_ns(&ns))
+		return 0;
+	__u64 n = (__u64)ret, addr = c.buf, cnt = c.cnt;
+	__u32 type = EV_WRITE;
+	int vector = 0;
+	switch (c.nr) {
+	case NR_write: case NR_pwrite64: case NR_sendto:
+		break;
+	case NR_read: case NR_pread64: case NR_recvfrom:
+		type = EV_READ;
+		break;
+	case NR_writev: case NR_pwritev: case NR_pwritev2:
+		vector = 1;
+		break;
+	case NR_readv: case NR_preadv: case NR_preadv2:
+		type = EV_READ;
+		vector = 1;
+		break;
+	case NR_sendmsg: case NR_recvmsg: {
+		struct msghdr_ m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)c.buf) < 0) {
+			report_count(&c, &ns, n, 0);
+			return 0;
+		}
+		type = c.nr == NR_sendmsg ? EV_WRITE : EV_READ;
+		vector = 1;
+		addr = m.iov;
+		cnt = m.iovlen;
+		break;
+	}
+	default: // sendfile, splice, tee, vmsplice, copy_file_range
+		report_count(&c, &ns, n, 0);
+		return 0;
+	}
+	send(&c, &ns, type, vector, addr, cnt, n);
+	return 0;
+}

@@ -1,0 +1,153 @@
+package ebpf
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+)
+
+// Checkpoint is one link of a stream's digest chain: the digest of
+// everything before it and of bytes [Start, End) of the stream.
+type Checkpoint struct {
+	Stream string `json:"stream"`
+	Index  int    `json:"index"`
+	Start  int64  `json:"start"`
+	End    int64  `json:"end"`
+	Digest string `json:"digest"`             // hex sha256(previous digest || segment)
+	Counts int64  `json:"uncopied,omitempty"` // bytes moved that the tracer could not copy
+}
+
+// Chains builds a digest chain per output stream with a checkpoint every K
+// bytes and at the end.
+type Chains struct {
+	K       int64
+	streams map[string]*chain
+}
+
+type chain struct {
+	prev   [32]byte
+	seg    []byte
+	start  int64
+	n      int64
+	counts int64
+	done   []Checkpoint
+}
+
+// NewChains makes chains with checkpoints every k bytes.
+func NewChains(k int64) *Chains { return &Chains{K: k, streams: map[string]*chain{}} }
+
+func (cs *Chains) get(stream string) *chain {
+	c := cs.streams[stream]
+	if c == nil {
+		c = &chain{}
+		cs.streams[stream] = c
+	}
+	return c
+}
+
+// Write adds bytes written to stream.
+func (cs *Chains) Write(stream string, b []byte) {
+	c := cs.get(stream)
+	for len(b) > 0 {
+		room := cs.K - int64(len(c.seg))
+		take := int64(len(b))
+		if take > room {
+			take = room
+		}
+		c.seg = append(c.seg, b[:take]...)
+		c.n += take
+		b = b[take:]
+		if int64(len(c.seg)) == cs.K {
+			c.checkpoint(stream)
+		}
+	}
+}
+
+// Uncopied records n bytes moved on stream that were not copied: they
+// enter the chain as a marker, so two runs agree only if both moved the
+// same number at the same place.
+func (cs *Chains) Uncopied(stream string, n int64) {
+	c := cs.get(stream)
+	c.seg = append(c.seg, []byte(fmt.Sprintf("\x00lockstep:uncopied:%d\x00", n))...)
+	c.counts += n
+}
+
+func (c *chain) checkpoint(stream string) {
+	h := sha256.New()
+	h.Write(c.prev[:])
+	h.Write(c.seg)
+	copy(c.prev[:], h.Sum(nil))
+	c.done = append(c.done, Checkpoint{Stream: stream, Index: len(c.done), Start: c.start, End: c.n,
+		Digest: hex.EncodeToString(c.prev[:]), Counts: c.counts})
+	c.start, c.seg, c.counts = c.n, c.seg[:0], 0
+}
+
+// Finish closes every chain and returns all checkpoints, by stream name
+// and index.
+func (cs *Chains) Finish() []Checkpoint {
+	names := make([]string, 0, len(cs.streams))
+	for n := range cs.streams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []Checkpoint
+	for _, n := range names {
+		c := cs.streams[n]
+		if len(c.seg) > 0 || len(c.done) == 0 {
+			c.checkpoint(n)
+		}
+		out = append(out, c.done...)
+	}
+	return out
+}
+
+// Difference is where two runs' chains first differ.
+type Difference struct {
+	Stream string
+	Index  int         // the first differing checkpoint of Stream
+	A, B   *Checkpoint // nil where a run has no such checkpoint
+}
+
+// Diff returns the first differing checkpoint of each stream, in stream
+// order, or nil when the chains agree.
+func Diff(a, b []Checkpoint) []Difference {
+	group := func(cs []Checkpoint) map[string][]Checkpoint {
+		m := map[string][]Checkpoint{}
+		for _, c := range cs {
+			m[c.Stream] = append(m[c.Stream], c)
+		}
+		return m
+	}
+	ga, gb := group(a), group(b)
+	names := map[string]bool{}
+	for n := range ga {
+		names[n] = true
+	}
+	for n := range gb {
+		names[n] = true
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	var out []Difference
+	for _, n := range sorted {
+		ca, cb := ga[n], gb[n]
+		for i := 0; i < len(ca) || i < len(cb); i++ {
+			var pa, pb *Checkpoint
+			if i < len(ca) {
+				pa = &ca[i]
+			}
+			if i < len(cb) {
+				pb = &cb[i]
+			}
+			if pa == nil || pb == nil || pa.Digest != pb.Digest || pa.End != pb.End {
+				out = append(out, Difference{Stream: n, Index: i, A: pa, B: pb})
+				break
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,63 @@
+package ebpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+)
+
+func TestChains(t *testing.T) {
+	run := func(flip int) []Checkpoint {
+		cs := NewChains(10)
+		data := []byte(strings.Repeat("0123456789", 3) + "xyz")
+		if flip >= 0 {
+			data[flip] ^= 1
+		}
+		cs.Write("out", data[:7]) // chunking must not matter
+		cs.Write("out", data[7:])
+		cs.Write("err", []byte("e"))
+		cs.Uncopied("err", 5)
+		return cs.Finish()
+	}
+	a, b := run(-1), run(-1)
+	if len(a) != 5 || Diff(a, b) != nil {
+		t.Fatalf("%d checkpoints; diff %v", len(a), Diff(a, b))
+	}
+	if a[0].Stream != "err" || a[0].Counts != 5 || a[4].Start != 30 || a[4].End != 33 {
+		t.Errorf("checkpoints %+v", a)
+	}
+	d := Diff(a, run(25))
+	if len(d) != 1 || d[0].Stream != "out" || d[0].Index != 2 || d[0].A.Start != 20 {
+		t.Errorf("one flipped byte at 25: %+v", d)
+	}
+	short := NewChains(10)
+	short.Write("out", []byte(strings.Repeat("0123456789", 2)))
+	d = Diff(a, short.Finish())
+	if len(d) != 2 || d[1].Stream != "out" || d[1].Index != 2 || d[1].B != nil {
+		t.Errorf("a shorter run: %+v", d)
+	}
+}
+
+func TestParseEvent(t *testing.T) {
+	b := make([]byte, eventHeader+5)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], EvWrite)
+	le.PutUint32(b[4:], 1)
+	le.PutUint32(b[8:], 10)
+	le.PutUint32(b[20:], 1)
+	le.PutUint64(b[24:], 7)
+	le.PutUint32(b[40:], 5)
+	copy(b[eventHeader:], "hello")
+	e, err := ParseEvent(b)
+	if err != nil || e.Pid != 10 || e.FD != 1 || e.Seq != 7 || !bytes.Equal(e.Data, []byte("hello")) || SyscallName(e.Nr) != "write" {
+		t.Fatalf("%+v %v", e, err)
+	}
+	le.PutUint32(b[40:], 6)
+	if _, err := ParseEvent(b); err == nil {
+		t.Error("an event longer than its record was accepted")
+	}
+	if _, err := ParseEvent(b[:10]); err == nil {
+		t.Error("a truncated event was accepted")
+	}
+}
