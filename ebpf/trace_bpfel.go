@@ -41,6 +41,21 @@ type traceCopier struct {
 	Done      uint64
 }
 
+type traceEvent struct {
+	_       structs.HostLayout
+	Type    uint32
+	Nr      uint32
+	Pid     uint32
+	Tid     uint32
+	HostPid uint32
+	Fd      int32
+	Seq     uint64
+	Offset  uint64
+	Len     uint32
+	Pad     uint32
+	Data    [16384]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -50,6 +65,7 @@ const (
 	traceMapEnabled   = "enabled"
 	traceMapEvents    = "events"
 	traceMapLost      = "lost"
+	traceMapScratch   = "scratch"
 	traceMapSeqs      = "seqs"
 	traceProgSysEnter = "sys_enter"
 	traceProgSysExit  = "sys_exit"
@@ -112,6 +128,7 @@ type traceMapSpecs struct {
 	Enabled *ebpf.MapSpec `ebpf:"enabled"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Lost    *ebpf.MapSpec `ebpf:"lost"`
+	Scratch *ebpf.MapSpec `ebpf:"scratch"`
 	Seqs    *ebpf.MapSpec `ebpf:"seqs"`
 }
 
@@ -148,6 +165,7 @@ type traceMaps struct {
 	Enabled *ebpf.Map `ebpf:"enabled"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Lost    *ebpf.Map `ebpf:"lost"`
+	Scratch *ebpf.Map `ebpf:"scratch"`
 	Seqs    *ebpf.Map `ebpf:"seqs"`
 }
 
@@ -158,6 +176,7 @@ func (m *traceMaps) Close() error {
 		m.Enabled,
 		m.Events,
 		m.Lost,
+		m.Scratch,
 		m.Seqs,
 	)
 }

@@ -87,7 +87,8 @@ func Run(o Options) (Result, error) {
 	}
 	closeChild()
 	if o.Digests != nil {
-		tr, err := ebpf.Start(init.Pid, func(e ebpf.Event) { digest(o.Digests, e) })
+		d := &digester{cs: o.Digests, names: map[streamKey]string{}}
+		tr, err := ebpf.Start(init.Pid, d.event)
 		if err != nil {
 			init.Kill()
 			init.Wait()
@@ -107,18 +108,34 @@ func Run(o Options) (Result, error) {
 	return supervise(world, parent, init.Pid, nil)
 }
 
-// digest adds one traced event to the chains: writes to their stream,
+// digester adds traced events to the chains: writes to their stream,
 // reads to the stream's "read" chain, uncopied bytes as markers.
-func digest(cs *ebpf.Chains, e ebpf.Event) {
-	name := ebpf.StreamName(e)
-	switch e.Type {
-	case ebpf.EvWrite:
-		cs.Write(name, e.Data)
-	case ebpf.EvRead:
-		cs.Write("read "+name, e.Data)
-	case ebpf.EvCount:
-		cs.Uncopied(name, int64(e.Len))
+type digester struct {
+	cs    *ebpf.Chains
+	names map[streamKey]string
+}
+
+type streamKey struct {
+	pid  uint32
+	fd   int32
+	read bool
+}
+
+func (d *digester) event(e ebpf.Event) {
+	k := streamKey{e.Pid, e.FD, e.Type == ebpf.EvRead}
+	name, ok := d.names[k]
+	if !ok {
+		name = ebpf.StreamName(e)
+		if k.read {
+			name = "read " + name
+		}
+		d.names[k] = name
 	}
+	if e.Type == ebpf.EvCount {
+		d.cs.Uncopied(name, int64(e.Len))
+		return
+	}
+	d.cs.Write(name, e.Data)
 }
 
 // supervise seizes the command, receives its seccomp listener, serves it

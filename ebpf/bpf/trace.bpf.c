@@ -43,6 +43,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define EV_COUNT 3 // bytes moved that are not copied: sendfile, splice, ... or beyond the copy limit
 
 #define CHUNK 16384
+#define HEADER 48 // bytes of struct event before data
+#define RING_SIZE (32 << 20)
 #define MAX_CHUNKS 64 // per iovec: 1 MiB
 #define MAX_IOV 16
 
@@ -64,6 +66,15 @@ struct event {
 	__u8 data[CHUNK];
 };
 
+// Per-CPU scratch space for an event: filled, then copied into the ring
+// buffer with only its used length (bpf_ringbuf_output).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event);
+} scratch SEC(".maps");
+
 struct call {
 	__u64 nr;
 	__u64 fd;
@@ -81,7 +92,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 << 20);
+	__uint(max_entries, RING_SIZE);
 } events SEC(".maps");
 
 // Events that did not fit in the ring buffer: the Go side fails the run.
@@ -169,13 +180,8 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(v, 1);
 }
 
-static __always_inline struct event *reserve(struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset)
+static __always_inline void head(struct event *e, struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
-	if (!e) {
-		count_lost();
-		return 0;
-	}
 	e->type = type;
 	e->nr = (__u32)c->nr;
 	e->pid = ns->tgid;
@@ -185,16 +191,40 @@ static __always_inline struct event *reserve(struct call *c, struct bpf_pidns_in
 	e->seq = c->seq;
 	e->offset = offset;
 	e->pad = 0;
+}
+
+static __always_inline struct event *fill(struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset)
+{
+	__u32 k = 0;
+	struct event *e = bpf_map_lookup_elem(&scratch, &k);
+	if (e)
+		head(e, c, ns, type, offset);
 	return e;
+}
+
+// wakeup wakes the consumer only when the ring is a quarter full: it also
+// polls every 20 ms.
+static __always_inline __u64 wakeup(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > RING_SIZE / 4)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+// emit puts the first n bytes of e in the ring buffer.
+static __always_inline void emit(struct event *e, __u64 n)
+{
+	if (bpf_ringbuf_output(&events, e, n, wakeup()) < 0)
+		count_lost();
 }
 
 static __always_inline void report_count(struct call *c, struct bpf_pidns_info *ns, __u64 n, __u64 offset)
 {
-	struct event *e = reserve(c, ns, EV_COUNT, offset);
+	struct event *e = fill(c, ns, EV_COUNT, offset);
 	if (!e)
 		return;
 	e->len = (__u32)n;
-	bpf_ringbuf_submit(e, 0);
+	emit(e, HEADER);
 }
 
 struct iovec_ {
@@ -254,15 +284,33 @@ static long copy_step(__u64 i, void *unused)
 		len = x->remaining;
 	if (len > CHUNK)
 		len = CHUNK;
-	struct event *e = reserve(&x->c, &x->ns, x->type, x->done);
-	if (!e)
-		return 1;
-	e->len = (__u32)len;
-	if (bpf_probe_read_user(e->data, len & (2 * CHUNK - 1), (void *)x->base) < 0) {
-		bpf_ringbuf_discard(e, 0);
-		return 1;
+	if (len == CHUNK) {
+		// A full chunk goes straight into the ring buffer (one copy).
+		struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
+		if (!e) {
+			count_lost();
+			return 1;
+		}
+		head(e, &x->c, &x->ns, x->type, x->done);
+		e->len = CHUNK;
+		if (bpf_probe_read_user(e->data, CHUNK, (void *)x->base) < 0) {
+			bpf_ringbuf_discard(e, 0);
+			return 1;
+		}
+		bpf_ringbuf_submit(e, wakeup());
+	} else {
+		// A partial one is assembled aside and only its length is sent.
+		struct event *e = fill(&x->c, &x->ns, x->type, x->done);
+		if (!e)
+			return 1;
+		len &= (2 * CHUNK - 1);
+		if (len > CHUNK)
+			return 1;
+		e->len = (__u32)len;
+		if (bpf_probe_read_user(e->data, len, (void *)x->base) < 0)
+			return 1;
+		emit(e, HEADER + len);
 	}
-	bpf_ringbuf_submit(e, 0);
 	x->base += len;
 	x->left -= len;
 	x->remaining -= len;

@@ -3,6 +3,7 @@
 //   syscall N  N untrapped syscalls (getppid)
 //   clock N    N clock_gettime(CLOCK_REALTIME) calls
 //   urandom N  read N bytes of /dev/urandom
+//   write N B  N writes of B bytes to stdout (hack/bench-ebpf.sh)
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,13 @@ int main(int argc, char **argv) {
 			left -= r;
 			acc += buf[0];
 		}
+	} else if (strcmp(argv[1], "write") == 0) {
+		long size = argc > 3 ? atol(argv[3]) : 4096;
+		char *buf = malloc(size);
+		memset(buf, 'x', size);
+		for (long i = 0; i < n; i++)
+			if (write(1, buf, size) != size) return 1;
+		return 0;
 	} else {
 		return 2;
 	}
