@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,26 +238,48 @@ func TestAgentDeathKillsContainer(t *testing.T) {
 	}
 }
 
-// agents returns the PIDs of running lockstep agent processes.
+// agents returns the PIDs of running lockstep agent processes. A child an
+// agent is forking (it runs the exec helper) shows the agent's command line
+// until it execs: those are left out.
 func agents(t *testing.T) map[int]bool {
 	t.Helper()
-	out := map[int]bool{}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
+	all := map[int]int{} // agent PID -> parent PID
 	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if err != nil || !strings.HasPrefix(string(b), shim.AgentArg0+"\x00") {
 			continue
 		}
-		var pid int
-		for _, c := range e.Name() {
-			pid = pid*10 + int(c-'0')
+		all[pid] = parentPID(pid)
+	}
+	out := map[int]bool{}
+	for pid, ppid := range all {
+		if _, forked := all[ppid]; !forked {
+			out[pid] = true
 		}
-		out[pid] = true
 	}
 	return out
+}
+
+func parentPID(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // TestRuntimeOptions: the TOML file CRI's runtimeoptions.v1.Options names
