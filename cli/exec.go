@@ -37,6 +37,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	verify := fs.Bool("verify", false, "run CMD twice and compare stdout, stderr and exit status")
 	digests := fs.String("digests", "", "trace the run's I/O with eBPF and write each stream's digest chain to `FILE` (JSON lines; compare two with lockstep diff)")
 	every := fs.Int64("digest-every", 64<<10, "a digest checkpoint every `BYTES` of a stream")
+	audit := fs.Bool("audit", false, "list the nondeterministic syscalls and files the run touched that the profile does not answer (eBPF), on stderr")
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -76,7 +77,18 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	if *digests != "" {
 		chains = ebpf.NewChains(*every)
 	}
-	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains})
+	var aud *ebpf.Audit
+	if *audit {
+		aud = ebpf.NewAudit()
+	}
+	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud})
+	if err == nil && aud != nil {
+		found := aud.Findings()
+		fmt.Fprintf(stderr, "lockstep audit: %d nondeterministic sources touched\n", len(found))
+		for _, f := range found {
+			fmt.Fprintf(stderr, "lockstep audit: %s\n", f)
+		}
+	}
 	if err == nil && chains != nil {
 		err = writeDigests(*digests, chains.Finish())
 	}

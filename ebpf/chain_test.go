@@ -61,3 +61,24 @@ func TestParseEvent(t *testing.T) {
 		t.Error("a truncated event was accepted")
 	}
 }
+
+func TestAuditPaths(t *testing.T) {
+	for p, bad := range map[string]bool{
+		"/proc/self/stat": true, "/proc/123/stat": true, "/proc/thread-self/status": true,
+		"/proc/net/tcp": true, "/proc/interrupts": true, "/proc/./loadavg": true,
+		"/proc/cpuinfo": false, "/etc/passwd": false, "/proc/self/cmdline": false,
+	} {
+		if got := auditPath(p) != ""; got != bad {
+			t.Errorf("%s: flagged %v, want %v", p, got, bad)
+		}
+	}
+	a := NewAudit()
+	a.Add(Event{Type: EvAudit, Nr: 257, Pid: 10, Data: []byte("/proc/self/stat")})
+	a.Add(Event{Type: EvAudit, Nr: 257, Pid: 10, Data: []byte("/proc/self/stat")})
+	a.Add(Event{Type: EvAudit, Nr: 257, Pid: 10, Data: []byte("/etc/hosts")})
+	a.Add(Event{Type: EvAudit, Nr: 224, Pid: 100})
+	f := a.Findings()
+	if len(f) != 2 || f[0].What != "open /proc/self/stat" || f[0].Count != 2 || f[1].What != "timer_gettime" {
+		t.Errorf("%+v", f)
+	}
+}

@@ -39,7 +39,7 @@ func ParseEvent(b []byte) (Event, error) {
 		HostPid: le.Uint32(b[16:]), FD: int32(le.Uint32(b[20:])), Seq: le.Uint64(b[24:]),
 		Offset: le.Uint64(b[32:]), Len: le.Uint32(b[40:]),
 	}
-	if e.Type == EvWrite || e.Type == EvRead {
+	if e.Type == EvWrite || e.Type == EvRead || e.Type == EvAudit {
 		if int(e.Len) > len(b)-eventHeader {
 			return Event{}, fmt.Errorf("event says %d bytes of data, has %d", e.Len, len(b)-eventHeader)
 		}
@@ -57,6 +57,9 @@ func SyscallName(nr uint32) string {
 }
 
 var syscallNames = map[uint32]string{
+	2: "open", 257: "openat", 437: "openat2", 228: "clock_gettime", 96: "gettimeofday", 201: "time",
+	229: "clock_getres", 318: "getrandom", 204: "sched_getaffinity", 63: "uname", 99: "sysinfo",
+	309: "getcpu", 36: "getitimer", 37: "alarm", 38: "setitimer", 224: "timer_gettime", 287: "timerfd_gettime",
 	0: "read", 1: "write", 17: "pread64", 18: "pwrite64", 19: "readv", 20: "writev",
 	40: "sendfile", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
 	275: "splice", 276: "tee", 278: "vmsplice", 295: "preadv", 296: "pwritev",

@@ -60,17 +60,19 @@ type traceEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	traceMapCalls     = "calls"
-	traceMapCopiers   = "copiers"
-	traceMapEnabled   = "enabled"
-	traceMapEvents    = "events"
-	traceMapLost      = "lost"
-	traceMapScratch   = "scratch"
-	traceMapSeqs      = "seqs"
-	traceProgSysEnter = "sys_enter"
-	traceProgSysExit  = "sys_exit"
-	traceVarPidnsDev  = "pidns_dev"
-	traceVarPidnsIno  = "pidns_ino"
+	traceMapCalls       = "calls"
+	traceMapCopiers     = "copiers"
+	traceMapEnabled     = "enabled"
+	traceMapEvents      = "events"
+	traceMapLost        = "lost"
+	traceMapScratch     = "scratch"
+	traceMapSeqs        = "seqs"
+	traceProgSysEnter   = "sys_enter"
+	traceProgSysExit    = "sys_exit"
+	traceVarPidnsDev    = "pidns_dev"
+	traceVarPidnsIno    = "pidns_ino"
+	traceVarRecordAudit = "record_audit"
+	traceVarRecordIo    = "record_io"
 )
 
 // loadTrace returns the embedded CollectionSpec for trace.
@@ -136,8 +138,10 @@ type traceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type traceVariableSpecs struct {
-	PidnsDev *ebpf.VariableSpec `ebpf:"pidns_dev"`
-	PidnsIno *ebpf.VariableSpec `ebpf:"pidns_ino"`
+	PidnsDev    *ebpf.VariableSpec `ebpf:"pidns_dev"`
+	PidnsIno    *ebpf.VariableSpec `ebpf:"pidns_ino"`
+	RecordAudit *ebpf.VariableSpec `ebpf:"record_audit"`
+	RecordIo    *ebpf.VariableSpec `ebpf:"record_io"`
 }
 
 // traceObjects contains all objects after they have been loaded into the kernel.
@@ -185,8 +189,10 @@ func (m *traceMaps) Close() error {
 //
 // It can be passed to loadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type traceVariables struct {
-	PidnsDev *ebpf.Variable `ebpf:"pidns_dev"`
-	PidnsIno *ebpf.Variable `ebpf:"pidns_ino"`
+	PidnsDev    *ebpf.Variable `ebpf:"pidns_dev"`
+	PidnsIno    *ebpf.Variable `ebpf:"pidns_ino"`
+	RecordAudit *ebpf.Variable `ebpf:"record_audit"`
+	RecordIo    *ebpf.Variable `ebpf:"record_io"`
 }
 
 // tracePrograms contains all programs after they have been loaded into the kernel.

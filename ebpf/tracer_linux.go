@@ -15,6 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Record says what the tracer records.
+type Record struct {
+	IO    bool // the bytes of I/O syscalls (EvWrite, EvRead, EvCount)
+	Audit bool // audited syscalls (EvAudit)
+}
+
 // Tracer traces the I/O of one PID namespace.
 type Tracer struct {
 	objs  traceObjects
@@ -27,7 +33,7 @@ type Tracer struct {
 // Start loads the programs and attaches them for the PID namespace of
 // process pid (e.g. a run's init); they record once Enable is called. Each
 // event goes to handle, from one goroutine, in ring buffer order.
-func Start(pid int, handle func(Event)) (*Tracer, error) {
+func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
 		return nil, fmt.Errorf("ebpf: PID namespace of %d: %w", pid, err)
@@ -41,6 +47,15 @@ func Start(pid int, handle func(Event)) (*Tracer, error) {
 	}
 	if err := spec.Variables["pidns_ino"].Set(st.Ino); err != nil {
 		return nil, err
+	}
+	for name, on := range map[string]bool{"record_io": what.IO, "record_audit": what.Audit} {
+		v := uint32(0)
+		if on {
+			v = 1
+		}
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, err
+		}
 	}
 	t := &Tracer{done: make(chan error, 1), idle: make(chan chan struct{})}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {

@@ -382,3 +382,23 @@ func TestDigests(t *testing.T) {
 		t.Errorf("only stdout differs, but diff reports:\n%s", r.stdout)
 	}
 }
+
+// TestAudit: the eBPF audit names the nondeterministic files and timers a
+// run touched that the profile lets through (EvAudit events).
+func TestAudit(t *testing.T) {
+	requireRoot(t)
+	r := lockstep(t, "", "exec", "--audit", "--", "python3", "-c",
+		`import signal; open("/proc/self/stat").read(); open("/proc/interrupts").read(); open("/proc/cpuinfo").read()
+signal.setitimer(signal.ITIMER_REAL, 10); signal.getitimer(signal.ITIMER_REAL)`)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"open /proc/self/stat (1×", "open /proc/interrupts (1×", "getitimer (1×", "setitimer (1×"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("audit lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "cpuinfo") {
+		t.Errorf("the audit lists /proc/cpuinfo, which the agent answers:\n%s", r.stderr)
+	}
+}

@@ -30,6 +30,9 @@ type Options struct {
 	// Digests, if not nil, receives the run's I/O, traced with eBPF: the
 	// bytes every process writes and reads, by stream (docs/ebpf.md).
 	Digests *ebpf.Chains
+	// Audit, if not nil, receives the nondeterministic syscalls and files
+	// the run touched that the profile does not answer.
+	Audit *ebpf.Audit
 }
 
 // Result is how a run ended.
@@ -86,9 +89,9 @@ func Run(o Options) (Result, error) {
 		return Result{}, fmt.Errorf("start %s: %w", o.Argv[0], err)
 	}
 	closeChild()
-	if o.Digests != nil {
-		d := &digester{cs: o.Digests, names: map[streamKey]string{}}
-		tr, err := ebpf.Start(init.Pid, d.event)
+	if o.Digests != nil || o.Audit != nil {
+		d := &digester{cs: o.Digests, audit: o.Audit, names: map[streamKey]string{}}
+		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil}, d.event)
 		if err != nil {
 			init.Kill()
 			init.Wait()
@@ -112,6 +115,7 @@ func Run(o Options) (Result, error) {
 // reads to the stream's "read" chain, uncopied bytes as markers.
 type digester struct {
 	cs    *ebpf.Chains
+	audit *ebpf.Audit
 	names map[streamKey]string
 }
 
@@ -122,6 +126,10 @@ type streamKey struct {
 }
 
 func (d *digester) event(e ebpf.Event) {
+	if e.Type == ebpf.EvAudit {
+		d.audit.Add(e)
+		return
+	}
 	k := streamKey{e.Pid, e.FD, e.Type == ebpf.EvRead}
 	name, ok := d.names[k]
 	if !ok {

@@ -19,6 +19,7 @@ type Options struct {
 	Stdout  io.Writer
 	Stderr  io.Writer
 	Digests *ebpf.Chains
+	Audit   *ebpf.Audit
 }
 
 // Result is how a run ended.

@@ -41,6 +41,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define EV_WRITE 1 // data written
 #define EV_READ 2  // data read
 #define EV_COUNT 3 // bytes moved that are not copied: sendfile, splice, ... or beyond the copy limit
+#define EV_AUDIT 4 // a syscall that can be nondeterministic reached the kernel (data: a path, for opens)
 
 #define CHUNK 16384
 #define HEADER 48 // bytes of struct event before data
@@ -48,9 +49,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_CHUNKS 64 // per iovec: 1 MiB
 #define MAX_IOV 16
 
-// Set by the loader: the PID namespace traced.
+// Set by the loader: the PID namespace traced, and what to record.
 volatile const __u64 pidns_dev = 0;
 volatile const __u64 pidns_ino = 0;
+volatile const __u32 record_io = 1;    // copy the bytes of I/O syscalls
+volatile const __u32 record_audit = 1; // report audited syscalls
+
+#define PATH_MAX_AUDIT 256
 
 struct event {
 	__u32 type;
@@ -144,31 +149,6 @@ static __always_inline int interesting(__u64 nr)
 	case NR_tee: case NR_vmsplice: case NR_copy_file_range:
 		return 1;
 	}
-	return 0;
-}
-
-SEC("raw_tracepoint/sys_enter")
-int sys_enter(struct bpf_raw_tracepoint_args *ctx)
-{
-	__u64 nr = ctx->args[1];
-	if (!interesting(nr))
-		return 0;
-	struct bpf_pidns_info ns;
-	if (!in_ns(&ns))
-		return 0;
-	void *regs = (void *)ctx->args[0];
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *s = bpf_map_lookup_elem(&seqs, &tid);
-	__u64 seq = s ? *s + 1 : 1;
-	bpf_map_update_elem(&seqs, &tid, &seq, BPF_ANY);
-	struct call c = {
-		.nr = nr,
-		.fd = reg(regs, REG_DI),
-		.buf = reg(regs, REG_SI),
-		.cnt = reg(regs, REG_DX),
-		.seq = seq,
-	};
-	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
 	return 0;
 }
 
@@ -395,5 +375,69 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	send(&c, &ns, type, vector, addr, cnt, n);
+	return 0;
+}
+
+// Syscalls that can be nondeterministic and reach the kernel although the
+// profile routes them elsewhere (an escape), or that the profile lets
+// through: host-time timers, and opens (user space matches the path).
+static __always_inline int audited(__u64 nr)
+{
+	switch (nr) {
+	case 2: case 257: case 437:         // open, openat, openat2
+	case 228: case 96: case 201: case 229: // clock_gettime, gettimeofday, time, clock_getres
+	case 318: case 204: case 63: case 99: case 309: // getrandom, sched_getaffinity, uname, sysinfo, getcpu
+	case 36: case 37: case 38: case 224: case 287: // getitimer, alarm, setitimer, timer_gettime, timerfd_gettime
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void audit(void *regs, __u64 nr, struct bpf_pidns_info *ns)
+{
+	__u32 k = 0;
+	struct event *e = bpf_map_lookup_elem(&scratch, &k);
+	if (!e)
+		return;
+	struct call c = {.nr = nr, .fd = -1};
+	head(e, &c, ns, EV_AUDIT, 0);
+	e->len = 0;
+	__u64 path = nr == 2 ? reg(regs, REG_DI) : (nr == 257 || nr == 437) ? reg(regs, REG_SI) : 0;
+	if (path) {
+		long n = bpf_probe_read_user_str(e->data, PATH_MAX_AUDIT, (void *)path);
+		if (n > 0)
+			e->len = (__u32)(n - 1) & (PATH_MAX_AUDIT - 1);
+	}
+	emit(e, HEADER + (e->len & (PATH_MAX_AUDIT - 1)));
+}
+
+SEC("raw_tracepoint/sys_enter")
+int sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 nr = ctx->args[1];
+	int aud = record_audit && audited(nr);
+	if (!aud && !(record_io && interesting(nr)))
+		return 0;
+	struct bpf_pidns_info ns;
+	if (!in_ns(&ns))
+		return 0;
+	void *regs = (void *)ctx->args[0];
+	if (aud) {
+		audit(regs, nr, &ns);
+		if (!(record_io && interesting(nr)))
+			return 0;
+	}
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *s = bpf_map_lookup_elem(&seqs, &tid);
+	__u64 seq = s ? *s + 1 : 1;
+	bpf_map_update_elem(&seqs, &tid, &seq, BPF_ANY);
+	struct call c = {
+		.nr = nr,
+		.fd = reg(regs, REG_DI),
+		.buf = reg(regs, REG_SI),
+		.cnt = reg(regs, REG_DX),
+		.seq = seq,
+	};
+	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
 	return 0;
 }
