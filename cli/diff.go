@@ -1,53 +1,13 @@
 package cli
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/spf13/pflag"
 )
-
-func writeDigests(path string, cps []ebpf.Checkpoint) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
-	for _, c := range cps {
-		enc.Encode(c)
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func readDigests(path string) ([]ebpf.Checkpoint, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []ebpf.Checkpoint
-	dec := json.NewDecoder(f)
-	dec.DisallowUnknownFields()
-	for {
-		var c ebpf.Checkpoint
-		if err := dec.Decode(&c); err == io.EOF {
-			return out, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("%s: checkpoint %d: %v (want lockstep exec --digests output)", path, len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-}
 
 // diffMain compares two runs' digest chains.
 func diffMain(args []string, stdout, stderr io.Writer) int {
@@ -67,11 +27,11 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	a, err := readDigests(fs.Arg(0))
+	a, err := ebpf.ReadCheckpoints(fs.Arg(0))
 	if err != nil {
 		return errorf(stderr, exitUsage, "diff: %v", err)
 	}
-	b, err := readDigests(fs.Arg(1))
+	b, err := ebpf.ReadCheckpoints(fs.Arg(1))
 	if err != nil {
 		return errorf(stderr, exitUsage, "diff: %v", err)
 	}

@@ -90,7 +90,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err == nil && chains != nil {
-		err = writeDigests(*digests, chains.Finish())
+		err = ebpf.WriteCheckpoints(*digests, chains.Finish())
 	}
 	if log != nil {
 		if cerr := log.Close(); err == nil {

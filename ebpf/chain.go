@@ -1,9 +1,13 @@
 package ebpf
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 )
 
@@ -150,4 +154,43 @@ func Diff(a, b []Checkpoint) []Difference {
 		}
 	}
 	return out
+}
+
+// WriteCheckpoints writes checkpoints to path as JSON lines.
+func WriteCheckpoints(path string, cps []Checkpoint) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	for _, c := range cps {
+		enc.Encode(c)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ReadCheckpoints reads what WriteCheckpoints wrote.
+func ReadCheckpoints(path string) ([]Checkpoint, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Checkpoint
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	for {
+		var c Checkpoint
+		if err := dec.Decode(&c); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: checkpoint %d: %v (want the digests of lockstep exec --digests or io.lockstep.digests)", path, len(out)+1, err)
+		}
+		out = append(out, c)
+	}
 }

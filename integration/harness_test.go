@@ -118,6 +118,7 @@ func buildProbeImage(probes string) ([]byte, error) {
 		{filepath.Join(probes, "probe-static"), "/probe-static"},
 		{filepath.Join(probes, "probe-dynamic"), "/probe-dynamic"},
 		{filepath.Join(probes, "goprobe"), "/goprobe"},
+		{filepath.Join(probes, "writer"), "/writer"},
 		{"/bin/busybox", "/bin/busybox"},
 	} {
 		if err := im.AddBinary(b.src, b.dst); err != nil {

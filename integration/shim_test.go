@@ -15,6 +15,7 @@ import (
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
+	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/shim"
 )
 
@@ -344,5 +345,43 @@ func TestLogRecordReplay(t *testing.T) {
 	bad := p.run(t, r)
 	if bad.code == 0 || !strings.Contains(bad.stderr, "mismatch") {
 		t.Errorf("edited log: exit %d, stderr %q", bad.code, bad.stderr)
+	}
+}
+
+// TestDigestsAndAudit: io.lockstep.digests traces a container's I/O with
+// eBPF; two runs on two providers give the same digest chains, a run that
+// writes one other byte is found at its checkpoint; io.lockstep.audit
+// lists the host-counter files a container read.
+func TestDigestsAndAudit(t *testing.T) {
+	dir := t.TempDir()
+	traced := func(p *provider, name string, args ...string) []ebpf.Checkpoint {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		res := p.run(t, run{runtime: lockstepRuntime, args: append([]string{"/writer", "/tmp"}, args...),
+			annotations: map[string]string{shim.AnnotationDigests: path}})
+		if res.code != 0 {
+			t.Fatalf("writer: exit %d: %s", res.code, res.stderr)
+		}
+		cps, err := ebpf.ReadCheckpoints(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cps
+	}
+	a := traced(env.providers[0], "a.json")
+	b := traced(env.providers[1], "b.json")
+	if d := ebpf.Diff(a, b); d != nil || len(a) < 8 {
+		t.Fatalf("%d checkpoints; two providers differ: %+v", len(a), d)
+	}
+	d := ebpf.Diff(a, traced(env.providers[0], "c.json", "flip"))
+	if len(d) != 1 || d[0].Stream != "pid 1 fd 1" || d[0].Index != 2 {
+		t.Errorf("one flipped byte: %+v", d)
+	}
+	audit := filepath.Join(dir, "audit.json")
+	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "cat", "/proc/self/stat", "/proc/cpuinfo"},
+		annotations: map[string]string{shim.AnnotationAudit: audit}})
+	b2, err := os.ReadFile(audit)
+	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/self/stat"`) || strings.Contains(string(b2), "cpuinfo") {
+		t.Errorf("audit (exit %d, %v):\n%s", res.code, err, b2)
 	}
 }

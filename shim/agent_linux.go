@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/seccomp/agent"
 	"github.com/lockstep-run/lockstep/tracer"
 	"github.com/lockstep-run/lockstep/virt"
@@ -66,6 +67,11 @@ type containerAgent struct {
 
 	mu        sync.Mutex
 	handovers int // guarded by mu: processes handed over so far
+
+	// The eBPF tracer, when digests or an audit were asked for.
+	io     *ebpf.Tracer
+	chains *ebpf.Chains
+	audit  *ebpf.Audit
 }
 
 func runAgent(arg string) int {
@@ -97,6 +103,10 @@ func runAgent(arg string) int {
 	select {
 	case <-term:
 		// The shim is deleting the container: nothing is left to serve.
+		if err := a.finishIO(); err != nil {
+			a.report(err)
+			return 1
+		}
 		if a.log != nil {
 			if err := a.log.Close(); err != nil {
 				a.report(err)
@@ -262,10 +272,23 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 		a.report(err)
 		return
 	}
+	if n == 0 {
+		if err := a.startIO(pid); err != nil {
+			a.die(err)
+			return
+		}
+	}
 	// The thread that seizes is the tracer: it stays locked, and ends
 	// with this goroutine.
 	runtime.LockOSThread()
 	tr := tracer.New(a.world)
+	if n == 0 && a.io != nil {
+		tr.OnFirstExec = func() {
+			if err := a.io.Enable(); err != nil {
+				a.die(err)
+			}
+		}
+	}
 	if err := tr.Seize(pid); err != nil {
 		a.report(err) // the helper sees no 'G' and exits 125
 		return
@@ -320,4 +343,66 @@ func (a *containerAgent) setLastPID(pid, last int) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// startIO starts the eBPF tracer for the container's PID namespace (that
+// of pid, its init) if digests or an audit were asked for. It records from
+// the command's first execve on.
+func (a *containerAgent) startIO(pid int) error {
+	st := a.cfg.Settings
+	if st.Digests == "" && st.Audit == "" {
+		return nil
+	}
+	if st.Digests != "" {
+		a.chains = ebpf.NewChains(64 << 10)
+	}
+	if st.Audit != "" {
+		a.audit = ebpf.NewAudit()
+	}
+	io, err := ebpf.Start(pid, ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil}, a.ioEvent)
+	if err != nil {
+		return err
+	}
+	a.io = io
+	return nil
+}
+
+func (a *containerAgent) ioEvent(e ebpf.Event) {
+	switch {
+	case e.Type == ebpf.EvAudit:
+		a.audit.Add(e)
+	case e.Type == ebpf.EvCount:
+		a.chains.Uncopied(ebpf.StreamName(e), int64(e.Len))
+	case e.Type == ebpf.EvRead:
+		a.chains.Write("read "+ebpf.StreamName(e), e.Data)
+	default:
+		a.chains.Write(ebpf.StreamName(e), e.Data)
+	}
+}
+
+// finishIO drains the tracer and writes the digests and the audit.
+func (a *containerAgent) finishIO() error {
+	if a.io == nil {
+		return nil
+	}
+	defer a.io.Close()
+	if err := a.io.Drain(); err != nil {
+		return err
+	}
+	write := func(path string, v any) error {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(path, append(b, '\n'), 0o644)
+	}
+	if a.chains != nil {
+		if err := ebpf.WriteCheckpoints(a.cfg.Settings.Digests, a.chains.Finish()); err != nil {
+			return err
+		}
+	}
+	if a.audit != nil {
+		return write(a.cfg.Settings.Audit, a.audit.Findings())
+	}
+	return nil
 }

@@ -21,12 +21,16 @@ const (
 	AnnotationMemory   = "io.lockstep.memory"   // bytes reported
 	AnnotationHostname = "io.lockstep.hostname" // when the spec has none
 	AnnotationLog      = "io.lockstep.log"      // absolute host path: record, or replay if it exists
+	AnnotationDigests  = "io.lockstep.digests"  // absolute host path: the I/O digest chains (eBPF), written at delete
+	AnnotationAudit    = "io.lockstep.audit"    // absolute host path: the audit's findings (eBPF), written at delete
 )
 
 // Settings are one container's determinism settings.
 type Settings struct {
-	Config virt.Config
-	Log    string // exec log path on the host, "" for none
+	Config  virt.Config
+	Log     string // exec log path on the host, "" for none
+	Digests string // where to write the digest chains, "" for none
+	Audit   string // where to write the audit, "" for none
 }
 
 // DefaultSettings are what a container gets with no annotation and no
@@ -65,7 +69,7 @@ func (s *Settings) applyTOML(name string, b []byte) error {
 	for _, k := range tree.Keys() {
 		key, ok := optionKeys[k]
 		if !ok {
-			return fmt.Errorf("runtime options %s: unknown key %q (want seed, epoch, cpus, memory, hostname, log)", name, k)
+			return fmt.Errorf("runtime options %s: unknown key %q (want seed, epoch, cpus, memory, hostname, log, digests, audit)", name, k)
 		}
 		values[key] = fmt.Sprint(tree.Get(k))
 	}
@@ -75,6 +79,7 @@ func (s *Settings) applyTOML(name string, b []byte) error {
 var optionKeys = map[string]string{
 	"seed": AnnotationSeed, "epoch": AnnotationEpoch, "cpus": AnnotationCPUs,
 	"memory": AnnotationMemory, "hostname": AnnotationHostname, "log": AnnotationLog,
+	"digests": AnnotationDigests, "audit": AnnotationAudit,
 }
 
 // ApplyAnnotations applies the io.lockstep.* annotations.
@@ -100,11 +105,11 @@ func (s *Settings) apply(values map[string]string, where string) error {
 			c.MemBytes, err = strconv.ParseUint(v, 10, 64)
 		case AnnotationHostname:
 			c.Hostname = v
-		case AnnotationLog:
+		case AnnotationLog, AnnotationDigests, AnnotationAudit:
 			if !filepath.IsAbs(v) {
 				err = fmt.Errorf("want an absolute path on the host")
 			}
-			s.Log = v
+			*map[string]*string{AnnotationLog: &s.Log, AnnotationDigests: &s.Digests, AnnotationAudit: &s.Audit}[key] = v
 		default:
 			continue
 		}
