@@ -14,8 +14,9 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("diff", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the differences as JSON")
+	traces := fs.StringSlice("trace", nil, "the two runs' traces (lockstep exec --trace), `A,B`: show the first differing byte and the syscalls that wrote it")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lockstep diff [--json] DIGESTS-A DIGESTS-B\n\nCompares two runs' digest chains (lockstep exec --digests) and names, for\neach stream that differs, the first differing checkpoint and its byte range.\nExit status 0: identical, 1: they differ.\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stderr, "Usage: lockstep diff [--json] [--trace TRACE-A,TRACE-B] DIGESTS-A DIGESTS-B\n\nCompares two runs' digest chains (lockstep exec --digests) and names, for\neach stream that differs, the first differing checkpoint and its byte range.\nExit status 0: identical, 1: they differ.\n\nFlags:\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -36,6 +37,18 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 		return errorf(stderr, exitUsage, "diff: %v", err)
 	}
 	diffs := ebpf.Diff(a, b)
+	var ta, tb []ebpf.TraceRecord
+	if len(*traces) > 0 {
+		if len(*traces) != 2 {
+			return errorf(stderr, exitUsage, "diff: --trace wants two files, A,B")
+		}
+		if ta, err = ebpf.ReadTrace((*traces)[0]); err == nil {
+			tb, err = ebpf.ReadTrace((*traces)[1])
+		}
+		if err != nil {
+			return errorf(stderr, exitUsage, "diff: %v", err)
+		}
+	}
 	if *asJSON {
 		printJSON(stdout, diffs)
 	} else if len(diffs) == 0 {
@@ -52,6 +65,9 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s: only in %s from checkpoint %d (bytes %d..)\n", d.Stream, fs.Arg(0), d.Index, d.A.Start)
 		default:
 			fmt.Fprintf(stdout, "%s: first difference at checkpoint %d, bytes %d..%d (%s vs %s)\n", d.Stream, d.Index, d.A.Start, max(d.A.End, d.B.End), d.A.Digest[:12], d.B.Digest[:12])
+		}
+		if ta != nil {
+			io.WriteString(stdout, ebpf.Explain(d.Stream, ta, tb))
 		}
 	}
 	if len(diffs) > 0 {

@@ -37,6 +37,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	verify := fs.Bool("verify", false, "run CMD twice and compare stdout, stderr and exit status")
 	digests := fs.String("digests", "", "trace the run's I/O with eBPF and write each stream's digest chain to `FILE` (JSON lines; compare two with lockstep diff)")
 	every := fs.Int64("digest-every", 64<<10, "a digest checkpoint every `BYTES` of a stream")
+	tracePath := fs.String("trace", "", "with --digests, also write every traced byte to `FILE`, so that lockstep diff --trace can show a divergence byte by byte")
 	audit := fs.Bool("audit", false, "list the nondeterministic syscalls and files the run touched that the profile does not answer (eBPF), on stderr")
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -77,11 +78,25 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	if *digests != "" {
 		chains = ebpf.NewChains(*every)
 	}
+	var trace *ebpf.TraceWriter
+	if *tracePath != "" {
+		if chains == nil {
+			return errorf(stderr, exitUsage, "exec: --trace needs --digests")
+		}
+		if trace, err = ebpf.CreateTrace(*tracePath); err != nil {
+			return errorf(stderr, exitRuntime, "exec: %v", err)
+		}
+	}
 	var aud *ebpf.Audit
 	if *audit {
 		aud = ebpf.NewAudit()
 	}
-	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud})
+	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud, Trace: trace})
+	if trace != nil {
+		if cerr := trace.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if err == nil && aud != nil {
 		found := aud.Findings()
 		fmt.Fprintf(stderr, "lockstep audit: %d nondeterministic sources touched\n", len(found))

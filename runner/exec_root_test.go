@@ -347,7 +347,7 @@ func TestDigests(t *testing.T) {
 	run := func(name string, extra ...string) string {
 		t.Helper()
 		out := filepath.Join(dir, name)
-		r := lockstep(t, "", append([]string{"exec", "--digests", out, "--", filepath.Join(bin.probes, "writer"), work}, extra...)...)
+		r := lockstep(t, "", append([]string{"exec", "--digests", out, "--trace", out + ".trace", "--", filepath.Join(bin.probes, "writer"), work}, extra...)...)
 		if r.code != 0 {
 			t.Fatalf("writer: exit %d: %s", r.code, r.stderr)
 		}
@@ -380,6 +380,11 @@ func TestDigests(t *testing.T) {
 	}
 	if strings.Count(r.stdout, "\n") != 1 {
 		t.Errorf("only stdout differs, but diff reports:\n%s", r.stdout)
+	}
+	r = lockstep(t, "", "diff", "--trace", filepath.Join(dir, "a.json.trace")+","+filepath.Join(dir, "c.json.trace"),
+		filepath.Join(dir, "a.json"), filepath.Join(dir, "c.json"))
+	if !strings.Contains(r.stdout, "first differing byte: offset 150000") || !strings.Contains(r.stdout, "write #") {
+		t.Errorf("lockstep diff --trace:\n%s%s", r.stdout, r.stderr)
 	}
 }
 

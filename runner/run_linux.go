@@ -33,6 +33,9 @@ type Options struct {
 	// Audit, if not nil, receives the nondeterministic syscalls and files
 	// the run touched that the profile does not answer.
 	Audit *ebpf.Audit
+	// Trace, if not nil, receives every traced event's bytes (with
+	// Digests), to show a divergence byte by byte.
+	Trace *ebpf.TraceWriter
 }
 
 // Result is how a run ended.
@@ -90,7 +93,7 @@ func Run(o Options) (Result, error) {
 	}
 	closeChild()
 	if o.Digests != nil || o.Audit != nil {
-		d := &digester{cs: o.Digests, audit: o.Audit, names: map[streamKey]string{}}
+		d := &digester{cs: o.Digests, audit: o.Audit, trace: o.Trace, names: map[streamKey]string{}}
 		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil}, d.event)
 		if err != nil {
 			init.Kill()
@@ -116,6 +119,7 @@ func Run(o Options) (Result, error) {
 type digester struct {
 	cs    *ebpf.Chains
 	audit *ebpf.Audit
+	trace *ebpf.TraceWriter
 	names map[streamKey]string
 }
 
@@ -138,6 +142,9 @@ func (d *digester) event(e ebpf.Event) {
 			name = "read " + name
 		}
 		d.names[k] = name
+	}
+	if d.trace != nil {
+		d.trace.Add(name, e)
 	}
 	if e.Type == ebpf.EvCount {
 		d.cs.Uncopied(name, int64(e.Len))

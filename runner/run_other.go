@@ -20,6 +20,7 @@ type Options struct {
 	Stderr  io.Writer
 	Digests *ebpf.Chains
 	Audit   *ebpf.Audit
+	Trace   *ebpf.TraceWriter
 }
 
 // Result is how a run ended.
