@@ -82,3 +82,14 @@ func TestAuditPaths(t *testing.T) {
 		t.Errorf("%+v", f)
 	}
 }
+
+func TestExplain(t *testing.T) {
+	a := []TraceRecord{{Stream: "s", At: 0, Syscall: "write", Seq: 1, Data: []byte("hello ")}, {Stream: "s", At: 6, Syscall: "write", Seq: 2, Data: []byte("world")}}
+	b := []TraceRecord{{Stream: "s", At: 0, Syscall: "write", Seq: 1, Data: []byte("hello ")}, {Stream: "s", At: 6, Syscall: "write", Seq: 2, Data: []byte("wprld")}}
+	got := Explain("s", a, b)
+	for _, want := range []string{"offset 7", `["o"]`, `["p"]`, "write #2"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q not in:\n%s", want, got)
+		}
+	}
+}
