@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sort"
@@ -30,8 +31,9 @@ type Chains struct {
 }
 
 type chain struct {
-	prev   [32]byte
-	seg    []byte
+	h      hash.Hash // sha256 of the previous digest and the segment so far
+	segLen int64     // bytes in the segment so far
+	dirty  bool      // the segment has bytes or markers
 	start  int64
 	n      int64
 	counts int64
@@ -44,7 +46,8 @@ func NewChains(k int64) *Chains { return &Chains{K: k, streams: map[string]*chai
 func (cs *Chains) get(stream string) *chain {
 	c := cs.streams[stream]
 	if c == nil {
-		c = &chain{}
+		c = &chain{h: sha256.New()}
+		c.h.Write(make([]byte, sha256.Size)) // the digest before the first
 		cs.streams[stream] = c
 	}
 	return c
@@ -54,15 +57,13 @@ func (cs *Chains) get(stream string) *chain {
 func (cs *Chains) Write(stream string, b []byte) {
 	c := cs.get(stream)
 	for len(b) > 0 {
-		room := cs.K - int64(len(c.seg))
-		take := int64(len(b))
-		if take > room {
-			take = room
-		}
-		c.seg = append(c.seg, b[:take]...)
+		take := min(cs.K-c.segLen, int64(len(b)))
+		c.h.Write(b[:take])
+		c.segLen += take
 		c.n += take
+		c.dirty = true
 		b = b[take:]
-		if int64(len(c.seg)) == cs.K {
+		if c.segLen == cs.K {
 			c.checkpoint(stream)
 		}
 	}
@@ -73,18 +74,18 @@ func (cs *Chains) Write(stream string, b []byte) {
 // same number at the same place.
 func (cs *Chains) Uncopied(stream string, n int64) {
 	c := cs.get(stream)
-	c.seg = append(c.seg, []byte(fmt.Sprintf("\x00lockstep:uncopied:%d\x00", n))...)
+	fmt.Fprintf(c.h, "\x00lockstep:uncopied:%d\x00", n)
 	c.counts += n
+	c.dirty = true
 }
 
 func (c *chain) checkpoint(stream string) {
-	h := sha256.New()
-	h.Write(c.prev[:])
-	h.Write(c.seg)
-	copy(c.prev[:], h.Sum(nil))
+	sum := c.h.Sum(nil)
 	c.done = append(c.done, Checkpoint{Stream: stream, Index: len(c.done), Start: c.start, End: c.n,
-		Digest: hex.EncodeToString(c.prev[:]), Counts: c.counts})
-	c.start, c.seg, c.counts = c.n, c.seg[:0], 0
+		Digest: hex.EncodeToString(sum), Counts: c.counts})
+	c.h.Reset()
+	c.h.Write(sum)
+	c.start, c.segLen, c.counts, c.dirty = c.n, 0, 0, false
 }
 
 // Finish closes every chain and returns all checkpoints, by stream name
@@ -98,7 +99,7 @@ func (cs *Chains) Finish() []Checkpoint {
 	var out []Checkpoint
 	for _, n := range names {
 		c := cs.streams[n]
-		if len(c.seg) > 0 || len(c.done) == 0 {
+		if c.dirty || len(c.done) == 0 {
 			c.checkpoint(n)
 		}
 		out = append(out, c.done...)
