@@ -21,6 +21,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"exec", "run a command and its descendants deterministically", execMain},
+		{"run", "run an image as verified deterministic replicas fed from one input log", runMain},
 		{"diff", "compare two runs' digest chains (lockstep exec --digests)", diffMain},
 		{"log", "the replicated input log: create, append, cat, verify, export, import, status", logMain},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(Version); return 0 }},

@@ -17,6 +17,7 @@ type Member struct {
 	Peer    string // peer URL, e.g. http://127.0.0.1:2380
 	Cluster string // initial cluster "n1=http://...:2380,n2=..."; "" for one member
 	Join    bool   // join an existing cluster instead of starting a new one
+	Quiet   bool   // log only fatal errors (an embedded member of a command-line run)
 }
 
 // StartEmbedded starts one etcd member in this process (one member per
@@ -28,6 +29,9 @@ func StartEmbedded(m Member) (*embed.Etcd, *clientv3.Client, error) {
 	}
 	cfg.Dir = m.Dir
 	cfg.LogLevel = "error"
+	if m.Quiet {
+		cfg.LogLevel = "fatal"
+	}
 	for _, u := range []struct {
 		s   string
 		dst *[]url.URL
