@@ -22,6 +22,7 @@ func commands() []command {
 	return []command{
 		{"exec", "run a command and its descendants deterministically", execMain},
 		{"run", "run an image as verified deterministic replicas fed from one input log", runMain},
+		{"replay", "start one more copy of a recorded run and check it reproduces the output", replayMain},
 		{"diff", "compare two runs' digest chains (lockstep exec --digests)", diffMain},
 		{"log", "the replicated input log: create, append, cat, verify, export, import, status", logMain},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(Version); return 0 }},

@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"strconv"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/lockstep-run/lockstep/ebpf"
 	"io"
 	"net"
 	"net/http"
@@ -38,6 +41,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	logdAddr := fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)")
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
+	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
 	fs.Usage = func() { io.WriteString(stderr, runUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -57,13 +61,20 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	defer stopLogd()
 	id := make([]byte, 6)
 	rand.Read(id)
+	stream := "run-" + hex.EncodeToString(id)
+	chains := ebpf.NewChains(int64(*checkpoint))
 	v, err := replicate.Run(ctx, replicate.Options{
 		Containerd: *address, Namespace: *ns, Image: fs.Arg(0), Args: fs.Args()[1:],
-		Replicas: *replicas, Seed: *seed, Logd: client, Stream: "run-" + hex.EncodeToString(id),
-		Stdin: os.Stdin, Stdout: stdout, Checkpoint: *checkpoint,
+		Replicas: *replicas, Seed: *seed, Logd: client, Stream: stream,
+		Stdin: os.Stdin, Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: *checkpoint,
 	})
 	if err != nil {
 		return errorf(stderr, exitRuntime, "run: %v", err)
+	}
+	if *record != "" {
+		if err := recordRun(ctx, client, stream, *record, chains, v.ExitCode); err != nil {
+			return errorf(stderr, exitRuntime, "run: record: %v", err)
+		}
 	}
 	if *asJSON {
 		printJSON(stderr, v)
@@ -107,4 +118,30 @@ func openLogd(addr string) (*logd.Client, func(), error) {
 	srv := &http.Server{Handler: logd.NewServer(logd.NewStore(cl))}
 	go srv.Serve(ln)
 	return logd.NewClient(ln.Addr().String()), func() { srv.Close(); cl.Close(); e.Close(); os.RemoveAll(dir) }, nil
+}
+
+// chainWriter digests what a run writes to stdout.
+type chainWriter struct{ cs *ebpf.Chains }
+
+func (w chainWriter) Write(p []byte) (int, error) {
+	w.cs.Write("stdout", p)
+	return len(p), nil
+}
+
+// recordRun writes the run's log (file form) and its output's digest chain
+// with the exit status.
+func recordRun(ctx context.Context, c *logd.Client, stream, path string, cs *ebpf.Chains, exit int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := logd.Export(ctx, c, stream, f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	cs.Write("exit", []byte(strconv.Itoa(exit)))
+	return ebpf.WriteCheckpoints(path+".digests", cs.Finish())
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,5 +76,56 @@ func TestReplicatedRunDiverges(t *testing.T) {
 	v, _ := replicated(t, "", "/bin/busybox", "cat", "/proc/self/stat")
 	if v.Agreed || v.Log.State != "diverged" || len(v.Odd) == 0 {
 		t.Errorf("verdict %+v", v)
+	}
+}
+
+// TestRecordAndReplay: a recorded run's log starts one more copy that
+// reproduces the recorded output; a copy running another command is told
+// where it differs; an edited log is refused before anything runs.
+func TestRecordAndReplay(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "run.log")
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	lockstepCLI := filepath.Join(env.dir, "lockstep")
+	if out, err := exec.Command("go", "build", "-o", lockstepCLI, "../cmd/lockstep").CombinedOutput(); err != nil {
+		t.Fatalf("build lockstep: %v\n%s", err, out)
+	}
+	cli := func(stdin string, args ...string) (string, string, int) {
+		cmd := exec.Command(lockstepCLI, args...)
+		var o, e bytes.Buffer
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), code
+	}
+	common := []string{"--address", sock, "--namespace", namespace}
+	cmd := []string{probeImage, "--", "/bin/busybox", "sh", "-c", "sort -r | head -c 100000; date; exit 2"}
+	var in strings.Builder
+	for i := 0; i < 50000; i++ {
+		fmt.Fprintf(&in, "%d\n", i)
+	}
+	out, errs, code := cli(in.String(), append(append([]string{"run", "--record", log}, common...), cmd...)...)
+	if code != 2 || len(out) < 100000 {
+		t.Fatalf("run: exit %d, %d bytes: %s", code, len(out), errs)
+	}
+	again, errs, code := cli("", append(append([]string{"replay"}, common...), append([]string{log}, cmd...)...)...)
+	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
+		t.Errorf("replay: exit %d, same output %v: %s", code, again == out, errs)
+	}
+	other := ([]string{log, probeImage, "--", "/bin/busybox", "sh", "-c", "sort | head -c 100000; date; exit 2"})
+	if _, errs, code := cli("", append(append([]string{"replay"}, common...), other...)...); code != 3 || !strings.Contains(errs, "DIFFERS: stdout at checkpoint 0") {
+		t.Errorf("replay of another command: exit %d: %s", code, errs)
+	}
+	b, _ := os.ReadFile(log)
+	lines := strings.SplitAfter(string(b), "\n")
+	lines[1], lines[3] = lines[3], lines[1] // entries 0 and 1 (a checkpoint follows each append)
+	os.WriteFile(log, []byte(strings.Join(lines, "")), 0o600)
+	if _, errs, code := cli("", append(append([]string{"replay"}, common...), append([]string{log}, cmd...)...)...); code == 0 || !strings.Contains(errs, "reordered") {
+		t.Errorf("replay of a reordered log: exit %d: %s", code, errs)
 	}
 }

@@ -35,6 +35,10 @@ type Options struct {
 	Stdin      io.Reader
 	Stdout     io.Writer
 	Checkpoint int // compare outputs every this many bytes
+
+	// Replay, if set, is a recorded stream already imported into Logd:
+	// the replicas read it instead of a new stream fed from Stdin.
+	Replay *logd.Verified
 }
 
 // Verdict is how the run ended.
@@ -84,21 +88,10 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 		return Verdict{}, fmt.Errorf("run: image %s: %w (import it with ctr image import)", o.Image, err)
 	}
 
-	// The input log: a fresh stream, signed by a key of this run.
-	_, key, err := ed25519.GenerateKey(rand.Reader)
+	pub, appendErr, err := openLog(ctx, &o)
 	if err != nil {
 		return Verdict{}, err
 	}
-	pub := key.Public().(ed25519.PublicKey)
-	if err := o.Logd.Create(ctx, o.Stream, pub); err != nil {
-		return Verdict{}, err
-	}
-	app, err := o.Logd.OpenAppender(ctx, o.Stream, key)
-	if err != nil {
-		return Verdict{}, err
-	}
-	appendErr := make(chan error, 1)
-	go func() { appendErr <- feedLog(ctx, app, o.Stdin) }()
 
 	reps := make([]*replica, o.Replicas)
 	var wg sync.WaitGroup
@@ -148,6 +141,33 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 		return v, err
 	}
 	return v, nil
+}
+
+// openLog makes the run's input log: a fresh stream signed by a key of
+// this run, fed from stdin, or the recorded stream of a replay. It returns
+// the key replicas trust, and where the feeding ends.
+func openLog(ctx context.Context, o *Options) (ed25519.PublicKey, chan error, error) {
+	done := make(chan error, 1)
+	if o.Replay != nil {
+		o.Stream = o.Replay.Header.Stream
+		pub, err := logd.DecodeKey(o.Replay.Header.Key)
+		done <- err
+		return pub, done, err
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	if err := o.Logd.Create(ctx, o.Stream, pub); err != nil {
+		return nil, nil, err
+	}
+	app, err := o.Logd.OpenAppender(ctx, o.Stream, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	go func() { done <- feedLog(ctx, app, o.Stdin) }()
+	return pub, done, nil
 }
 
 // feedLog appends stdin to the log in entries of at most 64 KiB, each

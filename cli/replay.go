@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/spf13/pflag"
+)
+
+const replayUsage = `Usage: lockstep replay [FLAGS] LOG IMAGE [-- CMD ARGS...]
+
+Starts one more copy of a recorded run (lockstep run --record LOG) from its
+input log, and checks that it reproduces the recorded output and exit
+status (LOG.digests); where it does not, names the first differing
+checkpoint. The log is verified first (signatures, roots, order). Exit
+status 0: reproduced; 3: it differs. See docs/run.md.
+
+Flags:
+`
+
+func replayMain(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("replay", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	seed := fs.Uint64("seed", 0, "seed of the replica (the recorded run's)")
+	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's `SOCKET`")
+	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
+	keyFile := fs.String("key", "", "trust only this public key `FILE` for the log's checkpoints")
+	fs.Usage = func() { io.WriteString(stderr, replayUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() < 2 {
+		fs.Usage()
+		return exitUsage
+	}
+	logPath := fs.Arg(0)
+	pub, err := loadPublicKey(*keyFile)
+	if err != nil {
+		return errorf(stderr, exitUsage, "replay: %v", err)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		return errorf(stderr, exitUsage, "replay: %v", err)
+	}
+	v, err := logd.ReadFile(f, pub)
+	f.Close()
+	if err != nil {
+		return errorf(stderr, exitRuntime, "replay: %s: %v", logPath, err)
+	}
+	recorded, err := ebpf.ReadCheckpoints(logPath + ".digests")
+	if err != nil {
+		return errorf(stderr, exitUsage, "replay: %v (lockstep run --record writes it)", err)
+	}
+	ctx := context.Background()
+	client, stop, err := openLogd("")
+	if err != nil {
+		return errorf(stderr, exitRuntime, "replay: %v", err)
+	}
+	defer stop()
+	if err := logd.Import(ctx, client, v); err != nil {
+		return errorf(stderr, exitRuntime, "replay: %v", err)
+	}
+	if len(recorded) == 0 {
+		return errorf(stderr, exitUsage, "replay: %s.digests is empty", logPath)
+	}
+	chains := ebpf.NewChains(checkpointSize(recorded))
+	verdict, err := replicate.Run(ctx, replicate.Options{
+		Containerd: *address, Namespace: *ns, Image: fs.Arg(1), Args: fs.Args()[2:],
+		Replicas: 1, Seed: *seed, Logd: client, Replay: v,
+		Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: int(chains.K),
+	})
+	if err != nil {
+		return errorf(stderr, exitRuntime, "replay: %v", err)
+	}
+	chains.Write("exit", []byte(fmt.Sprint(verdict.ExitCode)))
+	diffs := ebpf.Diff(recorded, chains.Finish())
+	if len(diffs) == 0 {
+		fmt.Fprintf(stderr, "lockstep replay: reproduced the recorded run: %d entries in, %d bytes out, exit status %d\n", len(v.Entries), verdict.Bytes, verdict.ExitCode)
+		return 0
+	}
+	for _, d := range diffs {
+		switch {
+		case d.A == nil || d.B == nil:
+			fmt.Fprintf(stderr, "lockstep replay: DIFFERS: %s has a different length (from checkpoint %d)\n", d.Stream, d.Index)
+		default:
+			fmt.Fprintf(stderr, "lockstep replay: DIFFERS: %s at checkpoint %d, bytes %d..%d\n", d.Stream, d.Index, d.A.Start, max(d.A.End, d.B.End))
+		}
+	}
+	return 3
+}
+
+// checkpointSize is the recorded chain's checkpoint interval: the length
+// of its first full checkpoint, if it has more than one.
+func checkpointSize(cps []ebpf.Checkpoint) int64 {
+	for i, c := range cps {
+		if i+1 < len(cps) && cps[i+1].Stream == c.Stream {
+			return c.End - c.Start
+		}
+	}
+	return 64 << 10
+}
