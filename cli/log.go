@@ -302,14 +302,9 @@ func logVerify(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitUsage, "log verify: %v", err)
 	}
-	file, err := os.Open(pos[0])
+	v, err := readLogFile(pos[0], pub)
 	if err != nil {
 		return errorf(stderr, 1, "log verify: %v", err)
-	}
-	defer file.Close()
-	v, err := logd.ReadFile(file, pub)
-	if err != nil {
-		return errorf(stderr, 1, "log verify: %s: %v", pos[0], err)
 	}
 	var last logd.Checkpoint
 	if n := len(v.Checkpoints); n > 0 {
@@ -349,14 +344,9 @@ func logImport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitUsage, "log import: %v", err)
 	}
-	file, err := os.Open(pos[0])
+	v, err := readLogFile(pos[0], pub)
 	if err != nil {
 		return errorf(stderr, 1, "log import: %v", err)
-	}
-	defer file.Close()
-	v, err := logd.ReadFile(file, pub)
-	if err != nil {
-		return errorf(stderr, 1, "log import: %s: %v", pos[0], err)
 	}
 	if err := logd.Import(context.Background(), logd.NewClient(*f.addr), v); err != nil {
 		return errorf(stderr, 1, "log import: %v", err)
@@ -392,4 +382,19 @@ func logStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	return 0
+}
+
+// readLogFile reads and verifies a log file, trusting pub, or (nil) the
+// key the log names.
+func readLogFile(path string, pub ed25519.PublicKey) (*logd.Verified, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	v, err := logd.ReadFile(f, pub)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
 }

@@ -47,14 +47,12 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitUsage, "replay: %v", err)
 	}
-	f, err := os.Open(logPath)
-	if err != nil {
+	v, err := readLogFile(logPath, pub)
+	if os.IsNotExist(err) {
 		return errorf(stderr, exitUsage, "replay: %v", err)
 	}
-	v, err := logd.ReadFile(f, pub)
-	f.Close()
 	if err != nil {
-		return errorf(stderr, exitRuntime, "replay: %s: %v", logPath, err)
+		return errorf(stderr, exitRuntime, "replay: %v", err)
 	}
 	recorded, err := ebpf.ReadCheckpoints(logPath + ".digests")
 	if err != nil {

@@ -160,9 +160,3 @@ func (t *Tracer) Close() error {
 	}
 	return t.objs.Close()
 }
-
-// StreamName names the stream an event's fd refers to, deterministically:
-// by the process (its PID in the traced namespace) and the fd number. (The
-// file an fd refers to cannot be resolved reliably once the process has
-// exited, which is often before its events are handled.)
-func StreamName(e Event) string { return fmt.Sprintf("pid %d fd %d", e.Pid, e.FD) }

@@ -93,8 +93,8 @@ func Run(o Options) (Result, error) {
 	}
 	closeChild()
 	if o.Digests != nil || o.Audit != nil {
-		d := &digester{cs: o.Digests, audit: o.Audit, trace: o.Trace, names: map[streamKey]string{}}
-		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil}, d.event)
+		rec := ebpf.NewRecorder(o.Digests, o.Audit, o.Trace)
+		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil}, rec.Add)
 		if err != nil {
 			init.Kill()
 			init.Wait()
@@ -112,45 +112,6 @@ func Run(o Options) (Result, error) {
 		return res, err
 	}
 	return supervise(world, parent, init.Pid, nil)
-}
-
-// digester adds traced events to the chains: writes to their stream,
-// reads to the stream's "read" chain, uncopied bytes as markers.
-type digester struct {
-	cs    *ebpf.Chains
-	audit *ebpf.Audit
-	trace *ebpf.TraceWriter
-	names map[streamKey]string
-}
-
-type streamKey struct {
-	pid  uint32
-	fd   int32
-	read bool
-}
-
-func (d *digester) event(e ebpf.Event) {
-	if e.Type == ebpf.EvAudit {
-		d.audit.Add(e)
-		return
-	}
-	k := streamKey{e.Pid, e.FD, e.Type == ebpf.EvRead}
-	name, ok := d.names[k]
-	if !ok {
-		name = ebpf.StreamName(e)
-		if k.read {
-			name = "read " + name
-		}
-		d.names[k] = name
-	}
-	if d.trace != nil {
-		d.trace.Add(name, e)
-	}
-	if e.Type == ebpf.EvCount {
-		d.cs.Uncopied(name, int64(e.Len))
-		return
-	}
-	d.cs.Write(name, e.Data)
 }
 
 // supervise seizes the command, receives its seccomp listener, serves it

@@ -359,25 +359,13 @@ func (a *containerAgent) startIO(pid int) error {
 	if st.Audit != "" {
 		a.audit = ebpf.NewAudit()
 	}
-	io, err := ebpf.Start(pid, ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil}, a.ioEvent)
+	rec := ebpf.NewRecorder(a.chains, a.audit, nil)
+	io, err := ebpf.Start(pid, ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil}, rec.Add)
 	if err != nil {
 		return err
 	}
 	a.io = io
 	return nil
-}
-
-func (a *containerAgent) ioEvent(e ebpf.Event) {
-	switch {
-	case e.Type == ebpf.EvAudit:
-		a.audit.Add(e)
-	case e.Type == ebpf.EvCount:
-		a.chains.Uncopied(ebpf.StreamName(e), int64(e.Len))
-	case e.Type == ebpf.EvRead:
-		a.chains.Write("read "+ebpf.StreamName(e), e.Data)
-	default:
-		a.chains.Write(ebpf.StreamName(e), e.Data)
-	}
 }
 
 // finishIO drains the tracer and writes the digests and the audit.

@@ -21,15 +21,24 @@ func (a *Agent) registerStat() {
 		if err := unix.Fstat(fd, &st); err != nil {
 			return 0, err.(syscall.Errno)
 		}
-		b := make([]byte, 0, 144)
-		b, _ = binary.Append(b, binary.LittleEndian, &st)
-		tracer.FixStat(b, a.world)
-		if err := r.Write(r.Arg(1), b); err != nil {
-			if err == errAnswered {
-				return 0, err
-			}
-			return 0, syscall.EFAULT
-		}
-		return 0, nil
+		return r.writeStruct(r.Arg(1), &st, func(b []byte) { tracer.FixStat(b, a.world) })
 	})
+}
+
+// writeStruct answers a syscall that fills a struct: it encodes v as the
+// kernel lays it out (little-endian, x86_64), lets fix rewrite the bytes,
+// and copies them to the caller's addr.
+func (r *Req) writeStruct(addr uint64, v any, fix func([]byte)) (int64, error) {
+	b, err := binary.Append(nil, binary.LittleEndian, v)
+	if err != nil {
+		return 0, err
+	}
+	fix(b)
+	if err := r.Write(addr, b); err != nil {
+		if err == errAnswered {
+			return 0, err
+		}
+		return 0, syscall.EFAULT
+	}
+	return 0, nil
 }

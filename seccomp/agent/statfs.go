@@ -3,7 +3,6 @@
 package agent
 
 import (
-	"encoding/binary"
 	"fmt"
 	"syscall"
 
@@ -59,21 +58,10 @@ func (r *Req) answerStatfs(fd int, addr uint64) (int64, error) {
 		return 0, err.(syscall.Errno)
 	}
 	FixStatfs(&st)
-	b := make([]byte, 0, sizeofStatfs)
-	b, _ = binary.Append(b, binary.LittleEndian, &st)
-	if err := r.Write(addr, b); err != nil {
-		if err == errAnswered {
-			return 0, err
-		}
-		return 0, syscall.EFAULT
-	}
-	return 0, nil
+	return r.writeStruct(addr, &st, func([]byte) {})
 }
 
-const (
-	sizeofStatfs = 120
-	blockSize    = 4096
-)
+const blockSize = 4096
 
 // FixStatfs reports a fixed-size, half-empty filesystem of the same type
 // and flags: 64 GiB of 4 KiB blocks.
