@@ -201,11 +201,16 @@ func TestKillAndDeleteLeaveNothing(t *testing.T) {
 	if syscall.Kill(pid, 0) == nil {
 		t.Errorf("the container's process %d is still there", pid)
 	}
-	dirs, _ := os.ReadDir(shim.DefaultStateDir)
-	for _, d := range dirs {
-		if _, err := os.Stat(shim.DefaultStateDir + "/" + d.Name() + "/agent.sock"); err == nil && len(before) == 0 {
-			t.Errorf("socket directory left: %s", d.Name())
-		}
+	// runc's shim keeps the bundle at <state>/io.containerd.runtime.v2.task/<namespace>/<id>.
+	bundle := filepath.Join(p.dir, "state", "io.containerd.runtime.v2.task", namespace, task.ID())
+	if dir := shim.StateDir(shim.DefaultStateDir, bundle); exists(dir) {
+		t.Errorf("the container's socket directory %s is left", dir)
+	}
+	// The check above must be able to fail: a running container has one.
+	other := p.startTask(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sleep", "60"}})
+	bundle = filepath.Join(p.dir, "state", "io.containerd.runtime.v2.task", namespace, other.ID())
+	if dir := shim.StateDir(shim.DefaultStateDir, bundle); !exists(dir) {
+		t.Errorf("a running container has no socket directory at %s: the check above tests nothing", dir)
 	}
 }
 
@@ -242,6 +247,11 @@ func TestAgentDeathKillsContainer(t *testing.T) {
 // agents returns the PIDs of running lockstep agent processes. A child an
 // agent is forking (it runs the exec helper) shows the agent's command line
 // until it execs: those are left out.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 func agents(t *testing.T) map[int]bool {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
