@@ -22,6 +22,8 @@ func commands() []command {
 	return []command{
 		{"exec", "run a command and its descendants deterministically", execMain},
 		{"run", "run an image as verified deterministic replicas fed from one input log", runMain},
+		{"pipe", "a verified stage of a pipeline: cmd0 | lockstep pipe IMAGE -- cmd1 | ...", pipeMain},
+		{"provider", "serve replicas on this host's containerd to lockstep run --provider", providerMain},
 		{"replay", "start one more copy of a recorded run and check it reproduces the output", replayMain},
 		{"diff", "compare two runs' digest chains (lockstep exec --digests)", diffMain},
 		{"log", "the replicated input log: create, append, cat, verify, export, import, status", logMain},

@@ -27,7 +27,6 @@ Flags:
 func replayMain(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("replay", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	seed := fs.Uint64("seed", 0, "seed of the replica (the recorded run's)")
 	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's `SOCKET`")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
 	keyFile := fs.String("key", "", "trust only this public key `FILE` for the log's checkpoints")
@@ -71,9 +70,11 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		return errorf(stderr, exitUsage, "replay: %s.digests is empty", logPath)
 	}
 	chains := ebpf.NewChains(checkpointSize(recorded))
+	local := localProvider(*address, *ns, client)
+	defer local.Close()
 	verdict, err := replicate.Run(ctx, replicate.Options{
-		Containerd: *address, Namespace: *ns, Image: fs.Arg(1), Args: fs.Args()[2:],
-		Replicas: 1, Seed: *seed, Logd: client, Replay: v,
+		Providers: []replicate.Provider{local}, Image: fs.Arg(1), Args: fs.Args()[2:],
+		Replicas: 1, Logd: client, Replay: v,
 		Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: int(chains.K),
 	})
 	if err != nil {

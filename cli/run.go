@@ -1,90 +1,198 @@
 package cli
 
 import (
-	"strconv"
-
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/lockstep-run/lockstep/ebpf"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
 
+	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 )
 
 const runUsage = `Usage: lockstep run [FLAGS] IMAGE [-- CMD ARGS...]
 
 Runs IMAGE as --replicas deterministic containers (runtime
-io.containerd.lockstep.v1) fed from one input log: stdin becomes log
-entries, every replica reads the verified log as its stdin, and the output
-a majority agrees on is written to stdout as soon as it is agreed. The exit
-status is the agreed one; on divergence the replicas that differ are named
-on stderr and the exit status is 3. See docs/run.md.
+io.containerd.lockstep.v1) fed from one input log: the seed and stdin
+become log entries, every replica reads the verified log as its stdin, and
+the output a majority agrees on is written to stdout as soon as it is
+agreed. Replicas run on the local containerd (--address), or on the
+provider hosts given by --provider (each runs lockstep provider and reads
+the log from the logd given by --logd). The exit status is the agreed one;
+if a replica differs from the majority, or no majority forms, the replicas
+are named on stderr and the exit status is 3. See docs/run.md.
+
+Flags:
+`
+
+const pipeUsage = `Usage: cmd0 | lockstep pipe [FLAGS] IMAGE [-- CMD ARGS...] | cmd2
+
+A stage of a pipeline of verified services: lockstep run, reading stdin as
+it comes and writing each checkpoint of output as soon as a majority of the
+replicas agree on it, so that stages stream into each other. A slow reader
+slows the replicas down (their stdout blocks), and stdin is read no faster
+than the replicas read the log. When the replicas have exited, the rest of
+stdin is not read. See docs/run.md.
 
 Flags:
 `
 
 func runMain(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	return replicated("run", runUsage, args, stdout, stderr)
+}
+
+func pipeMain(args []string, stdout, stderr io.Writer) int {
+	return replicated("pipe", pipeUsage, args, stdout, stderr)
+}
+
+// replicated is lockstep run and lockstep pipe.
+func replicated(name, usage string, args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	replicas := fs.Int("replicas", 3, "number of replicas")
-	seed := fs.Uint64("seed", 0, "seed of every replica")
-	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's `SOCKET`")
+	seed := fs.Uint64("seed", 0, "the seed of every replica's entropy (the log's first entry)")
+	address := fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
+	providers := fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ADDR` (repeat for each host; replicas are placed in turn)")
 	logdAddr := fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)")
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
+	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
-	fs.Usage = func() { io.WriteString(stderr, runUsage); fs.PrintDefaults() }
+	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
 		return exitUsage
 	}
-	if fs.NArg() < 1 || *replicas < 1 {
+	if fs.NArg() < 1 || *replicas < 1 || *checkpoint < 1 {
 		fs.Usage()
 		return exitUsage
 	}
-	ctx := context.Background()
+	if len(*providers) > 0 && *logdAddr == "" {
+		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", name)
+	}
+	showProgress, ok := map[string]bool{"auto": isTerminal(stderr), "always": true, "never": false}[*progress]
+	if !ok {
+		return errorf(stderr, exitUsage, "%s: --progress is auto, always or never, not %q", name, *progress)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A closed stdout is an error of Write (the run stops, its containers
+	// are removed), not a signal that kills lockstep mid-run.
+	signal.Ignore(syscall.SIGPIPE)
 	client, stopLogd, err := openLogd(*logdAddr)
 	if err != nil {
-		return errorf(stderr, exitRuntime, "run: %v", err)
+		return errorf(stderr, exitRuntime, "%s: %v", name, err)
 	}
 	defer stopLogd()
+	var ps []replicate.Provider
+	for _, a := range *providers {
+		ps = append(ps, &replicate.Remote{Addr: a})
+	}
+	if len(ps) == 0 {
+		local := localProvider(*address, *ns, client)
+		defer local.Close()
+		ps = append(ps, local)
+	}
 	id := make([]byte, 6)
 	rand.Read(id)
-	stream := "run-" + hex.EncodeToString(id)
+	stream := name + "-" + hex.EncodeToString(id)
 	chains := ebpf.NewChains(int64(*checkpoint))
-	v, err := replicate.Run(ctx, replicate.Options{
-		Containerd: *address, Namespace: *ns, Image: fs.Arg(0), Args: fs.Args()[1:],
+	o := replicate.Options{
+		Providers: ps, Image: fs.Arg(0), Args: fs.Args()[1:],
 		Replicas: *replicas, Seed: *seed, Logd: client, Stream: stream,
 		Stdin: os.Stdin, Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: *checkpoint,
-	})
+	}
+	if showProgress {
+		o.Progress = func(p replicate.Progress) {
+			fmt.Fprintf(stderr, "\rlockstep %s: %s in, %s verified out, %d of %d replicas running  ", name, size(p.In), size(p.Out), p.Running, *replicas)
+		}
+	}
+	v, err := replicate.Run(ctx, o)
+	if showProgress {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if errors.Is(err, replicate.ErrStdout) {
+		return 141 // as a shell reports a stage killed by SIGPIPE
+	}
 	if err != nil {
-		return errorf(stderr, exitRuntime, "run: %v", err)
+		return errorf(stderr, exitRuntime, "%s: %v", name, err)
 	}
 	if *record != "" {
 		if err := recordRun(ctx, client, stream, *record, chains, v.ExitCode); err != nil {
-			return errorf(stderr, exitRuntime, "run: record: %v", err)
+			return errorf(stderr, exitRuntime, "%s: record: %v", name, err)
 		}
 	}
 	if *asJSON {
 		printJSON(stderr, v)
-	} else if !v.Agreed {
-		fmt.Fprintf(stderr, "lockstep run: DIVERGED: %s (log verdict: %s, %s)\n", v.Detail, v.Log.State, v.Log.Detail)
+	} else {
+		printVerdict(stderr, name, v)
 	}
 	if !v.Agreed {
 		return 3
 	}
 	return v.ExitCode
+}
+
+// printVerdict says what went wrong, if anything.
+func printVerdict(w io.Writer, name string, v replicate.Verdict) {
+	if v.Agreed && len(v.Lost) == 0 {
+		return
+	}
+	word := "DIVERGED"
+	if v.Agreed {
+		word = "verified by a majority"
+	}
+	fmt.Fprintf(w, "lockstep %s: %s: %s\n", name, word, v.Detail)
+	for _, r := range v.Replicas {
+		if r.State != "agreed" {
+			fmt.Fprintf(w, "lockstep %s:   %s on provider %s: %s: %s\n", name, r.Name, r.Provider, r.State, r.Why)
+		}
+	}
+	if v.Log.State != "" {
+		fmt.Fprintf(w, "lockstep %s:   log verdict: %s, %s\n", name, v.Log.State, v.Log.Detail)
+	}
+}
+
+// localProvider runs replicas on the containerd at address, with a key
+// made for this run.
+func localProvider(address, ns string, client *logd.Client) *replicate.Local {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	host, _ := os.Hostname()
+	return &replicate.Local{ProviderName: "local:" + host, Containerd: address, Namespace: ns, Logd: client, Key: key}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func size(n int64) string {
+	switch {
+	case n >= 10<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 10<<10:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // openLogd returns a client of the logd at addr, or of one started here

@@ -5,6 +5,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -17,6 +19,12 @@ import (
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
 )
+
+// local is the provider on p's containerd, reading the log from lc.
+func (p *provider) local(lc *logd.Client) *replicate.Local {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	return &replicate.Local{ProviderName: p.name, Containerd: filepath.Join(p.dir, "containerd.sock"), Namespace: namespace, Logd: lc, Key: key}
+}
 
 // startLogd runs logd on an embedded etcd member for one test.
 func startLogd(t *testing.T) *logd.Client {
@@ -42,9 +50,10 @@ func replicated(t *testing.T, stdin string, args ...string) (replicate.Verdict, 
 	t.Helper()
 	p := env.providers[0]
 	var out bytes.Buffer
+	lc := startLogd(t)
 	v, err := replicate.Run(context.Background(), replicate.Options{
-		Containerd: filepath.Join(p.dir, "containerd.sock"), Namespace: namespace, Image: probeImage, Args: args,
-		Replicas: 3, Logd: startLogd(t), Stream: newID(t), Stdin: strings.NewReader(stdin), Stdout: &out,
+		Providers: []replicate.Provider{p.local(lc)}, Image: probeImage, Args: args,
+		Replicas: 3, Logd: lc, Stream: newID(t), Stdin: strings.NewReader(stdin), Stdout: &out,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -300,7 +300,7 @@ func (f *Follower) fetch(ctx context.Context, wait time.Duration) error {
 
 // receive fetches and checks the next records.
 func (f *Follower) receive(ctx context.Context, wait time.Duration) error {
-	recs, err := f.c.Records(ctx, f.stream, f.tree.Size(), 4096, wait)
+	recs, err := f.c.Records(ctx, f.stream, f.tree.Size(), followBatch, wait)
 	if err != nil {
 		return err
 	}
@@ -321,6 +321,10 @@ func (f *Follower) receive(ctx context.Context, wait time.Duration) error {
 	}
 	return nil
 }
+
+// followBatch bounds the entries a follower fetches at once, and so its
+// memory (entries are at most 1 MiB).
+const followBatch = 64
 
 // verify checks the stream's head checkpoint against what was received.
 func (f *Follower) verify(ctx context.Context) error {
@@ -370,6 +374,15 @@ func (f *Follower) verify(ctx context.Context) error {
 
 // Checkpoint is the last verified checkpoint.
 func (f *Follower) Checkpoint() Checkpoint { return f.cp }
+
+// Root is the tree hash over the stream's first n entries, n at most the
+// verified size: what a replica that read n entries reports against.
+func (f *Follower) Root(n int64) (tlog.Hash, error) {
+	if n > f.verified {
+		return tlog.Hash{}, fmt.Errorf("root at size %d: only %d entries are verified", n, f.verified)
+	}
+	return f.tree.Root(n)
+}
 
 // Checkpoints fetches every signed checkpoint of the stream.
 func (c *Client) Checkpoints(ctx context.Context, stream string) ([]Checkpoint, error) {

@@ -1,31 +1,24 @@
 package replicate
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
-	containerd "github.com/containerd/containerd"
-	"github.com/containerd/containerd/cio"
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/oci"
 	"github.com/lockstep-run/lockstep/logd"
-	"github.com/lockstep-run/lockstep/shim"
 )
 
 // Options describe a replicated run.
 type Options struct {
-	Containerd string // containerd's socket
-	Namespace  string
+	Providers  []Provider // replicas are placed on them in turn
 	Image      string
 	Args       []string // the command; nil: the image's
 	Replicas   int
@@ -34,152 +27,158 @@ type Options struct {
 	Stream     string
 	Stdin      io.Reader
 	Stdout     io.Writer
-	Checkpoint int // compare outputs every this many bytes
+	Checkpoint int // compare outputs every this many bytes (default 64 KiB)
+	// Window is how many entries the log may run ahead of what a majority
+	// of the replicas has read (default 64): stdin is read no faster.
+	Window int
+	// Progress, if set, gets a status line now and then.
+	Progress func(Progress)
 
 	// Replay, if set, is a recorded stream already imported into Logd:
 	// the replicas read it instead of a new stream fed from Stdin.
 	Replay *logd.Verified
+
+	appender *logd.Appender // the fresh stream's
 }
 
-// Verdict is how the run ended.
+// Progress is how far a run has come.
+type Progress struct {
+	In, Out int64 // bytes appended to the log, bytes of verified output
+	Running int
+}
+
+// Verdict is how the run ended. Agreed: a majority agrees and no replica
+// differs from it (replicas whose provider failed are Lost, not counted).
 type Verdict struct {
-	Agreed   bool         `json:"agreed"`
-	ExitCode int          `json:"exit_code"` // the majority's
-	Bytes    int64        `json:"bytes"`     // verified output bytes
-	Odd      []string     `json:"odd,omitempty"`
-	Detail   string       `json:"detail"`
-	Log      logd.Verdict `json:"log_verdict"` // logd's verifier, from the replicas' signed reports
+	Agreed   bool            `json:"agreed"`
+	ExitCode int             `json:"exit_code"` // the majority's
+	Bytes    int64           `json:"bytes"`     // verified output bytes
+	Odd      []string        `json:"odd,omitempty"`
+	Lost     []string        `json:"lost,omitempty"` // replicas whose provider failed
+	Replicas []ReplicaReport `json:"replicas"`
+	Detail   string          `json:"detail"`
+	Log      logd.Verdict    `json:"log_verdict"` // logd's verifier, from the providers' signed reports
 }
 
-// replica is one container's output.
-type replica struct {
-	name string
-	key  ed25519.PrivateKey
-	mu   sync.Mutex
-	out  []byte
-	done bool
-	code int
-	err  error
+// ReplicaReport is one replica's part in the verdict.
+type ReplicaReport struct {
+	Name     string `json:"name"`
+	Provider string `json:"provider"`
+	State    string `json:"state"` // "agreed", "odd", "lost" or "stopped" (no majority)
+	Bytes    int64  `json:"bytes"` // output received
+	Exit     int    `json:"exit"`
+	Digest   string `json:"digest,omitempty"`
+	Why      string `json:"why,omitempty"`
 }
 
-func (r *replica) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	r.out = append(r.out, p...)
-	r.mu.Unlock()
-	return len(p), nil
-}
+// ErrStdout is the run's end when its stdout fails (a closed pipe).
+var ErrStdout = errors.New("stdout closed")
 
 // Run runs the replicas to their end.
 func Run(ctx context.Context, o Options) (Verdict, error) {
 	if o.Replicas < 1 {
-		return Verdict{}, errors.New("run: want at least one replica")
+		return Verdict{}, errors.New("want at least one replica")
+	}
+	if len(o.Providers) == 0 {
+		return Verdict{}, errors.New("no provider to run replicas on")
 	}
 	if o.Checkpoint <= 0 {
 		o.Checkpoint = 64 << 10
 	}
-	client, err := containerd.New(o.Containerd)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("run: containerd at %s: %w", o.Containerd, err)
+	if o.Window <= 0 {
+		o.Window = 64
 	}
-	defer client.Close()
-	ctx = namespaces.WithNamespace(ctx, o.Namespace)
-	img, err := client.GetImage(ctx, o.Image)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("run: image %s: %w (import it with ctr image import)", o.Image, err)
-	}
-
-	pub, appendErr, err := openLog(ctx, &o)
+	key, appended, err := openLog(ctx, &o)
 	if err != nil {
 		return Verdict{}, err
 	}
-
-	reps := make([]*replica, o.Replicas)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	v := newVoter(o, cancel)
 	var wg sync.WaitGroup
-	for i := range reps {
-		_, k, _ := ed25519.GenerateKey(rand.Reader)
-		reps[i] = &replica{name: fmt.Sprintf("replica-%d", i), key: k}
+	for i, r := range v.reps {
+		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Args: o.Args}
 		wg.Add(1)
-		go func(r *replica) {
+		go func() {
 			defer wg.Done()
-			r.code, r.err = runReplica(ctx, client, img, o, r, pub)
-			r.mu.Lock()
-			r.done = true
-			r.mu.Unlock()
-		}(reps[i])
+			res, err := o.Providers[i%len(o.Providers)].Run(ctx, j, r)
+			r.finish(res, err)
+			v.changed()
+		}()
 	}
-	vote := newVoter(reps, o.Checkpoint, o.Stdout)
-	stop := make(chan struct{})
-	voted := make(chan struct{})
-	go func() { vote.loop(stop); close(voted) }()
-	wg.Wait()
-	close(stop)
-	<-voted
-	if err := <-appendErr; err != nil {
-		return Verdict{}, fmt.Errorf("run: input log: %w", err)
+	if o.Replay == nil {
+		go func() { appended <- feedLog(ctx, &o, v) }()
 	}
-	for _, r := range reps {
-		if r.err != nil {
-			return Verdict{}, fmt.Errorf("run: %s: %w", r.name, r.err)
-		}
-	}
-	v := vote.finish()
-	// Each replica signs the digest of its whole output against the log's
-	// final checkpoint; logd's verifier gives its verdict too.
-	info, err := o.Logd.Info(ctx, o.Stream)
+	replicasDone := make(chan struct{})
+	go func() { wg.Wait(); close(replicasDone) }()
+	err = v.loop(replicasDone, appended)
 	if err != nil {
-		return v, err
+		cancel()
+		<-replicasDone
+		return Verdict{}, err
 	}
-	for _, r := range reps {
-		sum := sha256.Sum256(append(r.out, []byte("\x00exit "+strconv.Itoa(r.code))...))
-		rep := logd.Report{Stream: o.Stream, Replica: r.name, Size: info.Checkpoint.Size, Root: info.Checkpoint.Root, Digest: hex.EncodeToString(sum[:])}
-		rep.Sign(r.key)
-		if err := o.Logd.Report(ctx, rep); err != nil {
-			return v, fmt.Errorf("run: report %s's digest: %w", r.name, err)
+	out := v.verdict()
+	// logd's verifier judges the providers' signed reports too.
+	reported := 0
+	for _, r := range v.reps {
+		if r.err == nil {
+			reported++
 		}
 	}
-	if v.Log, err = o.Logd.Verdict(ctx, o.Stream, o.Replicas); err != nil {
-		return v, err
+	if reported > 0 {
+		if out.Log, err = o.Logd.Verdict(context.WithoutCancel(ctx), o.Stream, reported); err != nil {
+			return out, err
+		}
 	}
-	return v, nil
+	return out, nil
 }
 
-// openLog makes the run's input log: a fresh stream signed by a key of
-// this run, fed from stdin, or the recorded stream of a replay. It returns
-// the key replicas trust, and where the feeding ends.
-func openLog(ctx context.Context, o *Options) (ed25519.PublicKey, chan error, error) {
+// openLog makes the run's input log: a fresh stream with the seed as its
+// first entry, signed by a key of this run, or the recorded stream of a
+// replay. It returns the key replicas trust.
+func openLog(ctx context.Context, o *Options) (string, chan error, error) {
 	done := make(chan error, 1)
 	if o.Replay != nil {
 		o.Stream = o.Replay.Header.Stream
-		pub, err := logd.DecodeKey(o.Replay.Header.Key)
-		done <- err
-		return pub, done, err
+		done <- nil
+		return o.Replay.Header.Key, done, nil
 	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, err
 	}
-	pub := key.Public().(ed25519.PublicKey)
 	if err := o.Logd.Create(ctx, o.Stream, pub); err != nil {
-		return nil, nil, err
+		return "", nil, err
 	}
-	app, err := o.Logd.OpenAppender(ctx, o.Stream, key)
+	app, err := o.Logd.OpenAppender(ctx, o.Stream, priv)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, err
 	}
-	go func() { done <- feedLog(ctx, app, o.Stdin) }()
-	return pub, done, nil
+	seed := make([]byte, 8)
+	binary.BigEndian.PutUint64(seed, o.Seed)
+	if _, err := app.Append(ctx, []logd.Entry{{Kind: logd.KindSeed, Time: time.Now().UnixNano(), Payload: seed}}); err != nil {
+		return "", nil, err
+	}
+	o.appender = app
+	return logd.EncodeKey(pub), done, nil
 }
 
 // feedLog appends stdin to the log in entries of at most 64 KiB, each
-// stamped with the log's clock, and an end entry at EOF.
-func feedLog(ctx context.Context, app *logd.Appender, in io.Reader) error {
+// stamped with the log's clock, and an end entry at EOF. It reads no
+// further than Window entries ahead of what a majority has read.
+func feedLog(ctx context.Context, o *Options, v *voter) error {
+	app := o.appender
 	buf := make([]byte, 64<<10)
 	for {
-		n, err := in.Read(buf)
+		if err := v.waitRoom(ctx, app.Size()-int64(o.Window)); err != nil {
+			return err
+		}
+		n, err := o.Stdin.Read(buf)
 		if n > 0 {
 			if _, aerr := app.Append(ctx, []logd.Entry{{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: append([]byte(nil), buf[:n]...)}}); aerr != nil {
 				return aerr
 			}
+			v.addIn(int64(n))
 		}
 		if err == io.EOF {
 			_, err = app.Append(ctx, []logd.Entry{{Kind: logd.KindEnd, Time: time.Now().UnixNano()}})
@@ -191,181 +190,398 @@ func feedLog(ctx context.Context, app *logd.Appender, in io.Reader) error {
 	}
 }
 
-// runReplica runs one container whose stdin is the verified log.
-func runReplica(ctx context.Context, client *containerd.Client, img containerd.Image, o Options, r *replica, trusted ed25519.PublicKey) (int, error) {
-	id := fmt.Sprintf("%s-%s", o.Stream, r.name)
-	opts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithAnnotations(map[string]string{shim.AnnotationSeed: strconv.FormatUint(o.Seed, 10)})}
-	if len(o.Args) > 0 {
-		opts = append(opts, oci.WithProcessArgs(o.Args...))
-	}
-	c, err := client.NewContainer(ctx, id, containerd.WithNewSnapshot(id, img), containerd.WithNewSpec(opts...),
-		containerd.WithRuntime(shim.RuntimeName, nil))
-	if err != nil {
-		return 0, err
-	}
-	defer c.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
-	f, err := o.Logd.Follow(ctx, o.Stream, trusted)
-	if err != nil {
-		return 0, err
-	}
-	pr, pw := io.Pipe()
-	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(pr, r, io.Discard)))
-	if err != nil {
-		return 0, err
-	}
-	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
-	status, err := task.Wait(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if err := task.Start(ctx); err != nil {
-		return 0, err
-	}
-	// Feed verified entries to the container's stdin until the end entry.
-	feedErr := make(chan error, 1)
-	go func() {
-		for {
-			es, err := f.Next(ctx, 10*time.Second)
-			if err != nil {
-				pw.CloseWithError(err)
-				feedErr <- err
-				return
-			}
-			for _, e := range es {
-				if e.Kind == logd.KindEnd {
-					pw.Close()
-					task.CloseIO(ctx, containerd.WithStdinCloser)
-					feedErr <- nil
-					return
-				}
-				if e.Kind == logd.KindInput {
-					if _, err := pw.Write(e.Payload); err != nil {
-						feedErr <- nil // the command stopped reading
-						return
-					}
-				}
-			}
-		}
-	}()
-	st := <-status
-	if err := <-feedErr; err != nil {
-		return 0, err
-	}
-	code, _, err := st.Result()
-	if err != nil {
-		return 0, err
-	}
-	return int(code), nil
+// replica is one replica's output as it arrives. Only what is not yet
+// released is kept; Write blocks while limit bytes wait for the vote (the
+// back-pressure on the container's stdout), unless the replica is out of
+// the vote (odd, or the run is over), when its output is only digested.
+type replica struct {
+	name, provider string
+	limit          int
+	changed        func()
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	buf      []byte // output from base on
+	base     int64
+	digest   *Digest
+	total    int64
+	consumed int64
+	odd      string // why it is out of the vote
+	closed   bool   // the vote is over
+	done     bool
+	res      Result
+	err      error
 }
 
-// voter streams output a majority agrees on, checkpoint by checkpoint.
+func (r *replica) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.digest.Write(p)
+	r.total += int64(len(p))
+	for len(r.buf) >= r.limit && r.odd == "" && !r.closed {
+		r.cond.Wait()
+	}
+	if r.odd == "" && !r.closed {
+		r.buf = append(r.buf, p...)
+	}
+	r.mu.Unlock()
+	r.changed()
+	return len(p), nil
+}
+
+func (r *replica) Consumed(n int64) {
+	r.mu.Lock()
+	r.consumed = max(r.consumed, n)
+	r.mu.Unlock()
+	r.changed()
+}
+
+func (r *replica) finish(res Result, err error) {
+	r.mu.Lock()
+	r.res, r.err, r.done = res, err, true
+	r.mu.Unlock()
+}
+
+// vote is the replica's output in [from, to): ok is false while it has
+// not produced all of it and runs on. A replica that ended votes with what
+// it has (nothing past its end).
+func (r *replica) vote(from, to int64) (seg []byte, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	have := r.base + int64(len(r.buf))
+	if have < to && !r.done {
+		return nil, false
+	}
+	if have <= from {
+		return []byte{}, true
+	}
+	return r.buf[from-r.base : min(to, have)-r.base], true
+}
+
+// release drops output up to to, released to stdout.
+func (r *replica) release(to int64) {
+	r.mu.Lock()
+	if drop := min(to-r.base, int64(len(r.buf))); drop > 0 {
+		r.buf = append(r.buf[:0], r.buf[drop:]...)
+		r.base += drop
+	}
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+// drop takes the replica out of the vote.
+func (r *replica) drop(why string) {
+	r.mu.Lock()
+	if r.odd == "" {
+		r.odd = why
+	}
+	r.buf = nil
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+func (r *replica) close() {
+	r.mu.Lock()
+	r.closed, r.buf = true, nil
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+// voter releases the output a majority agrees on, checkpoint by
+// checkpoint, and feeds the log no faster than a majority reads it.
 type voter struct {
-	reps  []*replica
-	k     int
-	out   io.Writer
-	sent  int64 // bytes released
-	fault string
+	reps     []*replica
+	need     int
+	k        int64
+	out      io.Writer
+	progress func(Progress)
+	cancel   func()
+	wake     chan struct{}
+
+	mu    sync.Mutex
+	room  *sync.Cond
+	in    int64
+	sent  int64  // bytes released
+	fault string // the first disagreement, or why the run stopped
+	over  bool   // no majority can form: the run was stopped
 }
 
-func newVoter(reps []*replica, k int, out io.Writer) *voter {
-	return &voter{reps: reps, k: k, out: out}
-}
-
-func (v *voter) loop(stop chan struct{}) {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		v.release(false)
-		select {
-		case <-stop:
-			return
-		case <-t.C:
+func newVoter(o Options, cancel func()) *voter {
+	v := &voter{need: o.Replicas/2 + 1, k: int64(o.Checkpoint), out: o.Stdout, progress: o.Progress, cancel: cancel, wake: make(chan struct{}, 1)}
+	v.room = sync.NewCond(&v.mu)
+	for i := 0; i < o.Replicas; i++ {
+		r := &replica{
+			name:     fmt.Sprintf("replica-%d", i),
+			provider: o.Providers[i%len(o.Providers)].Name(),
+			limit:    4 * o.Checkpoint,
+			digest:   NewDigest(),
+			changed:  v.changed,
 		}
+		r.cond = sync.NewCond(&r.mu)
+		v.reps = append(v.reps, r)
 	}
+	return v
 }
 
-// release writes the next checkpoints a majority agrees on (at the end,
-// also the last partial one).
-func (v *voter) release(final bool) {
-	need := len(v.reps)/2 + 1
-	for v.fault == "" {
-		end := v.sent + int64(v.k)
-		votes := map[string][]int{}
-		for i, r := range v.reps {
+func (v *voter) changed() {
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+	v.mu.Lock() // a waitRoom between its check and its Wait must not miss this
+	v.mu.Unlock()
+	v.room.Broadcast()
+}
+
+func (v *voter) addIn(n int64) {
+	v.mu.Lock()
+	v.in += n
+	v.mu.Unlock()
+}
+
+// waitRoom waits until a majority of the replicas has read entries up to
+// seq, or has ended, or the run is over.
+func (v *voter) waitRoom(ctx context.Context, seq int64) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for {
+		if v.over || ctx.Err() != nil {
+			return context.Canceled
+		}
+		n := 0
+		for _, r := range v.reps {
 			r.mu.Lock()
-			n := int64(len(r.out))
-			var seg []byte
-			if n >= end || (final && r.done) {
-				seg = r.out[v.sent:min(end, n)]
+			if r.consumed >= seq || r.done {
+				n++
 			}
 			r.mu.Unlock()
-			if seg != nil {
-				votes[string(seg)] = append(votes[string(seg)], i)
-			}
 		}
-		var best string
+		if n >= v.need {
+			return nil
+		}
+		v.room.Wait()
+	}
+}
+
+// loop runs the vote until the replicas have ended (or no majority can
+// form); appended reports the end of the feeding of the log.
+func (v *voter) loop(replicasDone chan struct{}, appended chan error) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if err := v.release(); err != nil {
+			v.stop(err.Error())
+			return err
+		}
+		select {
+		case <-replicasDone:
+			err := v.release()
+			v.stop("")
+			return err
+		case err := <-appended:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				v.stop(err.Error())
+				return fmt.Errorf("input log: %w", err)
+			}
+		case <-v.wake:
+		case <-tick.C:
+			v.report()
+		}
+	}
+}
+
+// stop ends the vote: no replica waits for it any more.
+func (v *voter) stop(why string) {
+	v.mu.Lock()
+	if why != "" && !v.over {
+		v.over, v.fault = true, why
+	}
+	v.mu.Unlock()
+	for _, r := range v.reps {
+		r.close()
+	}
+	if why != "" {
+		v.cancel()
+	}
+	v.room.Broadcast()
+}
+
+func (v *voter) report() {
+	if v.progress == nil {
+		return
+	}
+	p := Progress{}
+	v.mu.Lock()
+	p.In, p.Out = v.in, v.sent
+	v.mu.Unlock()
+	for _, r := range v.reps {
+		r.mu.Lock()
+		if !r.done {
+			p.Running++
+		}
+		r.mu.Unlock()
+	}
+	v.progress(p)
+}
+
+// release writes out the next checkpoints a majority agrees on. Replicas
+// that differ from the majority leave the vote; if no majority can form
+// any more, the run stops.
+func (v *voter) release() error {
+	for {
+		v.mu.Lock()
+		sent, over := v.sent, v.over
+		v.mu.Unlock()
+		if over {
+			return nil
+		}
+		end := sent + v.k
+		votes := map[string][]*replica{}
+		waiting := 0 // in the vote, without all of this checkpoint yet
+		for _, r := range v.reps {
+			r.mu.Lock()
+			out := r.odd != "" || (r.done && r.err != nil)
+			r.mu.Unlock()
+			if out {
+				continue
+			}
+			seg, ok := r.vote(sent, end)
+			if !ok {
+				waiting++
+				continue
+			}
+			votes[string(seg)] = append(votes[string(seg)], r)
+		}
+		best := ""
 		for s, who := range votes {
-			if len(who) > len(votes[best]) {
+			if len(who) > len(votes[best]) || (len(who) == len(votes[best]) && s > best) {
 				best = s
 			}
 		}
-		if len(votes[best]) < need {
-			if final && len(votes) > 1 {
-				v.fault = fmt.Sprintf("no majority at bytes %d..", v.sent)
+		if len(votes[best]) < v.need {
+			if len(votes[best])+waiting < v.need {
+				v.mu.Lock()
+				v.over = true
+				v.fault = fmt.Sprintf("no majority for output bytes %d..%d: %s", sent, end, v.describe(votes))
+				v.mu.Unlock()
+				v.cancel()
+				for _, r := range v.reps {
+					r.close()
+				}
 			}
-			return
+			return nil
 		}
-		if len(votes) > 1 && v.fault == "" {
-			// A majority agrees; the others differ here.
-			v.fault = fmt.Sprintf("replicas differ at the checkpoint of bytes %d..%d", v.sent, end)
+		for s, who := range votes {
+			if s != best {
+				why := fmt.Sprintf("its output differs from the majority's at the checkpoint of bytes %d..%d", sent, end)
+				v.mu.Lock()
+				if v.fault == "" {
+					v.fault = fmt.Sprintf("%s differ from the majority at the checkpoint of bytes %d..%d", names(who), sent, end)
+				}
+				v.mu.Unlock()
+				for _, r := range who {
+					r.drop(why)
+				}
+			}
 		}
 		if best == "" {
-			return
+			return nil // the majority's output has ended here
 		}
-		v.out.Write([]byte(best))
+		if _, err := v.out.Write([]byte(best)); err != nil {
+			return fmt.Errorf("%w: %v", ErrStdout, err)
+		}
+		v.mu.Lock()
 		v.sent += int64(len(best))
-		if v.fault != "" {
-			return
+		v.mu.Unlock()
+		for _, r := range v.reps {
+			r.release(sent + int64(len(best)))
 		}
 	}
 }
 
-func (v *voter) finish() Verdict {
-	v.release(true)
-	need := len(v.reps)/2 + 1
-	codes := map[int][]string{}
-	for _, r := range v.reps {
-		codes[r.code] = append(codes[r.code], r.name)
+func (v *voter) describe(votes map[string][]*replica) string {
+	var parts []string
+	for s, who := range votes {
+		parts = append(parts, fmt.Sprintf("%s (%d bytes)", names(who), len(s)))
 	}
+	sort.Strings(parts)
+	return strings.Join(parts, " vs ")
+}
+
+func names(rs []*replica) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.name+" on "+r.provider)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}
+
+// verdict judges the ended run: the majority is the replicas with the same
+// output digest and exit status, checked against what each provider
+// reported.
+func (v *voter) verdict() Verdict {
 	out := Verdict{Bytes: v.sent, ExitCode: 1}
-	for code, who := range codes {
-		if len(who) >= need {
-			out.ExitCode = code
-		}
-	}
-	// The odd replicas: whose output or exit status is not the majority's.
-	var majority []byte
 	groups := map[string][]*replica{}
 	for _, r := range v.reps {
-		k := string(r.out) + "\x00" + strconv.Itoa(r.code)
-		groups[k] = append(groups[k], r)
-		if len(groups[k]) >= need {
-			majority = []byte(k)
+		rep := ReplicaReport{Name: r.name, Provider: r.provider, Bytes: r.total, Exit: r.res.Exit, Digest: r.res.Digest}
+		received := r.digest.Sum(r.res.Exit)
+		switch {
+		case r.err != nil && v.over && errors.Is(r.err, context.Canceled):
+			rep.State, rep.Why = "stopped", v.fault
+		case r.err != nil:
+			rep.State, rep.Why = "lost", r.err.Error()
+			out.Lost = append(out.Lost, r.name)
+		case r.res.Digest != received:
+			// The provider signed a digest of other output than it sent.
+			rep.State, rep.Why = "odd", fmt.Sprintf("its provider reported digest %.16s… for output whose digest is %.16s…", r.res.Digest, received)
+		default:
+			groups[received] = append(groups[received], r)
+		}
+		out.Replicas = append(out.Replicas, rep)
+	}
+	majority := ""
+	for d, rs := range groups {
+		if len(rs) >= v.need {
+			majority = d
+			out.ExitCode = rs[0].res.Exit
 		}
 	}
-	for _, r := range v.reps {
-		if majority == nil || !bytes.Equal([]byte(string(r.out)+"\x00"+strconv.Itoa(r.code)), majority) {
-			out.Odd = append(out.Odd, r.name)
+	for i, r := range v.reps {
+		rep := &out.Replicas[i]
+		if rep.State != "" {
+			if rep.State == "odd" {
+				out.Odd = append(out.Odd, r.name)
+			}
+			continue
 		}
+		if r.digest.Sum(r.res.Exit) == majority && r.odd == "" && !v.over {
+			rep.State = "agreed"
+			continue
+		}
+		rep.State, rep.Why = "odd", r.odd
+		if rep.Why == "" {
+			rep.Why = "its output or exit status differs from the majority's"
+		}
+		out.Odd = append(out.Odd, r.name)
 	}
-	out.Agreed = majority != nil && len(out.Odd) == 0
+	out.Agreed = majority != "" && len(out.Odd) == 0 && !v.over
+	agreed := len(v.reps) - len(out.Odd) - len(out.Lost)
 	switch {
-	case out.Agreed:
+	case out.Agreed && len(out.Lost) == 0:
 		out.Detail = fmt.Sprintf("%d replicas agree: %d bytes, exit status %d", len(v.reps), v.sent, out.ExitCode)
-	case majority != nil:
-		out.Detail = fmt.Sprintf("a majority agrees (%d bytes, exit status %d); %v differ: %s", v.sent, out.ExitCode, out.Odd, v.fault)
+	case majority != "" && !v.over:
+		var why []string
+		for _, r := range out.Replicas {
+			if r.State != "agreed" {
+				why = append(why, fmt.Sprintf("%s on %s is %s: %s", r.Name, r.Provider, r.State, r.Why))
+			}
+		}
+		out.Detail = fmt.Sprintf("a majority of %d of %d agrees (%d bytes, exit status %d); %s", agreed, len(v.reps), v.sent, out.ExitCode, strings.Join(why, "; "))
 	default:
 		out.Detail = "no majority: " + v.fault
+		if len(out.Lost) > 0 {
+			out.Detail += fmt.Sprintf(" (%d of %d replicas lost)", len(out.Lost), len(v.reps))
+		}
 	}
 	return out
 }

@@ -1,0 +1,292 @@
+package replicate
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/shim"
+)
+
+// Job is one replica to run: a container of Image, whose stdin is the
+// verified input stream and whose seed is the stream's seed entry.
+type Job struct {
+	Replica string   `json:"replica"` // its name in the stream's reports
+	Stream  string   `json:"stream"`
+	Key     string   `json:"key"` // the stream's checkpoint key (logd.EncodeKey): trust no other
+	Image   string   `json:"image"`
+	Args    []string `json:"args,omitempty"` // nil: the image's command
+}
+
+// Result is how a replica ended.
+type Result struct {
+	Exit   int    `json:"exit"`
+	Digest string `json:"digest"` // Digest(output, exit), as reported to logd
+}
+
+// Sink receives a replica's output and progress. Write may block: that is
+// the back-pressure on the container's stdout.
+type Sink interface {
+	io.Writer
+	Consumed(entries int64) // the container has read the stream's first entries
+}
+
+// A Provider runs replicas: containerd with the Lockstep runtime on one
+// host (Local), or such a host over the network (Remote).
+type Provider interface {
+	Name() string
+	Run(ctx context.Context, j Job, out Sink) (Result, error)
+}
+
+// Digest is a replica's output digest: sha256 over its output and its exit
+// status. Each provider signs it, at the stream's last checkpoint, in its
+// report to logd.
+type Digest struct{ h hash.Hash }
+
+func NewDigest() *Digest                     { return &Digest{sha256.New()} }
+func (d *Digest) Write(p []byte) (int, error) { return d.h.Write(p) }
+func (d *Digest) Sum(exit int) string {
+	h := sha256.New()
+	h.Write(d.h.Sum(nil))
+	h.Write([]byte("exit " + strconv.Itoa(exit)))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Local runs replicas on the containerd at Containerd, reading streams
+// from Logd and signing its reports with Key.
+type Local struct {
+	ProviderName string
+	Containerd   string
+	Namespace    string
+	Logd         *logd.Client
+	Key          ed25519.PrivateKey
+	// Annotations are added to every container's (after the job's): the
+	// provider's own settings, e.g. io.lockstep.memory.
+	Annotations map[string]string
+
+	once   sync.Once
+	client *containerd.Client
+	err    error
+}
+
+func (p *Local) Name() string { return p.ProviderName }
+
+func (p *Local) containerd() (*containerd.Client, error) {
+	p.once.Do(func() {
+		p.client, p.err = containerd.New(p.Containerd)
+		if p.err != nil {
+			p.err = fmt.Errorf("containerd at %s: %w", p.Containerd, p.err)
+		}
+	})
+	return p.client, p.err
+}
+
+// Close closes the connection to containerd.
+func (p *Local) Close() error {
+	if p.client != nil {
+		return p.client.Close()
+	}
+	return nil
+}
+
+// Run runs the job's container to its end: the stream's seed entry sets
+// its seed, its input entries are its stdin, its stdout goes to out. Then
+// it reports the signed digest of the output to logd.
+func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
+	client, err := p.containerd()
+	if err != nil {
+		return Result{}, err
+	}
+	ctx = namespaces.WithNamespace(ctx, p.Namespace)
+	img, err := client.GetImage(ctx, j.Image)
+	if err != nil {
+		return Result{}, fmt.Errorf("image %s: %w (import it with ctr image import)", j.Image, err)
+	}
+	trusted, err := logd.DecodeKey(j.Key)
+	if err != nil {
+		return Result{}, err
+	}
+	f, err := p.Logd.Follow(ctx, j.Stream, trusted)
+	if err != nil {
+		return Result{}, err
+	}
+	seed, rest, err := readSeed(ctx, f)
+	if err != nil {
+		return Result{}, err
+	}
+	annotations := map[string]string{shim.AnnotationSeed: strconv.FormatUint(seed, 10)}
+	for k, v := range p.Annotations {
+		annotations[k] = v
+	}
+	opts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithAnnotations(annotations)}
+	if len(j.Args) > 0 {
+		opts = append(opts, oci.WithProcessArgs(j.Args...))
+	}
+	id := j.Stream + "-" + j.Replica
+	c, err := client.NewContainer(ctx, id, containerd.WithNewSnapshot(id, img), containerd.WithNewSpec(opts...),
+		containerd.WithRuntime(shim.RuntimeName, nil))
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+
+	// A sink that fails (the reader went away) must not stop the copy
+	// from the container's stdout, or the container would block: the run
+	// stops and the rest is discarded.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	digest := NewDigest()
+	stdout := &guardedWriter{w: out, cancel: cancel}
+	pr, pw := io.Pipe()
+	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(pr, io.MultiWriter(digest, stdout), io.Discard)))
+	if err != nil {
+		return Result{}, err
+	}
+	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	status, err := task.Wait(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return Result{}, err
+	}
+	fed := make(chan error, 1)
+	var read int64 // entries the container has read
+	go func() {
+		var err error
+		read, err = feed(ctx, f, rest, pw, out)
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		task.CloseIO(ctx, containerd.WithStdinCloser)
+		fed <- err
+	}()
+	var st containerd.ExitStatus
+	select {
+	case st = <-status:
+	case <-ctx.Done():
+		task.Kill(context.WithoutCancel(ctx), 9)
+		<-status
+		return Result{}, context.Cause(ctx)
+	}
+	// Its output is complete when its IO is closed.
+	if _, err := task.Delete(context.WithoutCancel(ctx)); err != nil {
+		return Result{}, err
+	}
+	if err := stdout.failed(); err != nil {
+		return Result{}, err
+	}
+	pr.Close() // the feeder stops if it still waits on stdin
+	if err := <-fed; err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		return Result{}, fmt.Errorf("input stream: %w", err)
+	}
+	code, _, err := st.Result()
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Exit: int(code), Digest: digest.Sum(int(code))}
+	return res, p.report(context.WithoutCancel(ctx), j, f, read, res)
+}
+
+// report signs the replica's digest against the root of the entries its
+// container read.
+func (p *Local) report(ctx context.Context, j Job, f *logd.Follower, size int64, res Result) error {
+	root, err := f.Root(size)
+	if err != nil {
+		return err
+	}
+	r := logd.Report{Stream: j.Stream, Replica: j.Replica, Size: size, Root: root, Digest: res.Digest}
+	r.Sign(p.Key)
+	if err := p.Logd.Report(ctx, r); err != nil {
+		return fmt.Errorf("report the digest: %w", err)
+	}
+	return nil
+}
+
+// readSeed reads the stream's first entry, its seed, and returns the
+// entries that came with it.
+func readSeed(ctx context.Context, f *logd.Follower) (uint64, []logd.Entry, error) {
+	for {
+		es, err := f.Next(ctx, 10*time.Second)
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(es) == 0 {
+			continue
+		}
+		if es[0].Kind != logd.KindSeed {
+			return 0, nil, fmt.Errorf("%w: the stream's first entry is %s, not its seed", logd.ErrBadLog, es[0].Kind)
+		}
+		return binary.BigEndian.Uint64(es[0].Payload), es[1:], nil
+	}
+}
+
+// feed writes the stream's input entries (es first, then the follower's)
+// to the container's stdin until the end entry, and tells out how far the
+// container has read.
+func feed(ctx context.Context, f *logd.Follower, es []logd.Entry, stdin io.Writer, out Sink) (read int64, err error) {
+	read = 1 // the seed
+	for {
+		for _, e := range es {
+			switch e.Kind {
+			case logd.KindEnd:
+				out.Consumed(read + 1)
+				return read + 1, nil
+			case logd.KindInput:
+				if _, err := stdin.Write(e.Payload); err != nil {
+					return read, err // the command closed its stdin
+				}
+			}
+			read++
+		}
+		if len(es) > 0 {
+			out.Consumed(read)
+		}
+		if es, err = f.Next(ctx, 10*time.Second); err != nil {
+			return read, err
+		}
+	}
+}
+
+// guardedWriter passes writes on until one fails; then it cancels the run
+// and swallows the rest.
+type guardedWriter struct {
+	w      io.Writer
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	err    error
+}
+
+func (g *guardedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err == nil {
+		if _, err := g.w.Write(p); err != nil {
+			g.err = fmt.Errorf("output: %w", err)
+			g.cancel(g.err)
+		}
+	}
+	return len(p), nil
+}
+
+func (g *guardedWriter) failed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}

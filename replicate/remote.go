@@ -1,0 +1,177 @@
+package replicate
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// The provider protocol: POST /v1/replicas with a Job as JSON; the answer
+// is a stream of frames, each a kind byte, a 4-byte big-endian length and
+// the payload, until a result or error frame. See docs/run.md.
+const (
+	frameOutput   = 'o' // the container's stdout bytes
+	frameConsumed = 'c' // 8 bytes: entries of the stream the container has read
+	frameResult   = 'r' // the Result as JSON; the last frame
+	frameError    = 'e' // why the replica failed; the last frame
+
+	maxFrame = 1 << 20
+)
+
+// Handler serves p's replicas over HTTP (lockstep provider).
+func Handler(p Provider) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/replicas", func(w http.ResponseWriter, r *http.Request) {
+		var j Job
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&j); err != nil {
+			http.Error(w, "bad job: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-lockstep-frames")
+		w.WriteHeader(http.StatusOK)
+		fw := &frameWriter{w: w, rc: http.NewResponseController(w)}
+		res, err := p.Run(r.Context(), j, fw)
+		if err != nil {
+			fw.frame(frameError, []byte(err.Error()))
+			return
+		}
+		b, _ := json.Marshal(res)
+		fw.frame(frameResult, b)
+	})
+	mux.HandleFunc("GET /v1/provider", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"name": p.Name()})
+	})
+	return mux
+}
+
+// frameWriter is the Sink of a replica served over HTTP: a slow client
+// blocks Write (TCP's back-pressure reaches the container's stdout).
+type frameWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f *frameWriter) frame(kind byte, p []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var h [5]byte
+	h[0] = kind
+	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
+	if _, err := f.w.Write(h[:]); err != nil {
+		return err
+	}
+	if _, err := f.w.Write(p); err != nil {
+		return err
+	}
+	return f.rc.Flush()
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	n0 := len(p)
+	for len(p) > 0 {
+		n := min(len(p), maxFrame)
+		if err := f.frame(frameOutput, p[:n]); err != nil {
+			return 0, err
+		}
+		p = p[n:]
+	}
+	return n0, nil
+}
+
+func (f *frameWriter) Consumed(n int64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	f.frame(frameConsumed, b[:])
+}
+
+// Remote is a provider host running `lockstep provider`.
+type Remote struct {
+	Addr string // host:port or URL
+	HTTP *http.Client
+}
+
+func (p *Remote) Name() string { return strings.TrimPrefix(strings.TrimPrefix(p.Addr, "http://"), "https://") }
+
+func (p *Remote) base() string {
+	if strings.Contains(p.Addr, "://") {
+		return strings.TrimSuffix(p.Addr, "/")
+	}
+	return "http://" + p.Addr
+}
+
+// Run starts the job on the provider and passes its frames to out.
+func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
+	body, _ := json.Marshal(j)
+	req, err := http.NewRequestWithContext(ctx, "POST", p.base()+"/v1/replicas", bytes.NewReader(body))
+	if err != nil {
+		return Result{}, err
+	}
+	hc := p.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Result{}, fmt.Errorf("provider %s: %w", p.Name(), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return Result{}, fmt.Errorf("provider %s: %s: %s", p.Name(), resp.Status, strings.TrimSpace(string(msg)))
+	}
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	buf := make([]byte, 64<<10)
+	for {
+		var h [5]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			return Result{}, fmt.Errorf("provider %s: the stream broke off: %w", p.Name(), unexpected(err))
+		}
+		n := binary.BigEndian.Uint32(h[1:])
+		if n > maxFrame {
+			return Result{}, fmt.Errorf("provider %s: frame of %d bytes", p.Name(), n)
+		}
+		if int(n) > len(buf) {
+			buf = make([]byte, n)
+		}
+		b := buf[:n]
+		if _, err := io.ReadFull(br, b); err != nil {
+			return Result{}, fmt.Errorf("provider %s: the stream broke off: %w", p.Name(), unexpected(err))
+		}
+		switch h[0] {
+		case frameOutput:
+			if _, err := out.Write(b); err != nil {
+				return Result{}, err
+			}
+		case frameConsumed:
+			if n == 8 {
+				out.Consumed(int64(binary.BigEndian.Uint64(b)))
+			}
+		case frameResult:
+			var res Result
+			if err := json.Unmarshal(b, &res); err != nil {
+				return Result{}, fmt.Errorf("provider %s: result: %w", p.Name(), err)
+			}
+			return res, nil
+		case frameError:
+			return Result{}, fmt.Errorf("provider %s: %s", p.Name(), b)
+		default:
+			return Result{}, fmt.Errorf("provider %s: unknown frame %q", p.Name(), h[0])
+		}
+	}
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
