@@ -57,7 +57,7 @@ type Provider interface {
 // report to logd.
 type Digest struct{ h hash.Hash }
 
-func NewDigest() *Digest                     { return &Digest{sha256.New()} }
+func NewDigest() *Digest                      { return &Digest{sha256.New()} }
 func (d *Digest) Write(p []byte) (int, error) { return d.h.Write(p) }
 func (d *Digest) Sum(exit int) string {
 	h := sha256.New()

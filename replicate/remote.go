@@ -99,7 +99,9 @@ type Remote struct {
 	HTTP *http.Client
 }
 
-func (p *Remote) Name() string { return strings.TrimPrefix(strings.TrimPrefix(p.Addr, "http://"), "https://") }
+func (p *Remote) Name() string {
+	return strings.TrimPrefix(strings.TrimPrefix(p.Addr, "http://"), "https://")
+}
 
 func (p *Remote) base() string {
 	if strings.Contains(p.Addr, "://") {
