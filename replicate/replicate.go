@@ -203,6 +203,7 @@ type replica struct {
 	cond     *sync.Cond
 	buf      []byte // output from base on
 	base     int64
+	released int64 // output before this is out: not kept
 	digest   *Digest
 	total    int64
 	consumed int64
@@ -222,6 +223,7 @@ func (r *replica) Write(p []byte) (int, error) {
 	}
 	if r.odd == "" && !r.closed {
 		r.buf = append(r.buf, p...)
+		r.trim()
 	}
 	r.mu.Unlock()
 	r.changed()
@@ -257,15 +259,21 @@ func (r *replica) vote(from, to int64) (seg []byte, ok bool) {
 	return r.buf[from-r.base : min(to, have)-r.base], true
 }
 
-// release drops output up to to, released to stdout.
+// release drops output up to to, released to stdout: what it has now,
+// and what arrives later (a replica behind the majority).
 func (r *replica) release(to int64) {
 	r.mu.Lock()
-	if drop := min(to-r.base, int64(len(r.buf))); drop > 0 {
+	r.released = to
+	r.trim()
+	r.mu.Unlock()
+	r.cond.Broadcast()
+}
+
+func (r *replica) trim() {
+	if drop := min(r.released-r.base, int64(len(r.buf))); drop > 0 {
 		r.buf = append(r.buf[:0], r.buf[drop:]...)
 		r.base += drop
 	}
-	r.mu.Unlock()
-	r.cond.Broadcast()
 }
 
 // drop takes the replica out of the vote.
