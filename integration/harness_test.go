@@ -287,6 +287,7 @@ func (p *provider) run(t *testing.T, r run) runResult {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("%s: %v did not end in 60 s", p.name, r.args)
 	}
+	task.IO().Wait() // Delete would cancel the copying of the output's tail
 	task.Delete(ctx)
 	return runResult{o.String(), e.String(), st.ExitCode()}
 }
@@ -322,6 +323,7 @@ func (p *provider) execIn(t *testing.T, task containerd.Task, execID string, arg
 	case <-time.After(60 * time.Second):
 		t.Fatalf("exec %v did not end in 60 s", args)
 	}
+	proc.IO().Wait()
 	proc.Delete(ctx)
 	return runResult{o.String(), e.String(), st.ExitCode()}
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/lockstep-run/lockstep/logd"
@@ -24,6 +25,21 @@ import (
 func (p *provider) local(lc *logd.Client) *replicate.Local {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	return &replicate.Local{ProviderName: p.name, Containerd: filepath.Join(p.dir, "containerd.sock"), Namespace: namespace, Logd: lc, Key: key}
+}
+
+var buildCLI sync.Once
+
+// lockstepBinary builds the lockstep command once.
+func lockstepBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(env.dir, "lockstep")
+	var out []byte
+	var err error
+	buildCLI.Do(func() { out, err = exec.Command("go", "build", "-o", bin, "../cmd/lockstep").CombinedOutput() })
+	if err != nil {
+		t.Fatalf("build lockstep: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // startLogd runs logd on an embedded etcd member for one test.
@@ -95,10 +111,7 @@ func TestRecordAndReplay(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "run.log")
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
-	lockstepCLI := filepath.Join(env.dir, "lockstep")
-	if out, err := exec.Command("go", "build", "-o", lockstepCLI, "../cmd/lockstep").CombinedOutput(); err != nil {
-		t.Fatalf("build lockstep: %v\n%s", err, out)
-	}
+	lockstepCLI := lockstepBinary(t)
 	cli := func(stdin string, args ...string) (string, string, int) {
 		cmd := exec.Command(lockstepCLI, args...)
 		var o, e bytes.Buffer

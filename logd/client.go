@@ -324,7 +324,7 @@ func (f *Follower) receive(ctx context.Context, wait time.Duration) error {
 
 // followBatch bounds the entries a follower fetches at once, and so its
 // memory (entries are at most 1 MiB).
-const followBatch = 64
+const followBatch = 16
 
 // verify checks the stream's head checkpoint against what was received.
 func (f *Follower) verify(ctx context.Context) error {

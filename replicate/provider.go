@@ -185,7 +185,10 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		<-status
 		return Result{}, context.Cause(ctx)
 	}
-	// Its output is complete when its IO is closed.
+	// Its output is complete when the shim has closed it: wait for that
+	// before Delete, which cancels the copying (containerd >= 1.7.2 closes
+	// the FIFOs in cio.Cancel, and Delete cancels before it waits).
+	task.IO().Wait()
 	if _, err := task.Delete(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
 	}
