@@ -35,6 +35,7 @@ var env struct {
 	dir       string
 	bin       string // the shim and its helper
 	providers []*provider
+	archive   []byte // the probe image
 }
 
 // provider is one private containerd: its own root, state and socket, as
@@ -88,8 +89,9 @@ func setup(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	env.archive = archive
 	for _, name := range []string{"provider-a", "provider-b"} {
-		p, err := startProvider(name)
+		p, err := startProvider(name, "")
 		if err != nil {
 			return 1, err
 		}
@@ -132,7 +134,9 @@ func buildProbeImage(probes string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func startProvider(name string) (*provider, error) {
+// startProvider starts a private containerd; in network namespace netns,
+// if given (a provider host).
+func startProvider(name, netns string) (*provider, error) {
 	dir := filepath.Join(env.dir, name)
 	sock := filepath.Join(dir, "containerd.sock")
 	config := fmt.Sprintf(`version = 2
@@ -155,6 +159,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		return nil, err
 	}
 	cmd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
+	if netns != "" {
+		// nsenter joins only the network namespace (ip netns exec would
+		// remount /sys, and runc would find no cgroup mount).
+		cmd = exec.Command("nsenter", "--net=/run/netns/"+netns, "containerd", "--config", filepath.Join(dir, "config.toml"))
+	}
 	cmd.Env = append(os.Environ(), "PATH="+env.bin+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

@@ -42,8 +42,15 @@ func lockstepBinary(t *testing.T) string {
 	return bin
 }
 
-// startLogd runs logd on an embedded etcd member for one test.
+// startLogd runs logd on an embedded etcd member for one test, serving
+// on 127.0.0.1.
 func startLogd(t *testing.T) *logd.Client {
+	c, _ := startLogdOn(t, "127.0.0.1:0")
+	return c
+}
+
+// startLogdOn runs logd serving on addr and returns a client and its URL.
+func startLogdOn(t *testing.T, addr string) (*logd.Client, string) {
 	t.Helper()
 	port := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,9 +64,16 @@ func startLogd(t *testing.T) *logd.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(logd.NewServer(logd.NewStore(cl)))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(logd.NewServer(logd.NewStore(cl)))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
 	t.Cleanup(func() { srv.Close(); cl.Close(); e.Close() })
-	return logd.NewClient(srv.URL)
+	return logd.NewClient(srv.URL), srv.URL
 }
 
 func replicated(t *testing.T, stdin string, args ...string) (replicate.Verdict, string) {

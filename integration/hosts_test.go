@@ -1,0 +1,218 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lockstep-run/lockstep/replicate"
+)
+
+// Provider hosts are simulated as network namespaces on a bridge: each
+// runs its own containerd and `lockstep provider`, and reaches logd and
+// is reached by lockstep run over TCP only.
+const (
+	hostBridge = "lsbr0"
+	hostNet    = "10.213.0"
+)
+
+type host struct {
+	name, netns, addr string
+	containerd        *provider
+	providers         []*exec.Cmd
+}
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// startHosts makes n provider hosts on a bridge and a logd on the host
+// side; it returns them and logd's URL.
+func startHosts(t *testing.T, n int) ([]*host, string) {
+	exec.Command("ip", "link", "del", hostBridge).Run() // a leftover
+	sh(t, "ip", "link", "add", hostBridge, "type", "bridge")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", hostBridge).Run() })
+	sh(t, "ip", "addr", "add", hostNet+".1/24", "dev", hostBridge)
+	sh(t, "ip", "link", "set", hostBridge, "up")
+	_, logdURL := startLogdOn(t, hostNet+".1:0")
+	var hosts []*host
+	for i := 0; i < n; i++ {
+		h := &host{name: fmt.Sprintf("host-%d", i), netns: fmt.Sprintf("lockstep-it-%d", i), addr: fmt.Sprintf("%s.%d", hostNet, 10+i)}
+		exec.Command("ip", "netns", "del", h.netns).Run()
+		sh(t, "ip", "netns", "add", h.netns)
+		t.Cleanup(func() {
+			h.kill()
+			exec.Command("ip", "netns", "del", h.netns).Run()
+			exec.Command("ip", "link", "del", fmt.Sprintf("lsv%d", i)).Run()
+		})
+		veth := fmt.Sprintf("lsv%d", i)
+		exec.Command("ip", "link", "del", veth).Run() // a leftover
+		sh(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+		sh(t, "ip", "link", "set", veth, "master", hostBridge, "up")
+		sh(t, "ip", "-n", h.netns, "addr", "add", h.addr+"/24", "dev", "eth0")
+		sh(t, "ip", "-n", h.netns, "link", "set", "eth0", "up")
+		sh(t, "ip", "-n", h.netns, "link", "set", "lo", "up")
+		p, err := startProvider(h.name, h.netns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.containerd = p
+		if err := p.importImage(env.archive); err != nil {
+			t.Fatal(err)
+		}
+		h.serve(t, 7440, h.name, logdURL)
+		hosts = append(hosts, h)
+	}
+	return hosts, logdURL
+}
+
+// serve starts `lockstep provider` in the host's namespace on port.
+func (h *host) serve(t *testing.T, port int, name, logdURL string, extra ...string) string {
+	t.Helper()
+	addr := fmt.Sprintf("%s:%d", h.addr, port)
+	args := append([]string{"--net=/run/netns/" + h.netns, lockstepBinary(t), "provider", "--listen", addr, "--logd", logdURL,
+		"--key", filepath.Join(h.containerd.dir, name+".key"), "--name", name,
+		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace}, extra...)
+	cmd := exec.Command("nsenter", args...)
+	cmd.Stderr = &lockedBuffer{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.providers = append(h.providers, cmd)
+	for i := 0; i < 100 && !strings.Contains(cmd.Stderr.(*lockedBuffer).String(), "serving on"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return addr
+}
+
+// kill ends every process of the host at once (its network namespace's):
+// the provider, containerd, the shims and agents.
+func (h *host) kill() {
+	out, _ := exec.Command("ip", "netns", "pids", h.netns).Output()
+	for _, f := range strings.Fields(string(out)) {
+		var pid int
+		fmt.Sscan(f, &pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, c := range h.providers {
+		c.Wait()
+	}
+	h.providers = nil
+	if h.containerd != nil {
+		h.containerd.cmd.Wait()
+		h.containerd = nil
+	}
+}
+
+// runOn runs `lockstep run --json` with replicas on the providers at
+// addrs.
+func runOn(t *testing.T, logdURL string, addrs []string, stdin string, during func(), args ...string) (string, replicate.Verdict, int) {
+	t.Helper()
+	cmdArgs := []string{"run", "--json", "--logd", logdURL}
+	for _, a := range addrs {
+		cmdArgs = append(cmdArgs, "--provider", a)
+	}
+	cmd := exec.Command(lockstepBinary(t), append(append(cmdArgs, probeImage, "--"), args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if during != nil {
+		during()
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var v replicate.Verdict
+	if i := strings.Index(e.String(), "{"); i < 0 || json.Unmarshal([]byte(e.String()[i:]), &v) != nil {
+		t.Fatalf("run: exit %d, no verdict: %s", code, e.String())
+	}
+	return o.String(), v, code
+}
+
+func states(v replicate.Verdict) string {
+	var s []string
+	for _, r := range v.Replicas {
+		s = append(s, fmt.Sprintf("%s@%s=%s (%s)", r.Name, r.Provider, r.State, r.Why))
+	}
+	return strings.Join(s, " ")
+}
+
+// TestProviderHosts: three replicas on three provider hosts agree with a
+// plain run; a provider that cheats (its replica gets another seed) is
+// named; a provider killed mid-run is named as lost and the run completes
+// on the others.
+func TestProviderHosts(t *testing.T) {
+	hosts, logdURL := startHosts(t, 3)
+	addrs := []string{hosts[0].addr + ":7440", hosts[1].addr + ":7440", hosts[2].addr + ":7440"}
+
+	t.Run("agree", func(t *testing.T) {
+		var in strings.Builder
+		var lines []string
+		for i := 0; i < 20000; i++ {
+			l := fmt.Sprintf("%d", (i*7919)%20000)
+			fmt.Fprintln(&in, l)
+			lines = append(lines, l)
+		}
+		sort.Strings(lines)
+		out, v, code := runOn(t, logdURL, addrs, in.String(), nil, "/bin/busybox", "sort")
+		if code != 0 || !v.Agreed || v.Log.State != "agree" || out != strings.Join(lines, "\n")+"\n" {
+			t.Fatalf("exit %d, %d bytes, verdict %s: %s (log: %s)", code, len(out), states(v), v.Detail, v.Log.Detail)
+		}
+		for i, r := range v.Replicas {
+			if r.Provider != addrs[i] || r.State != "agreed" {
+				t.Errorf("replica %d: %+v", i, r)
+			}
+		}
+	})
+
+	t.Run("cheater", func(t *testing.T) {
+		cheat := hosts[2].serve(t, 7441, "host-2-cheat", logdURL, "--annotation", "io.lockstep.seed=7")
+		_, v, code := runOn(t, logdURL, []string{addrs[0], addrs[1], cheat}, "", nil, "/probe-static")
+		if code != 3 || v.Agreed || len(v.Odd) != 1 || v.Odd[0] != "replica-2" || v.Replicas[2].Provider != cheat {
+			t.Fatalf("exit %d, verdict %s: %s", code, states(v), v.Detail)
+		}
+		if v.Log.State != "diverged" || len(v.Log.Odd) != 1 || v.Log.Odd[0] != "replica-2" {
+			t.Errorf("logd's verdict: %+v", v.Log)
+		}
+		t.Logf("%s", v.Detail)
+	})
+
+	t.Run("killed", func(t *testing.T) {
+		var in strings.Builder
+		for i := 0; i < 2000; i++ {
+			fmt.Fprintf(&in, "line %d\n", i)
+		}
+		kill := func() {
+			// The replicas read all input, then wait 3 s: kill host 1 then.
+			time.Sleep(2 * time.Second)
+			hosts[1].kill()
+		}
+		out, v, code := runOn(t, logdURL, addrs, in.String(), kill, "/bin/busybox", "sh", "-c", "wc -l; sleep 3; echo done")
+		if code != 0 || !v.Agreed || out != "2000\ndone\n" || len(v.Lost) != 1 || v.Lost[0] != "replica-1" {
+			t.Fatalf("exit %d, output %q, verdict %s: %s", code, out, states(v), v.Detail)
+		}
+		if r := v.Replicas[1]; r.State != "lost" || r.Provider != addrs[1] {
+			t.Errorf("replica-1: %+v", r)
+		}
+		t.Logf("%s; %s: %s", v.Detail, v.Replicas[1].Name, v.Replicas[1].Why)
+	})
+}
