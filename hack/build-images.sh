@@ -4,6 +4,7 @@
 #   lockstep.test/probes:1   the C (static, dynamic) and Go probes, busybox
 #   lockstep.test/debian:12  a Debian 12 minbase rootfs from debootstrap
 #                            (with --debian; needs deb.debian.org, ~200 MB)
+# (namespace $CONTAINERD_NAMESPACE, default lockstep: lockstep run's).
 # usage: sudo hack/build-images.sh [--debian] [--out DIR] [--import ADDRESS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +34,5 @@ if [ "$debian" = yes ]; then
 fi
 for a in "${archives[@]}"; do
 	echo "built $a"
-	[ -z "$address" ] || ctr -a "$address" image import "$a"
+	[ -z "$address" ] || ctr -a "$address" -n "${CONTAINERD_NAMESPACE:-lockstep}" image import "$a"
 done

@@ -7,7 +7,7 @@
 
 containerd_start() {
 	local dir=$1 bin
-	bin=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../bin" && pwd)
+	bin=${LOCKSTEP_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../bin" && pwd)}
 	mkdir -p "$dir"
 	cat >"$dir/config.toml" <<CONF
 version = 2
