@@ -17,7 +17,7 @@ make -s build >/dev/null
 bin/mkimage -o "$work/bench.tar" -n lockstep.bench/gzip:1 --bin /bin/busybox:/bin/busybox >/dev/null
 containerd_start "$work/ctrd"
 $CTR image import "$work/bench.tar" >/dev/null
-seq 1 100000000 | head -c "${SIZE}M" >"$work/in"
+seq 1 100000000 | head -c "${SIZE}M" >"$work/in" || true # seq ends on SIGPIPE
 
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
