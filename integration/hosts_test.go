@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -125,27 +124,12 @@ func runOn(t *testing.T, logdURL string, addrs []string, stdin string, during fu
 	for _, a := range addrs {
 		cmdArgs = append(cmdArgs, "--provider", a)
 	}
-	cmd := exec.Command(lockstepBinary(t), append(append(cmdArgs, probeImage, "--"), args...)...)
-	var o, e bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if during != nil {
-		during()
-	}
-	err := cmd.Wait()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	out, errs, code := runCLI(t, stdin, during, append(append(cmdArgs, probeImage, "--"), args...)...)
 	var v replicate.Verdict
-	if i := strings.Index(e.String(), "{"); i < 0 || json.Unmarshal([]byte(e.String()[i:]), &v) != nil {
-		t.Fatalf("run: exit %d, no verdict: %s", code, e.String())
+	if i := strings.Index(errs, "{"); i < 0 || json.Unmarshal([]byte(errs[i:]), &v) != nil {
+		t.Fatalf("run: exit %d, no verdict: %s", code, errs)
 	}
-	return o.String(), v, code
+	return out, v, code
 }
 
 func states(v replicate.Verdict) string {

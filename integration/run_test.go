@@ -42,6 +42,29 @@ func lockstepBinary(t *testing.T) string {
 	return bin
 }
 
+// runCLI runs the lockstep command with stdin, calls during (if set) while
+// it runs, and returns its stdout, stderr and exit status.
+func runCLI(t *testing.T, stdin string, during func(), args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(lockstepBinary(t), args...)
+	var o, e bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if during != nil {
+		during()
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
 // startLogd runs logd on an embedded etcd member for one test, serving
 // on 127.0.0.1.
 func startLogd(t *testing.T) *logd.Client {
@@ -125,20 +148,7 @@ func TestRecordAndReplay(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "run.log")
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
-	lockstepCLI := lockstepBinary(t)
-	cli := func(stdin string, args ...string) (string, string, int) {
-		cmd := exec.Command(lockstepCLI, args...)
-		var o, e bytes.Buffer
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return o.String(), e.String(), code
-	}
+	cli := func(stdin string, args ...string) (string, string, int) { return runCLI(t, stdin, nil, args...) }
 	common := []string{"--address", sock, "--namespace", namespace}
 	cmd := []string{probeImage, "--", "/bin/busybox", "sh", "-c", "sort -r | head -c 100000; date; exit 2"}
 	var in strings.Builder

@@ -37,8 +37,6 @@ type Options struct {
 	// Replay, if set, is a recorded stream already imported into Logd:
 	// the replicas read it instead of a new stream fed from Stdin.
 	Replay *logd.Verified
-
-	appender *logd.Appender // the fresh stream's
 }
 
 // Progress is how far a run has come.
@@ -88,7 +86,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if o.Window <= 0 {
 		o.Window = 64
 	}
-	key, appended, err := openLog(ctx, &o)
+	key, app, err := openLog(ctx, &o)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -106,8 +104,9 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 			v.changed()
 		}()
 	}
-	if o.Replay == nil {
-		go func() { appended <- feedLog(ctx, &o, v) }()
+	appended := make(chan error, 1) // the end of the feeding of the log
+	if app != nil {
+		go func() { appended <- feedLog(ctx, app, o, v) }()
 	}
 	replicasDone := make(chan struct{})
 	go func() { wg.Wait(); close(replicasDone) }()
@@ -135,13 +134,12 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 
 // openLog makes the run's input log: a fresh stream with the seed as its
 // first entry, signed by a key of this run, or the recorded stream of a
-// replay. It returns the key replicas trust.
-func openLog(ctx context.Context, o *Options) (string, chan error, error) {
-	done := make(chan error, 1)
+// replay. It returns the key replicas trust and, for a fresh stream, its
+// appender.
+func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 	if o.Replay != nil {
 		o.Stream = o.Replay.Header.Stream
-		done <- nil
-		return o.Replay.Header.Key, done, nil
+		return o.Replay.Header.Key, nil, nil
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -159,15 +157,13 @@ func openLog(ctx context.Context, o *Options) (string, chan error, error) {
 	if _, err := app.Append(ctx, []logd.Entry{{Kind: logd.KindSeed, Time: time.Now().UnixNano(), Payload: seed}}); err != nil {
 		return "", nil, err
 	}
-	o.appender = app
-	return logd.EncodeKey(pub), done, nil
+	return logd.EncodeKey(pub), app, nil
 }
 
 // feedLog appends stdin to the log in entries of at most 64 KiB, each
 // stamped with the log's clock, and an end entry at EOF. It reads no
 // further than Window entries ahead of what a majority has read.
-func feedLog(ctx context.Context, o *Options, v *voter) error {
-	app := o.appender
+func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter) error {
 	buf := make([]byte, 64<<10)
 	for {
 		if err := v.waitRoom(ctx, app.Size()-int64(o.Window)); err != nil {
