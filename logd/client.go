@@ -58,24 +58,39 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	resp, err := c.send(ctx, method, path, body, "application/json", "application/json")
 	if err != nil {
 		return err
 	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// send makes a request and turns an answer other than 200 into an
+// *APIError.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, contentType, accept string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", accept)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("logd at %s: %w (is lockstep-logd running?)", c.Base, err)
+		return nil, fmt.Errorf("logd at %s: %w (is lockstep-logd running?)", c.Base, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		var e struct{ Error string }
 		json.NewDecoder(resp.Body).Decode(&e)
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		return &APIError{Status: resp.StatusCode, Msg: e.Error}
+		return nil, &APIError{Status: resp.StatusCode, Msg: e.Error}
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return resp, nil
 }
 
 func streamPath(s string) string { return "/v1/streams/" + url.PathEscape(s) }
@@ -94,19 +109,44 @@ func (c *Client) Info(ctx context.Context, stream string) (StreamInfo, error) {
 }
 
 // Append appends records at size expect with the new tree's checkpoint.
+// The records go in binary frames (RecordsType).
 func (c *Client) Append(ctx context.Context, stream string, expect int64, records [][]byte, cp Checkpoint) (Checkpoint, error) {
+	head, err := json.Marshal(AppendRequest{Expect: expect, Checkpoint: cp})
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	size := len(head) + 10
+	for _, r := range records {
+		size += len(r) + 10
+	}
+	body := bytes.NewBuffer(make([]byte, 0, size))
+	writeFrame(body, head)
+	for _, r := range records {
+		writeFrame(body, r)
+	}
+	resp, err := c.send(ctx, "POST", streamPath(stream)+"/entries", body, RecordsType, "application/json")
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	defer resp.Body.Close()
 	var out struct{ Checkpoint Checkpoint }
-	err := c.do(ctx, "POST", streamPath(stream)+"/entries", AppendRequest{Expect: expect, Records: records, Checkpoint: cp}, &out)
+	err = json.NewDecoder(resp.Body).Decode(&out)
 	return out.Checkpoint, err
 }
 
 // Records fetches up to limit records from seq on, waiting up to wait for
-// the first to exist.
+// the first to exist. They come in binary frames (RecordsType).
 func (c *Client) Records(ctx context.Context, stream string, seq, limit int64, wait time.Duration) ([][]byte, error) {
-	var out struct{ Records [][]byte }
 	q := fmt.Sprintf("/entries?from=%d&limit=%d&wait=%d", seq, limit, int64(wait/time.Second))
-	err := c.do(ctx, "GET", streamPath(stream)+q, nil, &out)
-	return out.Records, err
+	resp, err := c.send(ctx, "GET", streamPath(stream)+q, nil, "", RecordsType)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != RecordsType {
+		return nil, fmt.Errorf("logd at %s answered records as %q, not %s (an older lockstep-logd?)", c.Base, ct, RecordsType)
+	}
+	return readFrames(resp.Body, int(limit))
 }
 
 // Consistency fetches the proof that the tree of size old is a prefix of

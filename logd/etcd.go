@@ -30,7 +30,7 @@ func StartEmbedded(m Member) (*embed.Etcd, *clientv3.Client, error) {
 	cfg.Dir = m.Dir
 	// Raft keeps the entries since its last snapshot in memory: snapshot
 	// often, so that a long stream of large entries stays on disk.
-	cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = 100, 100
+	cfg.SnapshotCount, cfg.SnapshotCatchUpEntries = 25, 25
 	cfg.LogLevel = "error"
 	if m.Quiet {
 		cfg.LogLevel = "fatal"

@@ -1,9 +1,12 @@
 package logd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -106,7 +109,13 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) append(w http.ResponseWriter, r *http.Request) {
 	var req AppendRequest
-	if err := decodeBody(r, &req); err != nil {
+	var err error
+	if r.Header.Get("Content-Type") == RecordsType {
+		err = decodeFramedAppend(r, &req)
+	} else {
+		err = decodeBody(r, &req)
+	}
+	if err != nil {
 		reply(w, nil, err)
 		return
 	}
@@ -144,7 +153,40 @@ func (s *Server) entries(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	recs, err := s.Store.Records(r.Context(), stream, from, limit)
-	reply(w, map[string][][]byte{"records": recs}, err)
+	if err != nil || r.Header.Get("Accept") != RecordsType {
+		reply(w, map[string][][]byte{"records": recs}, err)
+		return
+	}
+	w.Header().Set("Content-Type", RecordsType)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for _, rec := range recs {
+		if writeFrame(bw, rec) != nil {
+			return // the client went away
+		}
+	}
+	bw.Flush()
+}
+
+// decodeFramedAppend reads an append in binary frames: the first is the
+// request as JSON without its records, the rest are the records.
+func decodeFramedAppend(r *http.Request, req *AppendRequest) error {
+	frames, err := readFrames(http.MaxBytesReader(nil, r.Body, 64<<20), MaxBatch+1)
+	if err != nil {
+		return err
+	}
+	if len(frames) == 0 {
+		return errors.New("append: an empty body")
+	}
+	d := json.NewDecoder(bytes.NewReader(frames[0]))
+	d.DisallowUnknownFields()
+	if err := d.Decode(req); err != nil {
+		return fmt.Errorf("append: the request frame: %w", err)
+	}
+	if len(req.Records) > 0 {
+		return errors.New("append: records in the request frame of a framed body")
+	}
+	req.Records = frames[1:]
+	return nil
 }
 
 func (s *Server) inclusion(w http.ResponseWriter, r *http.Request) {

@@ -160,31 +160,88 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 	return logd.EncodeKey(pub), app, nil
 }
 
-// feedLog appends stdin to the log in entries of at most 64 KiB, each
-// stamped with the log's clock, and an end entry at EOF. It reads no
-// further than Window entries ahead of what a majority has read.
+// feedLog appends stdin to the log in entries of at most 64 KiB (one read
+// each), stamped with the log's clock when read, and an end entry at EOF.
+// While one append is on its way to disk, the reads that arrive meanwhile
+// are gathered into the next (a group commit of at most gatherBytes): one
+// durable write per batch, not per read, and no wait when input is slow.
+// It reads no further than Window entries ahead of what a majority has read.
 func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter) error {
-	buf := make([]byte, 64<<10)
-	for {
-		if err := v.waitRoom(ctx, app.Size()-int64(o.Window)); err != nil {
-			return err
-		}
-		n, err := o.Stdin.Read(buf)
-		if n > 0 {
-			if _, aerr := app.Append(ctx, []logd.Entry{{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: append([]byte(nil), buf[:n]...)}}); aerr != nil {
-				return aerr
+	reads := make(chan logd.Entry, gatherBytes/readSize)
+	rerr := make(chan error, 1)
+	go func() {
+		defer close(reads)
+		send := func(e logd.Entry) bool {
+			select {
+			case reads <- e:
+				return true
+			case <-ctx.Done():
+				rerr <- ctx.Err()
+				return false
 			}
-			v.addIn(int64(n))
 		}
-		if err == io.EOF {
-			_, err = app.Append(ctx, []logd.Entry{{Kind: logd.KindEnd, Time: time.Now().UnixNano()}})
+		next := app.Size() // the sequence number of the next read
+		for {
+			if err := v.waitRoom(ctx, next-int64(o.Window)); err != nil {
+				rerr <- err
+				return
+			}
+			buf := make([]byte, readSize)
+			n, err := o.Stdin.Read(buf)
+			if n > 0 {
+				if !send(logd.Entry{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: buf[:n:n]}) {
+					return
+				}
+				next++
+			}
+			if err == io.EOF {
+				send(logd.Entry{Kind: logd.KindEnd, Time: time.Now().UnixNano()})
+				return
+			}
+			if err != nil {
+				rerr <- err
+				return
+			}
+		}
+	}()
+	var batch []logd.Entry
+	for {
+		e, ok := <-reads
+		if !ok {
+			return <-rerr
+		}
+		batch, in, bytes := append(batch[:0], e), int64(len(e.Payload)), len(e.Payload)
+	gather:
+		for bytes < gatherBytes && e.Kind != logd.KindEnd {
+			select {
+			case e, ok = <-reads:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, e)
+				in += int64(len(e.Payload))
+				bytes += len(e.Payload)
+			default:
+				break gather
+			}
+		}
+		if _, err := app.Append(ctx, batch); err != nil {
 			return err
 		}
-		if err != nil {
-			return err
+		v.addIn(in)
+		if batch[len(batch)-1].Kind == logd.KindEnd {
+			return nil
 		}
 	}
 }
+
+// readSize is the most one read of stdin takes, and so an input entry's
+// size; gatherBytes bounds one group commit (etcd keeps its recent raft
+// entries in memory: see logd.StartEmbedded).
+const (
+	readSize    = 64 << 10
+	gatherBytes = 256 << 10
+)
 
 // replica is one replica's output as it arrives. Only what is not yet
 // released is kept; Write blocks while limit bytes wait for the vote (the
