@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -297,13 +298,14 @@ func (r *replica) finish(res Result, err error) {
 }
 
 // vote is the replica's output in [from, to): ok is false while it has
-// not produced all of it and runs on. A replica that ended votes with what
-// it has (nothing past its end).
+// not produced all of it and runs on, or is behind and its output before
+// from is not checked yet (checkLate). A replica that ended votes with
+// what it has (nothing past its end).
 func (r *replica) vote(from, to int64) (seg []byte, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	have := r.base + int64(len(r.buf))
-	if have < to && !r.done {
+	if (have < to && !r.done) || r.base < from {
 		return nil, false
 	}
 	if have <= from {
@@ -364,6 +366,12 @@ type voter struct {
 	sent  int64  // bytes released
 	fault string // the first disagreement, or why the run stopped
 	over  bool   // no majority can form: the run was stopped
+
+	// sums are the SHA-256 digests of the released checkpoints, in order
+	// (32 bytes for each Checkpoint bytes of output): a replica that was
+	// behind the majority is checked against them, checkpoint by
+	// checkpoint, when its output arrives. Only the loop touches them.
+	sums [][sha256.Size]byte
 }
 
 func newVoter(o Options, cancel func()) *voter {
@@ -488,6 +496,7 @@ func (v *voter) report() {
 // that differ from the majority leave the vote; if no majority can form
 // any more, the run stops.
 func (v *voter) release() error {
+	v.checkLate()
 	for {
 		v.mu.Lock()
 		sent, over := v.sent, v.over
@@ -533,15 +542,7 @@ func (v *voter) release() error {
 		}
 		for s, who := range votes {
 			if s != best {
-				why := fmt.Sprintf("its output differs from the majority's at the checkpoint of bytes %d..%d", sent, end)
-				v.mu.Lock()
-				if v.fault == "" {
-					v.fault = fmt.Sprintf("%s differ from the majority at the checkpoint of bytes %d..%d", names(who), sent, end)
-				}
-				v.mu.Unlock()
-				for _, r := range who {
-					r.drop(why)
-				}
+				v.odd(who, fmt.Sprintf("the checkpoint of bytes %d..%d: %s", sent, end, firstDiff(sent, []byte(best), []byte(s))))
 			}
 		}
 		if best == "" {
@@ -550,13 +551,74 @@ func (v *voter) release() error {
 		if _, err := v.out.Write([]byte(best)); err != nil {
 			return fmt.Errorf("%w: %v", ErrStdout, err)
 		}
+		v.sums = append(v.sums, sha256.Sum256([]byte(best)))
 		v.mu.Lock()
 		v.sent += int64(len(best))
 		v.mu.Unlock()
-		for _, r := range v.reps {
+		for _, r := range votes[best] {
 			r.release(sent + int64(len(best)))
 		}
 	}
+}
+
+// checkLate checks the output of replicas that were behind the majority
+// when it was released, checkpoint by checkpoint, against the digests of
+// what was released; a replica that differs leaves the vote.
+func (v *voter) checkLate() {
+	v.mu.Lock()
+	sent := v.sent
+	v.mu.Unlock()
+	for _, r := range v.reps {
+		for {
+			r.mu.Lock()
+			if r.odd != "" || r.closed || r.base >= sent {
+				r.mu.Unlock()
+				break
+			}
+			from := r.base
+			end := min(from+v.k, sent)
+			have := from + int64(len(r.buf))
+			if have < end && !r.done {
+				r.mu.Unlock()
+				break
+			}
+			same := sha256.Sum256(r.buf[:min(end, have)-from]) == v.sums[from/v.k]
+			r.mu.Unlock()
+			if !same {
+				v.odd([]*replica{r}, fmt.Sprintf("the checkpoint of bytes %d..%d (it was behind the majority, and is checked against the digest of what was released)", from, end))
+				break
+			}
+			r.release(end)
+		}
+	}
+}
+
+// odd takes replicas out of the vote for differing at a checkpoint.
+func (v *voter) odd(who []*replica, where string) {
+	v.mu.Lock()
+	if v.fault == "" {
+		v.fault = fmt.Sprintf("%s differ from the majority at %s", names(who), where)
+	}
+	v.mu.Unlock()
+	for _, r := range who {
+		r.drop("its output differs from the majority's at " + where)
+	}
+}
+
+// firstDiff says where got first differs from want, which start at byte
+// off of the output, and shows up to 16 bytes of each from there.
+func firstDiff(off int64, want, got []byte) string {
+	i := 0
+	for i < len(want) && i < len(got) && want[i] == got[i] {
+		i++
+	}
+	show := func(who string, b []byte) string {
+		if i >= len(b) {
+			return who + "'s output ends there"
+		}
+		return fmt.Sprintf("%s has %q", who, b[i:min(len(b), i+16)])
+	}
+	return fmt.Sprintf("first difference at byte %d: %s, %s", off+int64(i), show("the majority", want), show("the replica", got))
 }
 
 func (v *voter) describe(votes map[string][]*replica) string {
