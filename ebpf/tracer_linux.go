@@ -23,11 +23,11 @@ type Record struct {
 
 // Tracer traces the I/O of one PID namespace.
 type Tracer struct {
-	objs  traceObjects
-	links []link.Link
-	rd    *ringbuf.Reader
-	done  chan error
-	idle  chan chan struct{}
+	objs    traceObjects
+	links   []link.Link
+	rd      *ringbuf.Reader
+	done    chan error
+	flushed chan chan struct{} // Drain's, closed by the reader at the flush
 }
 
 // Start loads the programs and attaches them for the PID namespace of
@@ -57,7 +57,7 @@ func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 			return nil, err
 		}
 	}
-	t := &Tracer{done: make(chan error, 1), idle: make(chan chan struct{})}
+	t := &Tracer{done: make(chan error, 1), flushed: make(chan chan struct{}, 1)}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -91,14 +91,16 @@ func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 func (t *Tracer) read(handle func(Event)) {
 	var rec ringbuf.Record
 	for {
+		// The programs wake the reader only when the ring is a quarter
+		// full; the deadline bounds how long events wait otherwise.
 		t.rd.SetDeadline(time.Now().Add(20 * time.Millisecond))
 		err := t.rd.ReadInto(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) {
+			// Every record committed before Drain's Flush was handled.
+			close(<-t.flushed)
+			continue
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			select {
-			case ack := <-t.idle:
-				close(ack)
-			default:
-			}
 			continue
 		}
 		if err != nil {
@@ -120,20 +122,19 @@ func (t *Tracer) Enable() error {
 }
 
 // Drain waits until every event committed so far has been handled (call
-// it after the traced processes have exited).
+// it after the traced processes have exited): it flushes the ring buffer
+// and waits for the reader to reach the flush.
 func (t *Tracer) Drain() error {
 	ack := make(chan struct{})
+	t.flushed <- ack
+	if err := t.rd.Flush(); err != nil {
+		return fmt.Errorf("ebpf: flush the ring buffer: %w", err)
+	}
 	select {
-	case t.idle <- ack:
-		<-ack
+	case <-ack:
 	case err := <-t.done:
 		return err
 	}
-	// Once more: the reader was idle when it took ack, but events may
-	// have been committed between its last read and then.
-	ack = make(chan struct{})
-	t.idle <- ack
-	<-ack
 	return t.Lost()
 }
 
