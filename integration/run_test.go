@@ -8,6 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
@@ -129,6 +131,46 @@ func TestReplicatedRun(t *testing.T) {
 	plain := env.providers[0].run(t, run{runtime: runcRuntime, args: cmd, stdin: in.String()})
 	if out != plain.stdout || len(out) != 200000 {
 		t.Errorf("verified output (%d bytes) differs from a plain runc run's (%d bytes)", len(out), len(plain.stdout))
+	}
+}
+
+// slowReader yields n bytes of lines, a chunk every 10 ms: the log grows
+// while the replicas run.
+type slowReader struct{ left int }
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(10 * time.Millisecond)
+	n := min(len(p), r.left, 32<<10)
+	for i := range p[:n] {
+		p[i] = "0123456789\n"[i%11]
+	}
+	r.left -= n
+	return n, nil
+}
+
+// TestReplicatedRunExitsEarly: replicas of a program that exits before the
+// end of its input were handed as many entries as their pipes took by
+// then, which depends on timing; their final reports are compared whatever
+// their sizes, and logd's verdict is agree, not pending.
+func TestReplicatedRunExitsEarly(t *testing.T) {
+	p := env.providers[0]
+	var out bytes.Buffer
+	lc := startLogd(t)
+	v, err := replicate.Run(context.Background(), replicate.Options{
+		Providers: []replicate.Provider{p.local(lc)}, Image: probeImage, Args: []string{"/bin/busybox", "head", "-c", "1000"},
+		Replicas: 3, Logd: lc, Stream: newID(t), Stdin: &slowReader{left: 4 << 20}, Stdout: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Agreed || v.ExitCode != 0 || out.Len() != 1000 {
+		t.Fatalf("verdict %+v, %d bytes out", v, out.Len())
+	}
+	if v.Log.State != "agree" || !v.Log.Final {
+		t.Errorf("logd's verdict: %+v", v.Log)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,13 +124,86 @@ func TestAppendFollowVerdict(t *testing.T) {
 
 func TestVerdictStates(t *testing.T) {
 	all := map[string]bool{"a": true, "b": true, "c": true}
-	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "x", "c": "x"}, 8: {"a": "y", "b": "y"}}, all, 3); v.State != "agree" || v.Size != 4 {
+	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "x", "c": "x"}, 8: {"a": "y", "b": "y"}}, nil, all, 3); v.State != "agree" || v.Size != 4 {
 		t.Errorf("%+v", v)
 	}
-	if v := judge(map[int64]map[string]string{4: {"a": "x"}}, all, 3); v.State != "pending" {
+	if v := judge(map[int64]map[string]string{4: {"a": "x"}}, nil, all, 3); v.State != "pending" {
 		t.Errorf("%+v", v)
 	}
-	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "y"}}, all, 3); v.State != "diverged" || len(v.Odd) != 2 {
+	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "y"}}, nil, all, 3); v.State != "diverged" || len(v.Odd) != 2 {
 		t.Errorf("tie: %+v", v)
+	}
+	// Final reports are compared whatever the sizes they were made at.
+	if v := judge(nil, map[string]string{"a": "x", "b": "x"}, all, 3); v.State != "pending" {
+		t.Errorf("two final reports of three: %+v", v)
+	}
+	if v := judge(nil, map[string]string{"a": "x", "b": "x", "c": "x"}, all, 3); v.State != "agree" || !v.Final {
+		t.Errorf("three equal final reports: %+v", v)
+	}
+	if v := judge(nil, map[string]string{"a": "x", "b": "z", "c": "x"}, all, 3); v.State != "diverged" || !v.Final || len(v.Odd) != 1 || v.Odd[0] != "b" {
+		t.Errorf("one differing final report: %+v", v)
+	}
+	// A divergence at a size comes first.
+	if v := judge(map[int64]map[string]string{4: {"a": "x", "b": "x", "c": "y"}}, map[string]string{"a": "x", "b": "x", "c": "x"}, all, 3); v.State != "diverged" || v.Final || v.Size != 4 {
+		t.Errorf("a divergence before the final reports: %+v", v)
+	}
+}
+
+// Replicas of a program that exits before the end of its input may have
+// been handed different numbers of entries: their final reports, made at
+// different sizes, are compared with each other.
+func TestFinalReports(t *testing.T) {
+	c := startLogd(t)
+	ctx := context.Background()
+	k := key(t, 1)
+	if err := c.Create(ctx, "svc", k.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.OpenAppender(ctx, "svc", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Append(ctx, inputs(6, 0)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Follow(ctx, "svc", k.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Next(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	report := func(i int, size int64, digest string) error {
+		root, err := f.Root(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := Report{Stream: "svc", Replica: fmt.Sprintf("r%d", i), Size: size, Root: root, Digest: digest, Final: true}
+		r.Sign(key(t, byte(10+i)))
+		return c.Report(ctx, r)
+	}
+	for i, size := range []int64{2, 5, 6} {
+		if err := report(i, size, "aa"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := c.Verdict(ctx, "svc", 3)
+	if err != nil || v.State != "agree" || !v.Final {
+		t.Errorf("final reports at sizes 2, 5, 6: %+v, %v", v, err)
+	}
+	if err := report(1, 5, "aa"); err != nil {
+		t.Errorf("the same final report again: %v", err)
+	}
+	if err := report(1, 6, "bb"); err == nil || !strings.Contains(err.Error(), "already made its final report") {
+		t.Errorf("a second, different final report: %v", err)
+	}
+	// A final report's flag is signed: a log server cannot make a partial
+	// report final.
+	root, _ := f.Root(3)
+	r := Report{Stream: "svc", Replica: "r3", Size: 3, Root: root, Digest: "aa"}
+	r.Sign(key(t, 13))
+	r.Final = true
+	if err := c.Report(ctx, r); err == nil || !strings.Contains(err.Error(), "bad signature") {
+		t.Errorf("a report made final after signing: %v", err)
 	}
 }

@@ -13,7 +13,12 @@ import (
 )
 
 // Report is a replica's output digest after it consumed the first Size
-// entries of a stream whose tree root was Root, signed by the replica.
+// entries of a stream whose tree root was Root, signed by the replica. A
+// final report is made when the replica's run ended: its digest covers
+// all of the output and the exit status, and it is compared with the other
+// replicas' final reports whatever their sizes, since a program that exits
+// before the end of its input may have been handed more or fewer entries
+// than it read, depending on timing.
 type Report struct {
 	Stream  string    `json:"stream"`
 	Replica string    `json:"replica"`
@@ -21,11 +26,16 @@ type Report struct {
 	Size    int64     `json:"size"`
 	Root    tlog.Hash `json:"root"`
 	Digest  string    `json:"digest"` // hex of the output digest chain at this point
+	Final   bool      `json:"final,omitempty"`
 	Sig     []byte    `json:"sig"`
 }
 
 func (r *Report) text() []byte {
-	return []byte(fmt.Sprintf("lockstep-log digest v1\n%s\n%s\n%d\n%s\n%s\n", r.Stream, r.Replica, r.Size, r.Root, r.Digest))
+	t := fmt.Sprintf("lockstep-log digest v1\n%s\n%s\n%d\n%s\n%s\n", r.Stream, r.Replica, r.Size, r.Root, r.Digest)
+	if r.Final {
+		t += "final\n"
+	}
+	return []byte(t)
 }
 
 // Sign signs r with the replica's key.
@@ -65,18 +75,29 @@ func (s *Store) Report(ctx context.Context, r Report) error {
 		return fmt.Errorf("replica %s ran against root %s at size %d, but the log's root is %s: it was fed another log", r.Replica, r.Root, r.Size, root)
 	}
 	p := prefix(r.Stream) + "d/" + r.Replica + "/"
+	at := p + fmt.Sprintf("%016x", r.Size)
+	if r.Final {
+		at = p + "final"
+	}
 	b, _ := json.Marshal(r)
 	resp, err := s.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(p+"key"), "=", 0)).
-		Then(clientv3.OpPut(p+"key", r.Key), clientv3.OpPut(p+fmt.Sprintf("%016x", r.Size), string(b))).
-		Else(clientv3.OpGet(p + "key")).Commit()
+		Then(clientv3.OpPut(p+"key", r.Key), clientv3.OpPut(at, string(b))).
+		Else(clientv3.OpGet(p+"key"), clientv3.OpGet(p+"final")).Commit()
 	if err != nil || resp.Succeeded {
 		return err
 	}
 	if got := string(resp.Responses[0].GetResponseRange().Kvs[0].Value); got != r.Key {
 		return fmt.Errorf("replica %s reported before with key %s, not %s", r.Replica, got, r.Key)
 	}
-	_, err = s.kv.Put(ctx, p+fmt.Sprintf("%016x", r.Size), string(b))
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; r.Final && len(kvs) > 0 {
+		var old Report
+		if json.Unmarshal(kvs[0].Value, &old) == nil && old.Size == r.Size && old.Digest == r.Digest {
+			return nil // the same report again
+		}
+		return fmt.Errorf("replica %s already made its final report (digest %s at size %d)", r.Replica, old.Digest, old.Size)
+	}
+	_, err = s.kv.Put(ctx, at, string(b))
 	return err
 }
 
@@ -84,6 +105,7 @@ func (s *Store) Report(ctx context.Context, r Report) error {
 type Verdict struct {
 	State    string   `json:"state"` // "agree", "pending" or "diverged"
 	Size     int64    `json:"size"`  // agree: the last size all agree on; diverged: the first differing checkpoint
+	Final    bool     `json:"final"` // the verdict is on the final reports: the replicas' whole runs
 	Replicas []string `json:"replicas"`
 	Odd      []string `json:"odd,omitempty"` // diverged: the replicas outside the majority
 	Detail   string   `json:"detail"`
@@ -99,6 +121,7 @@ func (s *Store) Verdict(ctx context.Context, stream string, want int) (Verdict, 
 		return Verdict{}, err
 	}
 	bySize := map[int64]map[string]string{} // size -> replica -> digest
+	finals := map[string]string{}           // replica -> final digest
 	replicas := map[string]bool{}
 	for _, kv := range resp.Kvs {
 		if strings.HasSuffix(string(kv.Key), "/key") {
@@ -109,15 +132,22 @@ func (s *Store) Verdict(ctx context.Context, stream string, want int) (Verdict, 
 			return Verdict{}, err
 		}
 		replicas[r.Replica] = true
+		if r.Final {
+			finals[r.Replica] = r.Digest
+			continue
+		}
 		if bySize[r.Size] == nil {
 			bySize[r.Size] = map[string]string{}
 		}
 		bySize[r.Size][r.Replica] = r.Digest
 	}
-	return judge(bySize, replicas, want), nil
+	return judge(bySize, finals, replicas, want), nil
 }
 
-func judge(bySize map[int64]map[string]string, replicas map[string]bool, want int) Verdict {
+// judge compares the reports at each size in order; the first size where
+// digests differ is the verdict. Otherwise, once want replicas have made
+// their final reports, those are compared.
+func judge(bySize map[int64]map[string]string, finals map[string]string, replicas map[string]bool, want int) Verdict {
 	v := Verdict{State: "pending"}
 	for r := range replicas {
 		v.Replicas = append(v.Replicas, r)
@@ -129,28 +159,10 @@ func judge(bySize map[int64]map[string]string, replicas map[string]bool, want in
 	}
 	sort.Slice(sizes, func(i, j int) bool { return sizes[i] < sizes[j] })
 	for _, size := range sizes {
-		votes := map[string][]string{}
-		for r, d := range bySize[size] {
-			votes[d] = append(votes[d], r)
-		}
-		if len(votes) > 1 {
-			best, tie := "", false
-			for d, rs := range votes {
-				if best == "" || len(rs) > len(votes[best]) {
-					best, tie = d, false
-				} else if len(rs) == len(votes[best]) {
-					tie = true
-				}
-			}
-			v.State, v.Size = "diverged", size
-			for d, rs := range votes {
-				if d != best || tie {
-					v.Odd = append(v.Odd, rs...)
-				}
-			}
-			sort.Strings(v.Odd)
-			v.Detail = fmt.Sprintf("replicas disagree at checkpoint size %d: %d different digests", size, len(votes))
-			if tie {
+		if odd, n := majority(bySize[size]); odd != nil {
+			v.State, v.Size, v.Odd = "diverged", size, odd
+			v.Detail = fmt.Sprintf("replicas disagree at checkpoint size %d: %d different digests", size, n)
+			if len(odd) == len(bySize[size]) {
 				v.Detail += " and no majority"
 			}
 			return v
@@ -159,10 +171,52 @@ func judge(bySize map[int64]map[string]string, replicas map[string]bool, want in
 			v.State, v.Size = "agree", size
 		}
 	}
+	if len(finals) >= want {
+		v.Final = true
+		if odd, n := majority(finals); odd != nil {
+			v.State, v.Odd = "diverged", odd
+			v.Detail = fmt.Sprintf("the replicas' final digests (all output and the exit status) disagree: %d different digests", n)
+			if len(odd) == len(finals) {
+				v.Detail += " and no majority"
+			}
+			return v
+		}
+		v.State = "agree"
+		v.Detail = fmt.Sprintf("%d replicas' final digests (all output and the exit status) agree", len(finals))
+		return v
+	}
 	if v.State == "agree" {
 		v.Detail = fmt.Sprintf("%d replicas agree up to size %d", want, v.Size)
 	} else {
 		v.Detail = fmt.Sprintf("fewer than %d replicas have reported", want)
 	}
 	return v
+}
+
+// majority returns the replicas outside the majority of digests (all of
+// them when no digest has more votes than every other) and the number of
+// different digests; odd is nil when all agree.
+func majority(digests map[string]string) (odd []string, n int) {
+	votes := map[string][]string{}
+	for r, d := range digests {
+		votes[d] = append(votes[d], r)
+	}
+	if len(votes) < 2 {
+		return nil, len(votes)
+	}
+	best, tie := "", false
+	for d, rs := range votes {
+		if best == "" || len(rs) > len(votes[best]) {
+			best, tie = d, false
+		} else if len(rs) == len(votes[best]) {
+			tie = true
+		}
+	}
+	for d, rs := range votes {
+		if d != best || tie {
+			odd = append(odd, rs...)
+		}
+	}
+	sort.Strings(odd)
+	return odd, len(votes)
 }

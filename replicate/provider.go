@@ -214,7 +214,7 @@ func (p *Local) report(ctx context.Context, j Job, f *logd.Follower, size int64,
 	if err != nil {
 		return err
 	}
-	r := logd.Report{Stream: j.Stream, Replica: j.Replica, Size: size, Root: root, Digest: res.Digest}
+	r := logd.Report{Stream: j.Stream, Replica: j.Replica, Size: size, Root: root, Digest: res.Digest, Final: true}
 	r.Sign(p.Key)
 	if err := p.Logd.Report(ctx, r); err != nil {
 		return fmt.Errorf("report the digest: %w", err)
