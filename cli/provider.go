@@ -38,6 +38,7 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", "this provider's name in verdicts (default: the host name)")
 	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's `SOCKET`")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
+	tokenFile := fs.String("token-file", "", "run jobs only for clients that present the token in `FILE` (lockstep run --provider-token-file); without it, anyone who can reach --listen can run containers here")
 	annotations := fs.StringArray("annotation", nil, "add `KEY=VALUE` to every container's annotations (this host's settings, e.g. io.lockstep.memory=512M)")
 	fs.Usage = func() { io.WriteString(stderr, providerUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -51,6 +52,10 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	key, err := loadPrivateKey(*keyFile, true)
+	if err != nil {
+		return errorf(stderr, exitUsage, "provider: %v", err)
+	}
+	token, err := readToken(*tokenFile)
 	if err != nil {
 		return errorf(stderr, exitUsage, "provider: %v", err)
 	}
@@ -73,11 +78,31 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := &http.Server{Handler: replicate.Handler(p)}
+	srv := &http.Server{Handler: replicate.Handler(p, token)}
 	go func() { <-ctx.Done(); srv.Close() }()
 	fmt.Fprintf(stderr, "lockstep provider %s: serving on %s, logd %s, containerd %s\n", *name, ln.Addr(), *logdAddr, *address)
+	if token == "" {
+		fmt.Fprintf(stderr, "lockstep provider %s: no --token-file: anyone who can reach %s can run containers here\n", *name, ln.Addr())
+	}
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return errorf(stderr, exitRuntime, "provider: %v", err)
 	}
 	return 0
+}
+
+// readToken reads a shared token from file ("" for none): its first line,
+// at least 16 characters.
+func readToken(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	t, _, _ := strings.Cut(string(b), "\n")
+	if t = strings.TrimSpace(t); len(t) < 16 {
+		return "", fmt.Errorf("token in %s: %d characters; want at least 16 (e.g. head -c 32 /dev/urandom | base64 > %s)", file, len(t), file)
+	}
+	return t, nil
 }

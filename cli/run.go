@@ -66,6 +66,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	address := fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
 	providers := fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ADDR` (repeat for each host; replicas are placed in turn)")
+	tokenFile := fs.String("provider-token-file", "", "present the token in `FILE` to the providers (lockstep provider --token-file)")
 	logdAddr := fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)")
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
@@ -94,6 +95,10 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	// A closed stdout is an error of Write (the run stops, its containers
 	// are removed), not a signal that kills lockstep mid-run.
 	signal.Ignore(syscall.SIGPIPE)
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return errorf(stderr, exitUsage, "%s: %v", name, err)
+	}
 	client, stopLogd, err := openLogd(*logdAddr)
 	if err != nil {
 		return errorf(stderr, exitRuntime, "%s: %v", name, err)
@@ -101,7 +106,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	defer stopLogd()
 	var ps []replicate.Provider
 	for _, a := range *providers {
-		ps = append(ps, &replicate.Remote{Addr: a})
+		ps = append(ps, &replicate.Remote{Addr: a, Token: token})
 	}
 	if len(ps) == 0 {
 		local := localProvider(*address, *ns, client)

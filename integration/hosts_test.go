@@ -3,8 +3,10 @@
 package integration
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -46,6 +48,10 @@ func startHosts(t *testing.T, n int) ([]*host, string) {
 	sh(t, "ip", "addr", "add", hostNet+".1/24", "dev", hostBridge)
 	sh(t, "ip", "link", "set", hostBridge, "up")
 	_, logdURL := startLogdOn(t, hostNet+".1:0")
+	hostToken = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(hostToken, []byte(rand.Text()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var hosts []*host
 	for i := 0; i < n; i++ {
 		h := &host{name: fmt.Sprintf("host-%d", i), netns: fmt.Sprintf("lockstep-it-%d", i), addr: fmt.Sprintf("%s.%d", hostNet, 10+i)}
@@ -77,13 +83,16 @@ func startHosts(t *testing.T, n int) ([]*host, string) {
 	return hosts, logdURL
 }
 
+// hostToken is the file of the token the providers share with the runs.
+var hostToken string
+
 // serve starts `lockstep provider` in the host's namespace on port.
 func (h *host) serve(t *testing.T, port int, name, logdURL string, extra ...string) string {
 	t.Helper()
 	addr := fmt.Sprintf("%s:%d", h.addr, port)
 	args := append([]string{"--net=/run/netns/" + h.netns, lockstepBinary(t), "provider", "--listen", addr, "--logd", logdURL,
 		"--key", filepath.Join(h.containerd.dir, name+".key"), "--name", name,
-		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace}, extra...)
+		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace, "--token-file", hostToken}, extra...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stderr = &lockedBuffer{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -120,7 +129,7 @@ func (h *host) kill() {
 // addrs.
 func runOn(t *testing.T, logdURL string, addrs []string, stdin string, during func(), args ...string) (string, replicate.Verdict, int) {
 	t.Helper()
-	cmdArgs := []string{"run", "--json", "--logd", logdURL}
+	cmdArgs := []string{"run", "--json", "--logd", logdURL, "--provider-token-file", hostToken}
 	for _, a := range addrs {
 		cmdArgs = append(cmdArgs, "--provider", a)
 	}
@@ -165,6 +174,17 @@ func TestProviderHosts(t *testing.T) {
 			if r.Provider != addrs[i] || r.State != "agreed" {
 				t.Errorf("replica %d: %+v", i, r)
 			}
+		}
+	})
+
+	t.Run("no token", func(t *testing.T) {
+		args := []string{"run", "--logd", logdURL}
+		for _, a := range addrs {
+			args = append(args, "--provider", a)
+		}
+		_, errs, code := runCLI(t, "", nil, append(args, probeImage, "--", "/probe-static")...)
+		if code == 0 || !strings.Contains(errs, "401 Unauthorized") || !strings.Contains(errs, "only with its token") {
+			t.Fatalf("a run without the providers' token: exit %d: %s", code, errs)
 		}
 	})
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -26,10 +27,17 @@ const (
 	maxFrame = 1 << 20
 )
 
-// Handler serves p's replicas over HTTP (lockstep provider).
-func Handler(p Provider) http.Handler {
+// Handler serves p's replicas over HTTP (lockstep provider). With a token,
+// a job is run only for a request that carries it (Authorization: Bearer
+// TOKEN); without one, for anyone who can reach the handler.
+func Handler(p Provider, token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/replicas", func(w http.ResponseWriter, r *http.Request) {
+		if token != "" && !bearer(r, token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lockstep provider"`)
+			http.Error(w, "this provider runs jobs only with its token (lockstep run --provider-token-file)", http.StatusUnauthorized)
+			return
+		}
 		var j Job
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&j); err != nil {
 			http.Error(w, "bad job: "+err.Error(), http.StatusBadRequest)
@@ -50,6 +58,11 @@ func Handler(p Provider) http.Handler {
 		json.NewEncoder(w).Encode(map[string]string{"name": p.Name()})
 	})
 	return mux
+}
+
+func bearer(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 // frameWriter is the Sink of a replica served over HTTP: a slow client
@@ -95,8 +108,9 @@ func (f *frameWriter) Consumed(n int64) {
 
 // Remote is a provider host running `lockstep provider`.
 type Remote struct {
-	Addr string // host:port or URL
-	HTTP *http.Client
+	Addr  string // host:port or URL
+	Token string // the provider's token, if it has one
+	HTTP  *http.Client
 }
 
 func (p *Remote) Name() string {
@@ -116,6 +130,9 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	req, err := http.NewRequestWithContext(ctx, "POST", p.base()+"/v1/replicas", bytes.NewReader(body))
 	if err != nil {
 		return Result{}, err
+	}
+	if p.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.Token)
 	}
 	hc := p.HTTP
 	if hc == nil {

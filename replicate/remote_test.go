@@ -1,0 +1,46 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// echo is a provider for the protocol's own test: it streams the job's
+// arguments back as output.
+type echo struct{}
+
+func (echo) Name() string { return "echo" }
+func (echo) Run(ctx context.Context, j Job, out Sink) (Result, error) {
+	out.Write([]byte(strings.Join(j.Args, " ")))
+	out.Consumed(2)
+	return Result{Exit: 4, Digest: "d"}, nil
+}
+
+type sink struct {
+	bytes.Buffer
+	consumed int64
+}
+
+func (s *sink) Consumed(n int64) { s.consumed = n }
+
+// A provider with a token runs jobs only for clients that present it.
+func TestRemoteToken(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	srv := httptest.NewServer(Handler(echo{}, token))
+	defer srv.Close()
+	for _, tok := range []string{"", "wrong-token-0123456789"} {
+		var out sink
+		_, err := (&Remote{Addr: srv.URL, Token: tok}).Run(context.Background(), Job{Args: []string{"hi"}}, &out)
+		if err == nil || !strings.Contains(err.Error(), "401 Unauthorized") || out.Len() != 0 {
+			t.Errorf("token %q: %v, output %q", tok, err, out.String())
+		}
+	}
+	var out sink
+	res, err := (&Remote{Addr: srv.URL, Token: token}).Run(context.Background(), Job{Args: []string{"hi", "there"}}, &out)
+	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 {
+		t.Errorf("with the token: %+v, %v, output %q, consumed %d", res, err, out.String(), out.consumed)
+	}
+}
