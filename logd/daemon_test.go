@@ -107,13 +107,7 @@ func TestKill9LosesNoAcknowledgedEntry(t *testing.T) {
 	ctx := context.Background()
 	c := NewClient(d.addr)
 	k := key(t, 1)
-	if err := c.Create(ctx, "s", k.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
-	a, err := c.OpenAppender(ctx, "s", k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newStream(t, c, "s", k)
 	var acked atomic.Int64
 	done := make(chan struct{})
 	go func() {
@@ -186,13 +180,7 @@ func TestThreeMemberCluster(t *testing.T) {
 	k := key(t, 1)
 	pub := k.Public().(ed25519.PublicKey)
 	c1, c3 := NewClient(ds[0].addr), NewClient(ds[2].addr)
-	if err := c1.Create(ctx, "s", pub); err != nil {
-		t.Fatal(err)
-	}
-	a, err := c1.OpenAppender(ctx, "s", k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newStream(t, c1, "s", k)
 	if _, err := a.Append(ctx, inputs(10, 0)); err != nil {
 		t.Fatal(err)
 	}
@@ -237,13 +225,7 @@ func TestExternalEtcd(t *testing.T) {
 	ctx := context.Background()
 	k := key(t, 1)
 	cu := NewClient(user.addr)
-	if err := cu.Create(ctx, "ext", k.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
-	a, err := cu.OpenAppender(ctx, "ext", k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newStream(t, cu, "ext", k)
 	if _, err := a.Append(ctx, inputs(3, 0)); err != nil {
 		t.Fatal(err)
 	}

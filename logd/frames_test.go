@@ -3,7 +3,6 @@ package logd
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/json"
 	"net/http"
@@ -45,14 +44,7 @@ func TestFrames(t *testing.T) {
 func TestEntriesFramedAndJSON(t *testing.T) {
 	c := startLogd(t)
 	ctx := context.Background()
-	k := key(t, 1)
-	if err := c.Create(ctx, "svc", k.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
-	a, err := c.OpenAppender(ctx, "svc", k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newStream(t, c, "svc", key(t, 1))
 	if _, err := a.Append(ctx, inputs(5, 0)); err != nil {
 		t.Fatal(err)
 	}

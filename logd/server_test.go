@@ -35,6 +35,20 @@ func startLogd(t testing.TB) *Client {
 	return NewClient(srv.URL)
 }
 
+// newStream creates stream, signed by k, and opens its appender.
+func newStream(t testing.TB, c *Client, stream string, k ed25519.PrivateKey) *Appender {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Create(ctx, stream, k.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.OpenAppender(ctx, stream, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func inputs(n int, from int64) []Entry {
 	es := make([]Entry, n)
 	for i := range es {
@@ -156,13 +170,7 @@ func TestFinalReports(t *testing.T) {
 	c := startLogd(t)
 	ctx := context.Background()
 	k := key(t, 1)
-	if err := c.Create(ctx, "svc", k.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatal(err)
-	}
-	a, err := c.OpenAppender(ctx, "svc", k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newStream(t, c, "svc", k)
 	if _, err := a.Append(ctx, inputs(6, 0)); err != nil {
 		t.Fatal(err)
 	}

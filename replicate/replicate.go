@@ -211,17 +211,17 @@ func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter) error
 		if !ok {
 			return <-rerr
 		}
-		batch, in, bytes := append(batch[:0], e), int64(len(e.Payload)), len(e.Payload)
+		batch = append(batch[:0], e)
+		n := len(e.Payload)
 	gather:
-		for bytes < gatherBytes && e.Kind != logd.KindEnd {
+		for n < gatherBytes && e.Kind != logd.KindEnd {
 			select {
 			case e, ok = <-reads:
 				if !ok {
 					break gather
 				}
 				batch = append(batch, e)
-				in += int64(len(e.Payload))
-				bytes += len(e.Payload)
+				n += len(e.Payload)
 			default:
 				break gather
 			}
@@ -229,7 +229,7 @@ func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter) error
 		if _, err := app.Append(ctx, batch); err != nil {
 			return err
 		}
-		v.addIn(in)
+		v.addIn(int64(n))
 		if batch[len(batch)-1].Kind == logd.KindEnd {
 			return nil
 		}
@@ -245,7 +245,7 @@ const (
 )
 
 // replica is one replica's output as it arrives. Only what is not yet
-// released is kept; Write blocks while limit bytes wait for the vote (the
+// checked against the majority is kept; Write blocks while limit bytes wait for the vote (the
 // back-pressure on the container's stdout), unless the replica is out of
 // the vote (odd, or the run is over), when its output is only digested.
 type replica struct {
@@ -255,9 +255,8 @@ type replica struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	buf      []byte // output from base on
+	buf      []byte // output from base on; output before base is checked and dropped
 	base     int64
-	released int64 // output before this is out: not kept
 	digest   *Digest
 	total    int64
 	consumed int64
@@ -277,7 +276,6 @@ func (r *replica) Write(p []byte) (int, error) {
 	}
 	if r.odd == "" && !r.closed {
 		r.buf = append(r.buf, p...)
-		r.trim()
 	}
 	r.mu.Unlock()
 	r.changed()
@@ -314,21 +312,16 @@ func (r *replica) vote(from, to int64) (seg []byte, ok bool) {
 	return r.buf[from-r.base : min(to, have)-r.base], true
 }
 
-// release drops output up to to, released to stdout: what it has now,
-// and what arrives later (a replica behind the majority).
+// release drops the output up to to: it was checked against the
+// majority's (in the vote, or late by checkLate) and released to stdout.
 func (r *replica) release(to int64) {
 	r.mu.Lock()
-	r.released = to
-	r.trim()
-	r.mu.Unlock()
-	r.cond.Broadcast()
-}
-
-func (r *replica) trim() {
-	if drop := min(r.released-r.base, int64(len(r.buf))); drop > 0 {
+	if drop := min(to-r.base, int64(len(r.buf))); drop > 0 {
 		r.buf = append(r.buf[:0], r.buf[drop:]...)
 		r.base += drop
 	}
+	r.mu.Unlock()
+	r.cond.Broadcast()
 }
 
 // drop takes the replica out of the vote.
