@@ -5,6 +5,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/build}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cc=${CC:-gcc}
 $cc -O1 -Wall -static -o "$out/probe-static" "$here/probe.c"
 $cc -O1 -Wall -o "$out/probe-dynamic" "$here/probe.c"
