@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -393,5 +394,81 @@ func TestDigestsAndAudit(t *testing.T) {
 	b2, err := os.ReadFile(audit)
 	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/self/stat"`) || strings.Contains(string(b2), "cpuinfo") {
 		t.Errorf("audit (exit %d, %v):\n%s", res.code, err, b2)
+	}
+}
+
+// slowWriter takes its time over each write, like a client whose reader
+// is slower than the container's writer.
+type slowWriter struct{ n int }
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(5 * time.Millisecond)
+	w.n += len(p)
+	return len(p), nil
+}
+
+// TestOutputTailAtExit: a client that deletes the task as soon as Wait
+// returns, as ctr and nerdctl do, still gets all of the output. The
+// containerd client's Delete closes its ends of the output FIFOs before it
+// waits for their copy; the shim reports the exit only once the output
+// has been read (shim/drain_linux.go). The client here reads slowly, so
+// that much of the output is still in flight when the process exits.
+func TestOutputTailAtExit(t *testing.T) {
+	p := env.providers[0]
+	ctx := p.ctx()
+	args := []string{"/bin/busybox", "seq", "1", "200000"}
+	want := 1288895 // bytes of seq 1 200000
+	deleteAtExit := func(runtime string) int {
+		c := p.newContainer(t, run{runtime: runtime, args: args})
+		var o slowWriter
+		task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &o, io.Discard)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, err := task.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		<-status
+		if _, err := task.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return o.n
+	}
+	if got := deleteAtExit(runcRuntime); got != want {
+		t.Logf("for comparison, through %s the client got %d of %d bytes", runcRuntime, got, want)
+	}
+	if got := deleteAtExit(lockstepRuntime); got != want {
+		t.Errorf("init process: the client got %d of %d bytes", got, want)
+	}
+
+	task := p.startTask(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sleep", "60"}})
+	spec, err := task.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := *spec.Process
+	ps.Args = args
+	var o slowWriter
+	proc, err := task.Exec(ctx, "seq", &ps, cio.NewCreator(cio.WithStreams(nil, &o, io.Discard)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-status
+	if _, err := proc.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o.n != want {
+		t.Errorf("exec'd process: the client got %d of %d bytes", o.n, want)
 	}
 }

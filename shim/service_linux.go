@@ -35,7 +35,8 @@ import (
 const RuntimeName = "io.containerd.lockstep.v1"
 
 // Register registers the Lockstep task service as the shim's "task" TTRPC
-// plugin: runc's task service with Create, Exec and Delete wrapped.
+// plugin: runc's task service with Create, Exec, Wait and Delete wrapped,
+// and its TaskExit events held until the output is drained.
 func Register() {
 	plugin.Register(&plugin.Registration{
 		Type:     plugin.TTRPCPlugin,
@@ -50,11 +51,13 @@ func Register() {
 			if err != nil {
 				return nil, err
 			}
-			runc, err := task.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
+			s := &service{agents: map[string]*agentProc{}}
+			pub := drainingPublisher{Publisher: pp.(shim.Publisher), stdio: &s.stdio}
+			s.TaskService, err = task.NewTaskService(ic.Context, pub, ss.(shutdown.Service))
 			if err != nil {
 				return nil, err
 			}
-			return &service{TaskService: runc, agents: map[string]*agentProc{}}, nil
+			return s, nil
 		},
 	})
 }
@@ -86,6 +89,8 @@ type service struct {
 
 	mu     sync.Mutex
 	agents map[string]*agentProc // by container ID
+
+	stdio stdio // output FIFOs, drained before an exit is reported
 }
 
 // agentProc is a container's agent process.
@@ -154,6 +159,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.mu.Lock()
 	s.agents[r.ID] = ap
 	s.mu.Unlock()
+	s.stdio.add(r.ID, "", r.Stdout, r.Stderr)
 	go s.watch(r.ID, ap)
 	return resp, nil
 }
@@ -198,14 +204,31 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 		return nil, err
 	}
 	r.Spec.Value = b
-	return s.TaskService.Exec(ctx, r)
+	resp, err := s.TaskService.Exec(ctx, r)
+	if err == nil {
+		s.stdio.add(r.ID, r.ExecID, r.Stdout, r.Stderr)
+	}
+	return resp, err
+}
+
+// Wait returns a process's exit once its output is drained (drain_linux.go).
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	resp, err := s.TaskService.Wait(ctx, r)
+	if err == nil {
+		s.stdio.wait(ctx, r.ID, r.ExecID)
+	}
+	return resp, err
 }
 
 // Delete deletes the container, then stops its agent and removes its
 // directory (sockets, helper mount point).
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	resp, err := s.TaskService.Delete(ctx, r)
-	if err != nil || r.ExecID != "" {
+	if err != nil {
+		return resp, err
+	}
+	s.stdio.remove(r.ID, r.ExecID)
+	if r.ExecID != "" {
 		return resp, err
 	}
 	s.mu.Lock()
