@@ -335,6 +335,27 @@ func TestSleepsEnd(t *testing.T) {
 	}
 }
 
+// TestThreadOrder: the two points where Lockstep orders threads. A new
+// thread runs until it first waits before its starter goes on (natively
+// the starter usually writes first, and often the new thread never
+// writes at all), and a short sleep does not end while another thread of
+// the process computes (natively hundreds do).
+func TestThreadOrder(t *testing.T) {
+	requireRoot(t)
+	prog := filepath.Join(bin.probes, "threads")
+	native, _ := exec.Command(prog, "start").Output()
+	nativeSleep, _ := exec.Command(prog, "sleep").Output()
+	t.Logf("native: %q, %q", native, nativeSleep)
+	for i := 0; i < 5; i++ {
+		if r := lockstep(t, "", "exec", "--", prog, "start"); r.stdout != "new\nstarter\n" || r.code != 0 {
+			t.Errorf("start, run %d: %q, exit %d %s", i, r.stdout, r.code, r.stderr)
+		}
+		if r := lockstep(t, "", "exec", "--", prog, "sleep"); r.stdout != "sleeps ended while main ran: 0\n" || r.code != 0 {
+			t.Errorf("sleep, run %d: %q, exit %d %s", i, r.stdout, r.code, r.stderr)
+		}
+	}
+}
+
 // TestDigests: the eBPF tracer's digest chains of a program writing to
 // stdout, a file, a pipe and a TCP socket (and reading the other ends) are
 // identical on two runs; one differing byte is reported at its checkpoint;

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,7 @@ type Tracer struct {
 
 	threads map[int]*thread // by thread ID
 	others  map[int]bool    // untraced children to reap (an init process)
+	held    map[int]*hold   // threads held at their clone stop, by thread ID
 	root    int
 	status  unix.WaitStatus // root's, once it has exited
 	exited  bool
@@ -46,7 +48,7 @@ type Tracer struct {
 
 // New returns a tracer serving w.
 func New(w *virt.World) *Tracer {
-	return &Tracer{world: w, cpuidFault: CPUIDFaultingSupported(), threads: map[int]*thread{}, others: map[int]bool{}}
+	return &Tracer{world: w, cpuidFault: CPUIDFaultingSupported(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}}
 }
 
 // CPUIDFaultingSupported reports whether this CPU can make cpuid fault.
@@ -86,8 +88,19 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		// __WNOTHREAD: only this thread's tracees and children, so that
 		// several tracers can run in one process (one per container process
 		// tree in the shim's agent).
-		tid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOTHREAD, nil)
+		flags := unix.WALL | unix.WNOTHREAD
+		if len(t.held) > 0 {
+			flags |= unix.WNOHANG
+		}
+		tid, err := unix.Wait4(-1, &ws, flags, nil)
 		if err == unix.EINTR {
+			continue
+		}
+		if tid == 0 && err == nil { // WNOHANG, nothing to wait for
+			if err := t.release(); err != nil {
+				t.KillAll()
+				return ws, err
+			}
 			continue
 		}
 		if err == unix.ECHILD {
@@ -105,6 +118,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 				t.idle(th)
 			}
 			delete(t.threads, tid)
+			delete(t.held, tid)
 			delete(t.others, tid)
 			continue
 		}
@@ -178,8 +192,14 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		t.Execs++
 		return t.exec(tid, th)
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
-		if child, err := unix.PtraceGetEventMsg(tid); err == nil {
-			t.thread(int(child))
+		child, err := unix.PtraceGetEventMsg(tid)
+		if err != nil {
+			return ignoreGone(err)
+		}
+		t.thread(int(child))
+		if event == unix.PTRACE_EVENT_CLONE {
+			t.held[tid] = &hold{until: time.Now().Add(holdLimit)}
+			return nil // resumed by release
 		}
 	case unix.PTRACE_EVENT_SECCOMP:
 		return t.seccompStop(tid, th)
@@ -220,6 +240,50 @@ func (t *Tracer) syscallExit(tid int, th *thread) error {
 	// A fixup may leave a new one in th.exit for a later syscall (the
 	// CPUID injection): it is reached through that syscall's seccomp stop.
 	return resume(tid, 0)
+}
+
+// A thread that starts a thread is held at its clone stop until every
+// other thread of its process, the new one included, waits (interruptible
+// sleep: a futex, a read, a notified syscall; virt.Running), or holdLimit
+// passes. Runtimes with thread pools decide whether to start another
+// thread by whether an earlier one has parked yet, and starting one draws
+// on the starter's state: Go's runtime draws a value from the starting
+// thread's random generator, which then feeds the main goroutine's map
+// order and math/rand. Letting the new thread reach its first wait before
+// its starter runs on makes that order the program's, not the host's. A
+// thread that computes without waiting holds its starter for holdLimit at
+// most.
+const holdLimit = 20 * time.Millisecond
+
+type hold struct {
+	until      time.Time
+	quietPolls int // polls in a row that found the process quiet
+}
+
+// release resumes the held threads whose process has gone quiet (every
+// thread of it waits, seen on two polls in a row), or that have been held
+// for holdLimit, and otherwise pauses briefly.
+func (t *Tracer) release() error {
+	now := time.Now()
+	for tid, h := range t.held {
+		if now.Before(h.until) {
+			if virt.Running(tid, func(other int) bool { return t.held[other] != nil }) {
+				h.quietPolls = 0
+				continue
+			}
+			if h.quietPolls++; h.quietPolls < 2 {
+				continue
+			}
+		}
+		delete(t.held, tid)
+		if err := resume(tid, 0); err != nil {
+			return err
+		}
+	}
+	if len(t.held) > 0 {
+		time.Sleep(20 * time.Microsecond)
+	}
+	return nil
 }
 
 func ptrace(req, pid int, addr, data uintptr) error {

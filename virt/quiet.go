@@ -109,3 +109,55 @@ func (q *Quiet) WaitIdle(tg int32, pending func() bool) {
 }
 
 const maxHold = 10 * time.Millisecond
+
+// Running reports whether a thread of process tgid, other than those skip
+// names, is on a CPU or waiting for one, or stopped by its tracer (which
+// resumes it soon): not in an interruptible sleep (a futex, a read, a
+// notified syscall), stopped by a signal, or gone. It reads the state
+// field of /proc/TGID/task/TID/stat.
+func Running(tgid int, skip func(tid int) bool) bool {
+	dir := "/proc/" + strconv.Itoa(tgid) + "/task/"
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, name := range names {
+		tid, _ := strconv.Atoi(name)
+		if skip(tid) {
+			continue
+		}
+		b, err := os.ReadFile(dir + name + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i >= 0 && i+2 < len(b) && (b[i+2] == 'R' || b[i+2] == 'D' || b[i+2] == 't') {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitStill waits until no thread of tgid other than tid runs (Running),
+// seen on two looks in a row, or limit passes. A short sleep ends there:
+// a runtime's watchdog thread (Go's sysmon sleeps 20 µs to 10 ms at a
+// time) then acts only at points where the rest of the process waits, not
+// at whatever point of a computation the host's timing put it, where it
+// would take the processor from the goroutine (preemption) and move it to
+// another thread with other random state.
+func WaitStill(tgid, tid int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	still := 0
+	pause := 20 * time.Microsecond
+	for still < 2 && time.Now().Before(deadline) {
+		if Running(tgid, func(t int) bool { return t == tid }) {
+			still = 0
+			time.Sleep(pause)
+			pause = min(2*pause, time.Millisecond)
+			continue
+		}
+		still++
+	}
+}

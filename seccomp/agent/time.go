@@ -129,14 +129,27 @@ func (a *Agent) nanosleep(r *Req) (int64, error) {
 // waiting before it notices.
 const sleepSlice = 20 * time.Millisecond
 
+// Short sleeps are a runtime's own (Go's sysmon: 20 µs to 10 ms); they
+// end only when the rest of the process is still, or after stillLimit.
+const (
+	shortSleep = 10 * time.Millisecond
+	stillLimit = 50 * time.Millisecond
+)
+
 // sleep waits d of real time, so that sleeps last as long as they say. It
 // stops early, with errAnswered, if the caller is interrupted (a signal):
 // the kernel then restarts or fails the syscall itself.
+//
+// A short sleep (at most shortSleep) also waits until no other thread of
+// the caller's process is running, for at most stillLimit (virt.WaitStill).
 func (r *Req) sleep(d time.Duration) error {
 	end := time.Now().Add(d)
 	for {
 		left := time.Until(end)
 		if left <= 0 {
+			if d <= shortSleep {
+				virt.WaitStill(int(r.a.world.Quiet().Tgid(r.Pid)), int(r.Pid), stillLimit)
+			}
 			return r.Valid()
 		}
 		time.Sleep(min(left, sleepSlice))

@@ -10,5 +10,6 @@ cc=${CC:-gcc}
 $cc -O1 -Wall -static -o "$out/probe-static" "$here/probe.c"
 $cc -O1 -Wall -o "$out/probe-dynamic" "$here/probe.c"
 $cc -O1 -Wall -o "$out/writer" "$here/writer.c"
+$cc -O1 -Wall -pthread -o "$out/threads" "$here/threads.c"
 (cd "$here/goprobe" && CGO_ENABLED=0 go build -o "$out/goprobe" .)
 cp "$here/busybox.sh" "$out/busybox.sh"
