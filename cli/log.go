@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/logd/wire"
 	"github.com/spf13/pflag"
 )
 
@@ -98,30 +99,14 @@ func loadPrivateKey(path string, create bool) (ed25519.PrivateKey, error) {
 	if path == "" {
 		return nil, errors.New("--key FILE is required (the appender's private key)")
 	}
-	b, err := os.ReadFile(path)
+	k, err := wire.ReadPrivateKey(path)
 	if errors.Is(err, os.ErrNotExist) && create {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
+		if _, k, err = ed25519.GenerateKey(rand.Reader); err != nil {
 			return nil, err
 		}
-		line := "private " + logd.EncodeKey(ed25519.PublicKey(k.Seed())) + "\n"
-		if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
-			return nil, err
-		}
-		return k, nil
+		return k, wire.WritePrivateKey(path, k)
 	}
-	if err != nil {
-		return nil, err
-	}
-	kind, v, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-	if kind != "private" {
-		return nil, fmt.Errorf("%s holds no private key (want a line \"private BASE64\")", path)
-	}
-	seed, err := logd.DecodeKey(v)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	return k, err
 }
 
 func loadPublicKey(path string) (ed25519.PublicKey, error) {

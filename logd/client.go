@@ -42,7 +42,7 @@ func (e *APIError) Error() string { return e.Msg }
 func (e *APIError) Is(target error) bool {
 	switch e.Status {
 	case http.StatusNotFound:
-		return target == ErrNoStream
+		return target == ErrNoStream || target == ErrNoTrace
 	case http.StatusConflict:
 		return target == ErrStale || target == ErrExists
 	}
@@ -168,6 +168,19 @@ func (c *Client) Inclusion(ctx context.Context, stream string, i, n int64) (tlog
 func (c *Client) Report(ctx context.Context, r Report) error {
 	var out map[string]string
 	return c.do(ctx, "POST", streamPath(r.Stream)+"/digests", r, &out)
+}
+
+// Trace sends a replica's signed trace (its I/O digest chains).
+func (c *Client) Trace(ctx context.Context, t Trace) error {
+	var out map[string]string
+	return c.do(ctx, "POST", streamPath(t.Stream)+"/traces", t, &out)
+}
+
+// GetTrace fetches a replica's trace.
+func (c *Client) GetTrace(ctx context.Context, stream, replica string) (Trace, error) {
+	var t Trace
+	err := c.do(ctx, "GET", streamPath(stream)+"/traces/"+url.PathEscape(replica), nil, &t)
+	return t, err
 }
 
 // Verdict asks the verifier about n replicas.

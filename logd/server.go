@@ -51,6 +51,8 @@ func NewServer(st *Store) *Server {
 	s.mux.HandleFunc("GET /v1/streams/{stream}/proof/consistency", s.consistency)
 	s.mux.HandleFunc("POST /v1/streams/{stream}/digests", s.report)
 	s.mux.HandleFunc("GET /v1/streams/{stream}/verdict", s.verdict)
+	s.mux.HandleFunc("POST /v1/streams/{stream}/traces", s.trace)
+	s.mux.HandleFunc("GET /v1/streams/{stream}/traces/{replica}", s.getTrace)
 	return s
 }
 
@@ -63,7 +65,7 @@ func reply(w http.ResponseWriter, v any, err error) {
 		switch {
 		case isEtcdUnavailable(err):
 			code = http.StatusServiceUnavailable
-		case errors.Is(err, ErrNoStream):
+		case errors.Is(err, ErrNoStream), errors.Is(err, ErrNoTrace):
 			code = http.StatusNotFound
 		case errors.Is(err, ErrStale), errors.Is(err, ErrExists):
 			code = http.StatusConflict
@@ -219,6 +221,21 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	}
 	rep.Stream = r.PathValue("stream")
 	reply(w, map[string]string{"replica": rep.Replica}, s.Store.Report(r.Context(), rep))
+}
+
+func (s *Server) trace(w http.ResponseWriter, r *http.Request) {
+	var t Trace
+	if err := decodeBody(r, &t); err != nil {
+		reply(w, nil, err)
+		return
+	}
+	t.Stream = r.PathValue("stream")
+	reply(w, map[string]string{"replica": t.Replica}, s.Store.Trace(r.Context(), t))
+}
+
+func (s *Server) getTrace(w http.ResponseWriter, r *http.Request) {
+	t, err := s.Store.GetTrace(r.Context(), r.PathValue("stream"), r.PathValue("replica"))
+	reply(w, t, err)
 }
 
 func (s *Server) verdict(w http.ResponseWriter, r *http.Request) {

@@ -1,8 +1,10 @@
 package logd
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -213,5 +215,68 @@ func TestFinalReports(t *testing.T) {
 	r.Final = true
 	if err := c.Report(ctx, r); err == nil || !strings.Contains(err.Error(), "bad signature") {
 		t.Errorf("a report made final after signing: %v", err)
+	}
+}
+
+// TestTraces: a replica's signed trace is kept and given back; a forged,
+// a re-keyed, a second different or an oversized trace is refused.
+func TestTraces(t *testing.T) {
+	c := startLogd(t)
+	ctx := context.Background()
+	newStream(t, c, "svc", key(t, 1))
+	cps := json.RawMessage(`[{"stream":"stdout","index":0,"start":0,"end":3,"digest":"ab"}]`)
+	tr := Trace{Stream: "svc", Replica: "r0", Checkpoints: cps}
+	tr.Sign(key(t, 10))
+	if err := c.Trace(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetTrace(ctx, "svc", "r0")
+	if err != nil || !bytes.Equal(got.Checkpoints, cps) || got.Key != tr.Key {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if err := c.Trace(ctx, tr); err != nil {
+		t.Errorf("the same trace again: %v", err)
+	}
+	if _, err := c.GetTrace(ctx, "svc", "r9"); !errors.Is(err, ErrNoTrace) {
+		t.Errorf("no trace: %v", err)
+	}
+	refused := func(what string, tr Trace, want string) {
+		t.Helper()
+		if err := c.Trace(ctx, tr); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", what, err, want)
+		}
+	}
+	other := Trace{Stream: "svc", Replica: "r0", Checkpoints: json.RawMessage(`[]`)}
+	other.Sign(key(t, 10))
+	refused("a different second trace", other, "already reported its trace")
+	other.Sign(key(t, 11))
+	refused("another key", other, "reported before with key")
+	forged := tr
+	forged.Replica = "r1"
+	refused("a trace signed for another replica", forged, "bad signature")
+	big := Trace{Stream: "svc", Replica: "r2", Checkpoints: json.RawMessage(`"` + strings.Repeat("x", MaxTrace) + `"`)}
+	big.Sign(key(t, 12))
+	refused("an oversized trace", big, "more than logd keeps")
+	nostream := Trace{Stream: "nosuch", Replica: "r0", Checkpoints: cps}
+	nostream.Sign(key(t, 10))
+	refused("a trace of no stream", nostream, "no such stream")
+
+	// A replica's digest reports and its trace share one key.
+	a := newStream(t, c, "svc2", key(t, 2))
+	cp, err := a.Append(ctx, inputs(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Report{Stream: "svc2", Replica: "r0", Size: cp.Size, Root: cp.Root, Digest: "aa"}
+	r.Sign(key(t, 20))
+	if err := c.Report(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	tr2 := Trace{Stream: "svc2", Replica: "r0", Checkpoints: cps}
+	tr2.Sign(key(t, 21))
+	refused("a trace under another key than the reports'", tr2, "reported before with key")
+	tr2.Sign(key(t, 20))
+	if err := c.Trace(ctx, tr2); err != nil {
+		t.Errorf("a trace under the reports' key: %v", err)
 	}
 }

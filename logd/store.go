@@ -57,6 +57,7 @@ const MaxBatch = 120
 // Errors a client can act on.
 var (
 	ErrNoStream = errors.New("no such stream")
+	ErrNoTrace  = errors.New("no such trace")
 	ErrExists   = errors.New("stream exists")
 	ErrStale    = errors.New("stale writer: the stream has moved on")
 )

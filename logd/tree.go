@@ -2,13 +2,14 @@ package logd
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/lockstep-run/lockstep/logd/wire"
 )
 
 // Tree is a Merkle tree of record hashes in the Certificate Transparency
@@ -100,12 +101,7 @@ func ParseCheckpointText(b []byte) (Checkpoint, error) {
 }
 
 // EncodeKey and DecodeKey are the text form of public keys.
-func EncodeKey(k ed25519.PublicKey) string { return base64.StdEncoding.EncodeToString(k) }
-
-func DecodeKey(s string) (ed25519.PublicKey, error) {
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("not an ed25519 public key (base64 of 32 bytes): %q", s)
-	}
-	return ed25519.PublicKey(b), nil
-}
+var (
+	EncodeKey = wire.EncodeKey
+	DecodeKey = wire.DecodeKey
+)
