@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/logd"
 	"github.com/spf13/pflag"
 )
 
@@ -14,9 +18,11 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("diff", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the differences as JSON")
+	logdAddr := fs.String("logd", "", "read the digest chains from the traces that replicas' shims reported to logd at `URL` (with --stream); the arguments are then replica names")
+	stream := fs.String("stream", "", "with --logd: the `STREAM` the replicas ran")
 	traces := fs.StringSlice("trace", nil, "the two runs' traces (lockstep exec --trace), `A,B`: show the first differing byte and the syscalls that wrote it")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lockstep diff [--json] [--trace TRACE-A,TRACE-B] DIGESTS-A DIGESTS-B\n\nCompares two runs' digest chains (lockstep exec --digests) and names, for\neach stream that differs, the first differing checkpoint and its byte range.\nExit status 0: identical, 1: they differ.\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stderr, "Usage: lockstep diff [--json] [--trace TRACE-A,TRACE-B] DIGESTS-A DIGESTS-B\n       lockstep diff [--json] --logd URL --stream STREAM REPLICA-A REPLICA-B\n\nCompares two runs' digest chains (lockstep exec --digests, the shim's\nio.lockstep.digests, or the traces shims reported to logd) and names, for\neach stream that differs, the first differing checkpoint and its byte range.\nExit status 0: identical, 1: they differ.\n\nFlags:\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -28,11 +34,18 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	a, err := ebpf.ReadCheckpoints(fs.Arg(0))
+	read := ebpf.ReadCheckpoints
+	if *logdAddr != "" {
+		if *stream == "" {
+			return errorf(stderr, exitUsage, "diff: --logd needs --stream")
+		}
+		read = func(replica string) ([]ebpf.Checkpoint, error) { return logdTrace(*logdAddr, *stream, replica) }
+	}
+	a, err := read(fs.Arg(0))
 	if err != nil {
 		return errorf(stderr, exitUsage, "diff: %v", err)
 	}
-	b, err := ebpf.ReadCheckpoints(fs.Arg(1))
+	b, err := read(fs.Arg(1))
 	if err != nil {
 		return errorf(stderr, exitUsage, "diff: %v", err)
 	}
@@ -74,4 +87,22 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// logdTrace fetches a replica's trace from logd and checks its signature.
+func logdTrace(addr, stream, replica string) ([]ebpf.Checkpoint, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t, err := logd.NewClient(addr).GetTrace(ctx, stream, replica)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Verify(); err != nil {
+		return nil, err
+	}
+	var cps []ebpf.Checkpoint
+	if err := json.Unmarshal(t.Checkpoints, &cps); err != nil {
+		return nil, fmt.Errorf("trace of %s: %w", replica, err)
+	}
+	return cps, nil
 }

@@ -3,6 +3,9 @@
 package integration
 
 import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +20,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/logd/wire"
 	"github.com/lockstep-run/lockstep/shim"
 )
 
@@ -394,6 +398,73 @@ func TestDigestsAndAudit(t *testing.T) {
 	b2, err := os.ReadFile(audit)
 	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/self/stat"`) || strings.Contains(string(b2), "cpuinfo") {
 		t.Errorf("audit (exit %d, %v):\n%s", res.code, err, b2)
+	}
+}
+
+// TestTraceToLogd: with the io.lockstep.logd annotations, the shim reports
+// the container's digest chains to logd as the replica's signed trace at
+// delete: the same chains it writes to io.lockstep.digests; two providers'
+// traces are identical, and a replica that wrote one differing byte
+// differs at that byte's checkpoint. A container with only part of the
+// annotations is refused.
+func TestTraceToLogd(t *testing.T) {
+	lc, url := startLogdOn(t, "127.0.0.1:0")
+	ctx := context.Background()
+	stream := newID(t)
+	pub, _, _ := ed25519.GenerateKey(nil)
+	if err := lc.Create(ctx, stream, pub); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	replica := func(p *provider, name string, args ...string) {
+		t.Helper()
+		_, k, _ := ed25519.GenerateKey(nil)
+		keyFile := filepath.Join(dir, name+".key")
+		if err := wire.WritePrivateKey(keyFile, k); err != nil {
+			t.Fatal(err)
+		}
+		res := p.run(t, run{runtime: lockstepRuntime, args: append([]string{"/writer", "/tmp"}, args...),
+			annotations: map[string]string{shim.AnnotationLogd: url, shim.AnnotationStream: stream,
+				shim.AnnotationReplica: name, shim.AnnotationKey: keyFile,
+				shim.AnnotationDigests: filepath.Join(dir, name+".json")}})
+		if res.code != 0 {
+			t.Fatalf("%s: exit %d: %s", name, res.code, res.stderr)
+		}
+	}
+	replica(env.providers[0], "r0")
+	replica(env.providers[1], "r1")
+	replica(env.providers[0], "r2", "flip")
+	chains := func(name string) []ebpf.Checkpoint {
+		t.Helper()
+		tr, err := lc.GetTrace(ctx, stream, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cps []ebpf.Checkpoint
+		if err := tr.Verify(); err != nil || json.Unmarshal(tr.Checkpoints, &cps) != nil {
+			t.Fatalf("trace of %s: %v", name, err)
+		}
+		written, err := ebpf.ReadCheckpoints(filepath.Join(dir, name+".json"))
+		if err != nil || ebpf.Diff(cps, written) != nil || len(cps) != len(written) {
+			t.Fatalf("%s: the trace in logd is not the digests file (%d and %d checkpoints, %v)", name, len(cps), len(written), err)
+		}
+		return cps
+	}
+	r0 := chains("r0")
+	if d := ebpf.Diff(r0, chains("r1")); d != nil || len(r0) < 8 {
+		t.Errorf("%d checkpoints; two providers' traces differ: %+v", len(r0), d)
+	}
+	if d := ebpf.Diff(r0, chains("r2")); len(d) != 1 || d[0].Stream != "pid 1 fd 1" || d[0].Index != 2 {
+		t.Errorf("one flipped byte: %+v", d)
+	}
+
+	c := env.providers[0].newContainer(t, run{runtime: lockstepRuntime, args: []string{"/writer", "/tmp"},
+		annotations: map[string]string{shim.AnnotationLogd: url, shim.AnnotationStream: stream}})
+	if task, err := c.NewTask(env.providers[0].ctx(), cio.NullIO); err == nil || !strings.Contains(err.Error(), "needs all of") {
+		if err == nil {
+			task.Delete(env.providers[0].ctx(), containerd.WithProcessKill)
+		}
+		t.Errorf("part of the trace annotations: %v", err)
 	}
 }
 

@@ -4,6 +4,7 @@ package shim
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +16,10 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/logd/wire"
 	"github.com/lockstep-run/lockstep/seccomp/agent"
 	"github.com/lockstep-run/lockstep/tracer"
 	"github.com/lockstep-run/lockstep/virt"
@@ -345,15 +348,42 @@ func (a *containerAgent) setLastPID(pid, last int) error {
 	return <-errc
 }
 
+// reportTrace sends the digest chains to logd as the replica's signed
+// trace, if the settings name a logd.
+func reportTrace(st Settings, cps []ebpf.Checkpoint) error {
+	if st.Logd == "" {
+		return nil
+	}
+	key, err := wire.ReadPrivateKey(st.Key)
+	if err != nil {
+		return fmt.Errorf("the trace's key: %w", err)
+	}
+	if cps == nil {
+		cps = []ebpf.Checkpoint{}
+	}
+	b, err := json.Marshal(cps)
+	if err != nil {
+		return err
+	}
+	t := wire.Trace{Stream: st.Stream, Replica: st.Replica, Checkpoints: b}
+	t.Sign(key)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := wire.PostTrace(ctx, st.Logd, t); err != nil {
+		return fmt.Errorf("report the trace of replica %s to logd at %s: %w", st.Replica, st.Logd, err)
+	}
+	return nil
+}
+
 // startIO starts the eBPF tracer for the container's PID namespace (that
 // of pid, its init) if digests or an audit were asked for. It records from
 // the command's first execve on.
 func (a *containerAgent) startIO(pid int) error {
 	st := a.cfg.Settings
-	if st.Digests == "" && st.Audit == "" {
+	if !st.Traced() && st.Audit == "" {
 		return nil
 	}
-	if st.Digests != "" {
+	if st.Traced() {
 		a.chains = ebpf.NewChains(64 << 10)
 	}
 	if st.Audit != "" {
@@ -368,7 +398,8 @@ func (a *containerAgent) startIO(pid int) error {
 	return nil
 }
 
-// finishIO drains the tracer and writes the digests and the audit.
+// finishIO drains the tracer, writes the digests and the audit, and
+// reports the digests to logd as the replica's trace.
 func (a *containerAgent) finishIO() error {
 	if a.io == nil {
 		return nil
@@ -385,7 +416,13 @@ func (a *containerAgent) finishIO() error {
 		return os.WriteFile(path, append(b, '\n'), 0o644)
 	}
 	if a.chains != nil {
-		if err := ebpf.WriteCheckpoints(a.cfg.Settings.Digests, a.chains.Finish()); err != nil {
+		cps := a.chains.Finish()
+		if st := a.cfg.Settings; st.Digests != "" {
+			if err := ebpf.WriteCheckpoints(st.Digests, cps); err != nil {
+				return err
+			}
+		}
+		if err := reportTrace(a.cfg.Settings, cps); err != nil {
 			return err
 		}
 	}

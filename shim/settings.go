@@ -2,6 +2,7 @@ package shim
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,13 @@ const (
 	AnnotationLog      = "io.lockstep.log"      // absolute host path: record, or replay if it exists
 	AnnotationDigests  = "io.lockstep.digests"  // absolute host path: the I/O digest chains (eBPF), written at delete
 	AnnotationAudit    = "io.lockstep.audit"    // absolute host path: the audit's findings (eBPF), written at delete
+
+	// The digest chains reported to logd as a replica's trace at delete
+	// (all four, or none).
+	AnnotationLogd    = "io.lockstep.logd"    // logd's URL, e.g. http://10.0.0.1:7070
+	AnnotationStream  = "io.lockstep.stream"  // the input log's stream
+	AnnotationReplica = "io.lockstep.replica" // this replica's name
+	AnnotationKey     = "io.lockstep.key"     // absolute host path: the replica's private key file
 )
 
 // Settings are one container's determinism settings.
@@ -31,7 +39,13 @@ type Settings struct {
 	Log     string // exec log path on the host, "" for none
 	Digests string // where to write the digest chains, "" for none
 	Audit   string // where to write the audit, "" for none
+
+	// Where to report the digest chains as a trace ("" for nowhere).
+	Logd, Stream, Replica, Key string
 }
+
+// Traced reports whether the container's output is traced (eBPF).
+func (s *Settings) Traced() bool { return s.Digests != "" || s.Logd != "" }
 
 // DefaultSettings are what a container gets with no annotation and no
 // options file: the same defaults as `lockstep exec`.
@@ -69,7 +83,7 @@ func (s *Settings) applyTOML(name string, b []byte) error {
 	for _, k := range tree.Keys() {
 		key, ok := optionKeys[k]
 		if !ok {
-			return fmt.Errorf("runtime options %s: unknown key %q (want seed, epoch, cpus, memory, hostname, log, digests, audit)", name, k)
+			return fmt.Errorf("runtime options %s: unknown key %q (want seed, epoch, cpus, memory, hostname, log, digests, audit, logd, stream, replica, key)", name, k)
 		}
 		values[key] = fmt.Sprint(tree.Get(k))
 	}
@@ -80,11 +94,19 @@ var optionKeys = map[string]string{
 	"seed": AnnotationSeed, "epoch": AnnotationEpoch, "cpus": AnnotationCPUs,
 	"memory": AnnotationMemory, "hostname": AnnotationHostname, "log": AnnotationLog,
 	"digests": AnnotationDigests, "audit": AnnotationAudit,
+	"logd": AnnotationLogd, "stream": AnnotationStream, "replica": AnnotationReplica, "key": AnnotationKey,
 }
 
-// ApplyAnnotations applies the io.lockstep.* annotations.
+// ApplyAnnotations applies the io.lockstep.* annotations, after the
+// runtime options file, and checks the whole.
 func (s *Settings) ApplyAnnotations(a map[string]string) error {
-	return s.apply(a, "annotation ")
+	if err := s.apply(a, "annotation "); err != nil {
+		return err
+	}
+	if set := s.Logd != "" || s.Stream != "" || s.Replica != "" || s.Key != ""; set && (s.Logd == "" || s.Stream == "" || s.Replica == "" || s.Key == "") {
+		return fmt.Errorf("reporting a trace to logd needs all of %s, %s, %s and %s", AnnotationLogd, AnnotationStream, AnnotationReplica, AnnotationKey)
+	}
+	return nil
 }
 
 func (s *Settings) apply(values map[string]string, where string) error {
@@ -105,11 +127,18 @@ func (s *Settings) apply(values map[string]string, where string) error {
 			c.MemBytes, err = strconv.ParseUint(v, 10, 64)
 		case AnnotationHostname:
 			c.Hostname = v
-		case AnnotationLog, AnnotationDigests, AnnotationAudit:
+		case AnnotationLog, AnnotationDigests, AnnotationAudit, AnnotationKey:
 			if !filepath.IsAbs(v) {
 				err = fmt.Errorf("want an absolute path on the host")
 			}
-			*map[string]*string{AnnotationLog: &s.Log, AnnotationDigests: &s.Digests, AnnotationAudit: &s.Audit}[key] = v
+			*map[string]*string{AnnotationLog: &s.Log, AnnotationDigests: &s.Digests, AnnotationAudit: &s.Audit, AnnotationKey: &s.Key}[key] = v
+		case AnnotationLogd:
+			if u, perr := url.Parse(v); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				err = fmt.Errorf("want logd's URL, http://HOST:PORT")
+			}
+			s.Logd = v
+		case AnnotationStream, AnnotationReplica:
+			*map[string]*string{AnnotationStream: &s.Stream, AnnotationReplica: &s.Replica}[key] = v
 		default:
 			continue
 		}

@@ -29,6 +29,10 @@ func TestBadAnnotations(t *testing.T) {
 		AnnotationEpoch: "yesterday",
 		AnnotationCPUs:  "0",
 		AnnotationLog:   "relative.log",
+		AnnotationLogd:  "localhost:7070",
+		AnnotationKey:   "key",
+		// Only part of what a trace report needs.
+		AnnotationReplica: "r0",
 	} {
 		s := DefaultSettings()
 		err := s.ApplyAnnotations(map[string]string{k: v})
