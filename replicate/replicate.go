@@ -364,7 +364,10 @@ type voter struct {
 	// (32 bytes for each Checkpoint bytes of output): a replica that was
 	// behind the majority is checked against them, checkpoint by
 	// checkpoint, when its output arrives. Only the loop touches them.
-	sums [][sha256.Size]byte
+	// sumsFrom is the checkpoint of sums[0]: earlier ones, which every
+	// replica still voting has passed, are dropped.
+	sums     [][sha256.Size]byte
+	sumsFrom int64
 }
 
 func newVoter(o Options, cancel func()) *voter {
@@ -575,7 +578,7 @@ func (v *voter) checkLate() {
 				r.mu.Unlock()
 				break
 			}
-			same := sha256.Sum256(r.buf[:min(end, have)-from]) == v.sums[from/v.k]
+			same := sha256.Sum256(r.buf[:min(end, have)-from]) == v.sums[from/v.k-v.sumsFrom]
 			r.mu.Unlock()
 			if !same {
 				v.odd([]*replica{r}, fmt.Sprintf("the checkpoint of bytes %d..%d (it was behind the majority, and is checked against the digest of what was released)", from, end))
@@ -583,6 +586,24 @@ func (v *voter) checkLate() {
 			}
 			r.release(end)
 		}
+	}
+	v.trimSums()
+}
+
+// trimSums drops the digests of the checkpoints that every replica still
+// voting has passed: they keep only what the slowest one needs.
+func (v *voter) trimSums() {
+	low := v.sumsFrom + int64(len(v.sums))
+	for _, r := range v.reps {
+		r.mu.Lock()
+		if r.odd == "" && !r.closed {
+			low = min(low, r.base/v.k)
+		}
+		r.mu.Unlock()
+	}
+	if n := low - v.sumsFrom; n > 0 {
+		v.sums = v.sums[n:] // append copies only the rest when it grows
+		v.sumsFrom = low
 	}
 }
 

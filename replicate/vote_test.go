@@ -162,6 +162,11 @@ func TestVoteChecksALateReplicaAtEachCheckpoint(t *testing.T) {
 	if odd, base := v.reps[2].state(); odd != "" || base != int64(len(want)) {
 		t.Errorf("an agreeing late replica: %q, checked up to %d", odd, base)
 	}
+	// Every replica has passed the four full checkpoints: their digests
+	// are dropped.
+	if v.sumsFrom != 4 || len(v.sums) != 1 {
+		t.Errorf("digests kept: from checkpoint %d, %d of them", v.sumsFrom, len(v.sums))
+	}
 
 	// A late replica whose output ends early is named at the checkpoint
 	// it does not complete.
