@@ -356,6 +356,37 @@ func TestThreadOrder(t *testing.T) {
 	}
 }
 
+// TestConcurrentProcesses: processes that run at the same time get the
+// same random values in every run, whichever asks first: values are drawn
+// per process, named by its place in the process tree. Each of two
+// background shells reads /dev/urandom, calls getrandom (through mktemp
+// -u's name) and execs; natively every run differs.
+func TestConcurrentProcesses(t *testing.T) {
+	requireRoot(t)
+	work := t.TempDir()
+	script := `cd ` + work + `
+	for i in 1 2 3; do
+		(head -c 8 /dev/urandom | od -An -tx1; mktemp -u) > out.$i &
+	done
+	wait; cat out.1 out.2 out.3`
+	var first string
+	for i := 0; i < 6; i++ {
+		r := lockstep(t, "", "exec", "--", "sh", "-c", script)
+		if r.code != 0 || strings.Count(r.stdout, "\n") != 6 {
+			t.Fatalf("exit %d: %q %s", r.code, r.stdout, r.stderr)
+		}
+		if i == 0 {
+			first = r.stdout
+		} else if r.stdout != first {
+			t.Fatalf("run %d:\n%s\nrun 0:\n%s", i, r.stdout, first)
+		}
+	}
+	native, _ := exec.Command("sh", "-c", script).Output()
+	if string(native) == first {
+		t.Errorf("native run printed the same values: %q", native)
+	}
+}
+
 // TestDigests: the eBPF tracer's digest chains of a program writing to
 // stdout, a file, a pipe and a TCP socket (and reading the other ends) are
 // identical on two runs; one differing byte is reported at its checkpoint;

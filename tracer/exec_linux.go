@@ -29,7 +29,7 @@ func (t *Tracer) exec(tid int, th *thread) error {
 		return fmt.Errorf("exec of pid %d: %w", tid, err)
 	}
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", tid))
-	rnd, err := t.world.ExecRandom(exe)
+	rnd, err := t.world.ExecRandom(int32(tid), exe) // after execve, tid is its process's ID
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,8 @@ const syscallStop = unix.SIGTRAP | 0x80 // PTRACE_O_TRACESYSGOOD
 type exitFixup func(tid int, regs *unix.PtraceRegs) error
 
 type thread struct {
+	announced bool      // its creator's fork or clone stop has been seen (or it is the root)
+	parked    bool      // stopped at its first stop until it is announced
 	exit      exitFixup // pending syscall-exit work, or nil
 	busyTG    int32     // thread group marked busy in the world's Quiet until the exit, or 0
 	injecting bool      // the next arch_prctl(ARCH_SET_CPUID) is the tracer's own
@@ -72,7 +74,8 @@ func (t *Tracer) Seize(tid int) error {
 		return fmt.Errorf("ptrace seize %d: %w", tid, e)
 	}
 	t.root = tid
-	t.threads[tid] = &thread{}
+	t.threads[tid] = &thread{announced: true}
+	t.world.Root(int32(tid))
 	return nil
 }
 
@@ -120,6 +123,8 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			delete(t.threads, tid)
 			delete(t.held, tid)
 			delete(t.others, tid)
+			t.world.Exit(int32(tid))
+			t.world.Quiet().Forget(int32(tid))
 			continue
 		}
 		if !ws.Stopped() {
@@ -191,12 +196,32 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		}
 		t.Execs++
 		return t.exec(tid, th)
+	case unix.PTRACE_EVENT_STOP:
+		// A new tracee's first stop. It runs only once its creator's
+		// fork or clone stop has named it (virt.World.Fork), so that
+		// it never asks for entropy under no name.
+		if !th.announced {
+			th.parked = true
+			return nil
+		}
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
-		child, err := unix.PtraceGetEventMsg(tid)
+		msg, err := unix.PtraceGetEventMsg(tid)
 		if err != nil {
 			return ignoreGone(err)
 		}
-		t.thread(int(child))
+		child := int(msg)
+		q := t.world.Quiet()
+		if parent := q.Tgid(uint32(tid)); event != unix.PTRACE_EVENT_CLONE || q.Tgid(uint32(child)) != parent {
+			t.world.Fork(parent, int32(child))
+		}
+		ch := t.thread(child)
+		ch.announced = true
+		if ch.parked {
+			ch.parked = false
+			if err := resume(child, 0); err != nil {
+				return err
+			}
+		}
 		if event == unix.PTRACE_EVENT_CLONE {
 			t.held[tid] = &hold{until: time.Now().Add(holdLimit)}
 			return nil // resumed by release

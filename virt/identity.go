@@ -93,14 +93,18 @@ var entropyDevices = map[string]bool{"/dev/urandom": true, "/dev/random": true}
 // IsEntropyDevice reports whether path names an entropy device.
 func IsEntropyDevice(path string) bool { return entropyDevices[path] }
 
-// File returns the virtual contents of path, if Lockstep serves it.
-func (w *World) File(path string) ([]byte, bool, error) {
+// File returns the virtual contents of path, if Lockstep serves it, as
+// process tgid opens it.
+func (w *World) File(tgid int32, path string) ([]byte, bool, error) {
 	f, ok := files[path]
 	if !ok {
 		return nil, false, nil
 	}
 	b := []byte(f(w))
-	return b, true, w.note("file", path, digest(b))
+	w.ent.mu.Lock()
+	name := w.process(tgid).name
+	w.ent.mu.Unlock()
+	return b, true, w.note(name, "file", path, digest(b))
 }
 
 func machineID(w *World) string {

@@ -17,7 +17,7 @@ import (
 // docs/exec-log.md.
 const (
 	LogFormat  = "lockstep-exec-log"
-	LogVersion = 1
+	LogVersion = 2
 )
 
 // Header is the first line of a log: the world the run was given.
@@ -38,30 +38,48 @@ func (h Header) Config() Config {
 }
 
 // Event is one value served: a wall-clock read, random bytes, an entropy
-// device or virtual file opened, the AT_RANDOM bytes of an execve.
+// device or virtual file opened, the AT_RANDOM bytes of an execve. Proc
+// names the process it was served to (its place in the process tree:
+// "1", "1.0", ...), empty for values of the whole world (the clocks).
 type Event struct {
 	Seq   uint64 `json:"seq"`
+	Proc  string `json:"proc,omitempty"`
 	Kind  string `json:"kind"`
 	What  string `json:"what"`
 	Value string `json:"value"`
 }
 
-func (e Event) String() string { return fmt.Sprintf("%s %s = %s", e.Kind, e.What, e.Value) }
+func (e Event) String() string {
+	if e.Proc == "" {
+		return fmt.Sprintf("%s %s = %s", e.Kind, e.What, e.Value)
+	}
+	return fmt.Sprintf("process %s: %s %s = %s", e.Proc, e.Kind, e.What, e.Value)
+}
+
+// same reports whether e is r, whatever their places in the log.
+func (e Event) same(r Event) bool {
+	return e.Proc == r.Proc && e.Kind == r.Kind && e.What == r.What && e.Value == r.Value
+}
 
 // ErrMismatch is wrapped by the error a replay returns at its first
 // difference from the recording.
 var ErrMismatch = errors.New("replay mismatch")
 
 // Log records a run's events, or replays a recorded run and checks that
-// this run asks for the same values in the same order.
+// this run asks for the same values: each process the same values in the
+// same order, and the world's clocks the same readings in the same order.
+// Processes that run at the same time (the two sides of a pipe) may ask in
+// any order between them.
 type Log struct {
 	mu       sync.Mutex
 	replay   bool
 	w        *bufio.Writer // record: guarded by mu
 	f        *os.File
-	recorded []Event // replay: the events read
-	seq      uint64  // guarded by mu: events seen so far
-	err      error   // guarded by mu: first mismatch, sticky
+	recorded []Event          // replay: the events read
+	byProc   map[string][]int // replay: indexes into recorded, per process
+	next     map[string]int   // replay, guarded by mu: per process, its next event in byProc
+	seq      uint64           // guarded by mu: events seen so far
+	err      error            // guarded by mu: first mismatch, sticky
 }
 
 // CreateLog starts recording to path.
@@ -91,7 +109,11 @@ func OpenLog(path string) (*Log, Header, error) {
 	if err != nil {
 		return nil, Header{}, fmt.Errorf("log %s: %w", path, err)
 	}
-	return &Log{replay: true, recorded: events}, h, nil
+	l := &Log{replay: true, recorded: events, byProc: map[string][]int{}, next: map[string]int{}}
+	for i, e := range events {
+		l.byProc[e.Proc] = append(l.byProc[e.Proc], i)
+	}
+	return l, h, nil
 }
 
 // ReadLog parses a log.
@@ -105,8 +127,8 @@ func ReadLog(r io.Reader) (Header, []Event, error) {
 	if err := strictUnmarshal(sc.Bytes(), &h); err != nil || h.Format != LogFormat {
 		return h, nil, errors.New("line 1: not a lockstep exec log header")
 	}
-	if h.Version != LogVersion {
-		return h, nil, fmt.Errorf("version %d: this lockstep reads version %d", h.Version, LogVersion)
+	if h.Version != LogVersion && h.Version != 1 { // 1: the same, without Proc
+		return h, nil, fmt.Errorf("version %d: this lockstep reads versions 1 and %d", h.Version, LogVersion)
 	}
 	if err := h.Config().Validate(); err != nil {
 		return h, nil, fmt.Errorf("line 1: %w", err)
@@ -140,27 +162,37 @@ func strictUnmarshal(b []byte, v any) error {
 	return nil
 }
 
-// Event records one value, or in replay checks it against the recording.
-// After the first mismatch every call returns that error.
-func (l *Log) Event(kind, what, value string) error {
+// Event records one value served to process proc ("" for the world), or
+// in replay checks it against that process's next recorded one. After the
+// first mismatch every call returns that error.
+func (l *Log) Event(proc, kind, what, value string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
 		return l.err
 	}
-	e := Event{Seq: l.seq, Kind: kind, What: what, Value: value}
+	e := Event{Seq: l.seq, Proc: proc, Kind: kind, What: what, Value: value}
 	l.seq++
 	if !l.replay {
 		b, _ := json.Marshal(e)
 		l.w.Write(append(b, '\n'))
 		return nil
 	}
-	if e.Seq >= uint64(len(l.recorded)) {
-		l.err = fmt.Errorf("%w at event %d: the recording ended, this run asked for %s", ErrMismatch, e.Seq, e)
-	} else if r := l.recorded[e.Seq]; r != e {
-		l.err = fmt.Errorf("%w at event %d: recorded %s, this run got %s", ErrMismatch, e.Seq, r, e)
+	idx, n := l.byProc[proc], l.next[proc]
+	if n >= len(idx) {
+		l.err = fmt.Errorf("%w at event %d: the recording has no more events %s, this run asked for %s", ErrMismatch, e.Seq, of(proc), e)
+	} else if r := l.recorded[idx[n]]; !r.same(e) {
+		l.err = fmt.Errorf("%w at event %d: recorded (event %d) %s, this run got %s", ErrMismatch, e.Seq, r.Seq, r, e)
 	}
+	l.next[proc]++
 	return l.err
+}
+
+func of(proc string) string {
+	if proc == "" {
+		return "of the clocks"
+	}
+	return "of process " + proc
 }
 
 // Close ends the log. In replay it reports a mismatch, or a recording
@@ -170,8 +202,14 @@ func (l *Log) Close() error {
 	defer l.mu.Unlock()
 	if l.replay {
 		if l.err == nil && l.seq < uint64(len(l.recorded)) {
-			l.err = fmt.Errorf("%w: this run ended after %d events, the recording has %d (next: %s)",
-				ErrMismatch, l.seq, len(l.recorded), l.recorded[l.seq])
+			first := len(l.recorded)
+			for proc, idx := range l.byProc {
+				if n := l.next[proc]; n < len(idx) {
+					first = min(first, idx[n])
+				}
+			}
+			l.err = fmt.Errorf("%w: this run ended after %d events, the recording has %d (the first not asked for: event %d, %s)",
+				ErrMismatch, l.seq, len(l.recorded), first, l.recorded[first])
 		}
 		return l.err
 	}

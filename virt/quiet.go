@@ -53,6 +53,14 @@ func (q *Quiet) Tgid(tid uint32) int32 {
 	return tg
 }
 
+// Forget drops what Tgid knows of tid, a thread that has exited: its ID
+// may be given to another.
+func (q *Quiet) Forget(tid int32) {
+	q.mu.Lock()
+	delete(q.tgids, tid)
+	q.mu.Unlock()
+}
+
 func readTgid(tid int) int32 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", tid))
 	if err != nil {

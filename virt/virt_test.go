@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,12 +111,13 @@ func TestBadClock(t *testing.T) {
 func TestEntropyIsSeeded(t *testing.T) {
 	read := func(seed uint64) (r, dev, exec []byte) {
 		w := world(t, seed)
+		w.Root(10)
 		r = make([]byte, 32)
-		w.Random(r)
-		s, _ := w.OpenEntropy("/dev/urandom")
+		w.Random(10, r)
+		s, _ := w.OpenEntropy(10, "/dev/urandom")
 		dev = make([]byte, 32)
 		s.Read(dev)
-		x, _ := w.ExecRandom("/bin/true")
+		x, _ := w.ExecRandom(10, "/bin/true")
 		return r, dev, x[:]
 	}
 	r1, d1, x1 := read(1)
@@ -146,19 +148,19 @@ func TestIdentity(t *testing.T) {
 	if m := binary.LittleEndian.Uint64(w.CPUMask()); m != 1 {
 		t.Fatalf("affinity mask %#x for 1 CPU", m)
 	}
-	cpu, ok, _ := w.File("/proc/cpuinfo")
+	cpu, ok, _ := w.File(10, "/proc/cpuinfo")
 	if !ok || !strings.Contains(string(cpu), "model name\t: Lockstep Virtual CPU") || strings.Contains(string(cpu), "rdrand") {
 		t.Fatalf("cpuinfo:\n%s", cpu)
 	}
-	if on, _, _ := w.File("/sys/devices/system/cpu/online"); string(on) != "0\n" {
+	if on, _, _ := w.File(10, "/sys/devices/system/cpu/online"); string(on) != "0\n" {
 		t.Fatalf("cpu/online %q", on)
 	}
-	a, _, _ := w.File("/proc/sys/kernel/random/uuid")
-	b, _, _ := w.File("/proc/sys/kernel/random/uuid")
+	a, _, _ := w.File(10, "/proc/sys/kernel/random/uuid")
+	b, _, _ := w.File(10, "/proc/sys/kernel/random/uuid")
 	if bytes.Equal(a, b) {
 		t.Fatal("two reads of random/uuid are equal")
 	}
-	if _, ok, _ := w.File("/etc/passwd"); ok {
+	if _, ok, _ := w.File(10, "/etc/passwd"); ok {
 		t.Fatal("/etc/passwd is served")
 	}
 }
@@ -195,8 +197,8 @@ func TestLogRecordReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.Event("clock", "CLOCK_REALTIME", "1")
-	rec.Event("getrandom", "16", "ab")
+	rec.Event("", "clock", "CLOCK_REALTIME", "1")
+	rec.Event("1", "getrandom", "16", "ab")
 	if err := rec.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,18 +209,68 @@ func TestLogRecordReplay(t *testing.T) {
 	if got.Seed != 7 || got.Hostname != "h" {
 		t.Fatalf("header %+v", got)
 	}
-	if err := rep.Event("clock", "CLOCK_REALTIME", "1"); err != nil {
+	if err := rep.Event("", "clock", "CLOCK_REALTIME", "1"); err != nil {
 		t.Fatal(err)
 	}
-	err = rep.Event("getrandom", "16", "cd")
+	err = rep.Event("1", "getrandom", "16", "cd")
 	if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "event 1") {
 		t.Fatalf("mismatch not reported: %v", err)
 	}
 
 	short, _, _ := OpenLog(path)
-	short.Event("clock", "CLOCK_REALTIME", "1")
+	short.Event("", "clock", "CLOCK_REALTIME", "1")
 	if err := short.Close(); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("a replay that stops early: %v", err)
+	}
+}
+
+// TestEntropyPerProcess: a process's values depend on its place in the
+// process tree, not on the order in which processes ask, and a replay
+// accepts concurrent processes' values in another order.
+func TestEntropyPerProcess(t *testing.T) {
+	draw := func(w *World, tgid int32) string {
+		b := make([]byte, 8)
+		w.Random(tgid, b)
+		x, _ := w.ExecRandom(tgid, "/bin/x")
+		return fmt.Sprintf("%x %x", b, x)
+	}
+	path := filepath.Join(t.TempDir(), "run.log")
+	log, err := CreateLog(path, Header{Epoch: DefaultEpoch, CPUs: 1, MemBytes: 4 << 30, Hostname: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, _ := New(DefaultConfig(), log)
+	w1.Root(100)
+	w1.Fork(100, 101) // "1.0"
+	w1.Fork(100, 102) // "1.1"
+	a1, b1 := draw(w1, 101), draw(w1, 102)
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Another run: other host PIDs, the children ask in the other order.
+	replay, _, err := OpenLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, _ := New(DefaultConfig(), replay)
+	w2.Root(500)
+	w2.Fork(500, 700)
+	w2.Fork(500, 600)
+	b2, a2 := draw(w2, 600), draw(w2, 700)
+	if a1 != a2 || b1 != b2 || a1 == b1 {
+		t.Errorf("child 1.0: %s, then %s; child 1.1: %s, then %s", a1, a2, b1, b2)
+	}
+	if err := replay.Close(); err != nil {
+		t.Errorf("replay in another order between processes: %v", err)
+	}
+	// Within a process, order still matters.
+	replay, _, _ = OpenLog(path)
+	w3, _ := New(DefaultConfig(), replay)
+	w3.Root(1)
+	w3.Fork(1, 2)
+	w3.ExecRandom(2, "/bin/x")
+	if err := replay.Close(); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "process 1.0: getrandom") {
+		t.Errorf("a process's values in another order: %v", err)
 	}
 }
 

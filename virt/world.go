@@ -44,11 +44,11 @@ func (w *World) Start() { w.clk.start() }
 func (w *World) Config() Config { return w.cfg }
 
 // note records an observable value; in replay it checks it.
-func (w *World) note(kind, what, value string) error {
+func (w *World) note(proc, kind, what, value string) error {
 	if w.log == nil {
 		return nil
 	}
-	return w.log.Event(kind, what, value)
+	return w.log.Event(proc, kind, what, value)
 }
 
 // origin returns the Unix-epoch offset of a clock id's counter.
@@ -72,7 +72,7 @@ func (w *World) ReadClock(id int32) (int64, error) {
 	}
 	v := int64(w.origin(id, cl) + w.clk.read(cl))
 	if cl == Wall {
-		if err := w.note("clock", clockName(id), fmt.Sprint(v)); err != nil {
+		if err := w.note("", "clock", clockName(id), fmt.Sprint(v)); err != nil {
 			return 0, err
 		}
 	}

@@ -80,7 +80,7 @@ func (a *Agent) open(r *Req, dirfd int32, pathAddr, flags uint64) (int64, error)
 			return 0, errContinue
 		}
 	}
-	b, ok, err := a.world.File(abs)
+	b, ok, err := a.world.File(r.Tgid(), abs)
 	if err != nil || !ok {
 		return 0, err
 	}
@@ -147,7 +147,7 @@ func (a *Agent) serveEntropy(r *Req, dev string, cloexec bool) (int64, error) {
 		return 0, fmt.Errorf("entropy stream: %w", err)
 	}
 	unix.Shutdown(fds[0], unix.SHUT_RD)
-	src, err := a.world.OpenEntropy(dev)
+	src, err := a.world.OpenEntropy(r.Tgid(), dev)
 	if err != nil {
 		unix.Close(fds[0])
 		return 0, err

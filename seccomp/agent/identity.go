@@ -34,7 +34,7 @@ func (a *Agent) getrandom(r *Req) (int64, error) {
 	if err := r.Valid(); err != nil {
 		return 0, err
 	}
-	if err := a.world.Random(b); err != nil {
+	if err := a.world.Random(r.Tgid(), b); err != nil {
 		return 0, err
 	}
 	return int64(n), r.Write(r.Arg(0), b)

@@ -23,6 +23,10 @@ func (r *Req) Arg(i int) uint64 { return r.Data.Args[i] }
 // Tid is the calling thread's ID in the agent's PID namespace.
 func (r *Req) Tid() int { return int(r.Pid) }
 
+// Tgid is the calling process's ID (its thread group's) in the agent's PID
+// namespace.
+func (r *Req) Tgid() int32 { return r.a.world.Quiet().Tgid(r.Pid) }
+
 // memErr turns a failed remote access into what the caller should see.
 func memErr(err error) error {
 	if err == unix.ESRCH {

@@ -148,7 +148,7 @@ func (r *Req) sleep(d time.Duration) error {
 		left := time.Until(end)
 		if left <= 0 {
 			if d <= shortSleep {
-				virt.WaitStill(int(r.a.world.Quiet().Tgid(r.Pid)), int(r.Pid), stillLimit)
+				virt.WaitStill(int(r.Tgid()), int(r.Pid), stillLimit)
 			}
 			return r.Valid()
 		}
