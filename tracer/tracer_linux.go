@@ -306,7 +306,9 @@ func (t *Tracer) release() error {
 		}
 	}
 	if len(t.held) > 0 {
-		time.Sleep(20 * time.Microsecond)
+		// nanosleep itself: this thread is locked, and Go's timers can
+		// take a millisecond to wake it.
+		unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
 	}
 	return nil
 }
