@@ -489,6 +489,21 @@ func TestOutputTailAtExit(t *testing.T) {
 	ctx := p.ctx()
 	args := []string{"/bin/busybox", "seq", "1", "200000"}
 	want := 1288895 // bytes of seq 1 200000
+	// runThenDelete starts a created process and deletes it as soon as
+	// Wait says it has exited, as ctr does.
+	runThenDelete := func(proc containerd.Process) {
+		status, err := proc.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proc.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		<-status
+		if _, err := proc.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	deleteAtExit := func(runtime string) int {
 		c := p.newContainer(t, run{runtime: runtime, args: args})
 		var o slowWriter
@@ -496,17 +511,7 @@ func TestOutputTailAtExit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		status, err := task.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		<-status
-		if _, err := task.Delete(ctx); err != nil {
-			t.Fatal(err)
-		}
+		runThenDelete(task)
 		return o.n
 	}
 	if got := deleteAtExit(runcRuntime); got != want {
@@ -528,17 +533,7 @@ func TestOutputTailAtExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, err := proc.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	<-status
-	if _, err := proc.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	runThenDelete(proc)
 	if o.n != want {
 		t.Errorf("exec'd process: the client got %d of %d bytes", o.n, want)
 	}
