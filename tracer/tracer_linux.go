@@ -23,7 +23,7 @@ type exitFixup func(tid int, regs *unix.PtraceRegs) error
 
 type thread struct {
 	announced bool      // its creator's fork or clone stop has been seen (or it is the root)
-	parked    bool      // stopped at its first stop until it is announced
+	parked    time.Time // when stopped at its first stop until it is announced, else zero
 	exit      exitFixup // pending syscall-exit work, or nil
 	busyTG    int32     // thread group marked busy in the world's Quiet until the exit, or 0
 	injecting bool      // the next arch_prctl(ARCH_SET_CPUID) is the tracer's own
@@ -39,6 +39,7 @@ type Tracer struct {
 	threads map[int]*thread // by thread ID
 	others  map[int]bool    // untraced children to reap (an init process)
 	held    map[int]*hold   // threads held at their clone stop, by thread ID
+	parked  int             // threads parked at their first stop
 	root    int
 	status  unix.WaitStatus // root's, once it has exited
 	exited  bool
@@ -92,7 +93,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		// several tracers can run in one process (one per container process
 		// tree in the shim's agent).
 		flags := unix.WALL | unix.WNOTHREAD
-		if len(t.held) > 0 {
+		if len(t.held) > 0 || t.parked > 0 {
 			flags |= unix.WNOHANG
 		}
 		tid, err := unix.Wait4(-1, &ws, flags, nil)
@@ -119,6 +120,9 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			}
 			if th := t.threads[tid]; th != nil {
 				t.idle(th)
+				if !th.parked.IsZero() {
+					t.parked--
+				}
 			}
 			delete(t.threads, tid)
 			delete(t.held, tid)
@@ -201,7 +205,8 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		// fork or clone stop has named it (virt.World.Fork), so that
 		// it never asks for entropy under no name.
 		if !th.announced {
-			th.parked = true
+			th.parked = time.Now()
+			t.parked++
 			return nil
 		}
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
@@ -216,11 +221,8 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		}
 		ch := t.thread(child)
 		ch.announced = true
-		if ch.parked {
-			ch.parked = false
-			if err := resume(child, 0); err != nil {
-				return err
-			}
+		if err := t.unpark(child, ch); err != nil {
+			return err
 		}
 		if event == unix.PTRACE_EVENT_CLONE {
 			t.held[tid] = &hold{until: time.Now().Add(holdLimit)}
@@ -285,11 +287,38 @@ type hold struct {
 	quietPolls int // polls in a row that found the process quiet
 }
 
+// parkLimit bounds the wait of a new tracee for its creator's fork stop,
+// which comes at once unless the creator died in between: the child then
+// runs, named as a child of no known process.
+const parkLimit = time.Second
+
+// unpark resumes a thread parked at its first stop.
+func (t *Tracer) unpark(tid int, th *thread) error {
+	if th.parked.IsZero() {
+		return nil
+	}
+	th.parked = time.Time{}
+	t.parked--
+	return resume(tid, 0)
+}
+
 // release resumes the held threads whose process has gone quiet (every
 // thread of it waits, seen on two polls in a row), or that have been held
-// for holdLimit, and otherwise pauses briefly.
+// for holdLimit, and the parked ones whose creator's stop has not come in
+// parkLimit; otherwise it pauses briefly.
 func (t *Tracer) release() error {
 	now := time.Now()
+	if t.parked > 0 {
+		for tid, th := range t.threads {
+			if !th.parked.IsZero() && now.Sub(th.parked) > parkLimit {
+				th.announced = true
+				t.world.Fork(-1, int32(tid))
+				if err := t.unpark(tid, th); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for tid, h := range t.held {
 		if now.Before(h.until) {
 			if virt.Running(tid, func(other int) bool { return t.held[other] != nil }) {
@@ -305,7 +334,7 @@ func (t *Tracer) release() error {
 			return err
 		}
 	}
-	if len(t.held) > 0 {
+	if len(t.held) > 0 || t.parked > 0 {
 		// nanosleep itself: this thread is locked, and Go's timers can
 		// take a millisecond to wake it.
 		unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
