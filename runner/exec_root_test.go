@@ -357,22 +357,25 @@ func TestThreadOrder(t *testing.T) {
 }
 
 // TestConcurrentProcesses: processes that run at the same time get the
-// same random values in every run, whichever asks first: values are drawn
-// per process, named by its place in the process tree. Each of two
-// background shells reads /dev/urandom, calls getrandom (through mktemp
-// -u's name) and execs; natively every run differs.
+// same random values and clock readings in every run, whichever asks
+// first: values are drawn per process, named by its place in the process
+// tree, and each process has its own clocks. Each of three background
+// shells reads /dev/urandom, calls getrandom (mktemp -u's name), execs and
+// reads the clock; natively every run differs. A parent's clock takes in
+// its children's sleeps when it waits for them.
 func TestConcurrentProcesses(t *testing.T) {
 	requireRoot(t)
 	work := t.TempDir()
 	script := `cd ` + work + `
 	for i in 1 2 3; do
-		(head -c 8 /dev/urandom | od -An -tx1; mktemp -u) > out.$i &
+		(head -c 8 /dev/urandom | od -An -tx1; mktemp -u; date +%s.%N) > out.$i &
 	done
-	wait; cat out.1 out.2 out.3`
+	wait; cat out.1 out.2 out.3
+	d0=$(date +%s%N); sleep 0.2; d1=$(date +%s%N); echo slept $(( (d1 - d0) / 100000000 ))`
 	var first string
 	for i := 0; i < 6; i++ {
 		r := lockstep(t, "", "exec", "--", "sh", "-c", script)
-		if r.code != 0 || strings.Count(r.stdout, "\n") != 6 {
+		if r.code != 0 || strings.Count(r.stdout, "\n") != 10 || !strings.HasSuffix(r.stdout, "slept 2\n") {
 			t.Fatalf("exit %d: %q %s", r.code, r.stdout, r.stderr)
 		}
 		if i == 0 {

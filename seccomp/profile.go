@@ -203,8 +203,8 @@ func Rules() []Rule {
 		trace("lstat", sysLstat),
 		trace("newfstatat", sysNewfstatat),
 		trace("statx", sysStatx),
-		traceIf("wait4", sysWait4, 3),   // rusage
-		traceIf("waitid", sysWaitid, 4), // rusage
+		trace("wait4", sysWait4),   // rusage; the reaped child's clocks
+		trace("waitid", sysWaitid), // rusage; the reaped child's clocks
 		// Waits with a timeout: an expired timeout advances virtual time.
 		traceIf("poll", sysPoll, 2),
 		traceIf("ppoll", sysPpoll, 2),

@@ -39,7 +39,7 @@ func (t *Tracer) emulate(tid int) (bool, error) {
 	}
 	switch {
 	case bytes.HasPrefix(code, insnRdtsc), bytes.HasPrefix(code, insnRdtscp):
-		tsc, err := t.world.ReadClock(virt.ClockMonotonic)
+		tsc, err := t.world.ReadClock(t.tgid(tid), virt.ClockMonotonic)
 		if err != nil {
 			return false, err
 		}

@@ -24,7 +24,7 @@ var le = binary.LittleEndian
 // fixStat rewrites a struct stat: device and inode numbers become stable
 // virtual ones, the three times become the (virtual) modification time,
 // and sizes and block counts stop depending on the host filesystem.
-func fixStat(b []byte, w *virt.World) {
+func fixStat(b []byte, w *virt.World, tgid int32) {
 	dev, ino := le.Uint64(b[0:]), le.Uint64(b[8:])
 	mode := le.Uint32(b[24:])
 	le.PutUint64(b[0:], w.Dev(dev))
@@ -33,7 +33,7 @@ func fixStat(b []byte, w *virt.World) {
 	le.PutUint64(b[48:], uint64(size))
 	le.PutUint64(b[56:], blockSize)
 	le.PutUint64(b[64:], uint64(blocks))
-	m := w.FileTime(dev, ino, int64(le.Uint64(b[88:]))*1e9+int64(le.Uint64(b[96:])))
+	m := w.FileTime(tgid, dev, ino, int64(le.Uint64(b[88:]))*1e9+int64(le.Uint64(b[96:])))
 	for _, off := range []int{72, 88, 104} { // atime, mtime, ctime
 		le.PutUint64(b[off:], uint64(m/1e9))
 		le.PutUint64(b[off+8:], uint64(m%1e9))
@@ -42,7 +42,7 @@ func fixStat(b []byte, w *virt.World) {
 
 // fixStatx does for struct statx what fixStat does for struct stat; the
 // mount ID becomes the virtual device number.
-func fixStatx(b []byte, w *virt.World) {
+func fixStatx(b []byte, w *virt.World, tgid int32) {
 	dev := mkdev(le.Uint32(b[136:]), le.Uint32(b[140:]))
 	ino := le.Uint64(b[32:])
 	mode := uint32(le.Uint16(b[28:]))
@@ -55,7 +55,7 @@ func fixStatx(b []byte, w *virt.World) {
 	size, blocks := normalSize(mode, int64(le.Uint64(b[40:])))
 	le.PutUint64(b[40:], uint64(size))
 	le.PutUint64(b[48:], uint64(blocks))
-	m := w.FileTime(dev, ino, int64(le.Uint64(b[112:]))*1e9+int64(le.Uint32(b[120:])))
+	m := w.FileTime(tgid, dev, ino, int64(le.Uint64(b[112:]))*1e9+int64(le.Uint32(b[120:])))
 	for _, off := range []int{64, 80, 96, 112} { // atime, btime, ctime, mtime
 		le.PutUint64(b[off:], uint64(m/1e9))
 		le.PutUint32(b[off+8:], uint32(m%1e9))
@@ -84,5 +84,6 @@ func major(dev uint64) uint32 { return uint32((dev>>32)&0xfffff000 | (dev>>8)&0x
 func minor(dev uint64) uint32 { return uint32((dev>>12)&0xffffff00 | dev&0xff) }
 
 // FixStat rewrites a struct stat (144 bytes, x86_64) as the tracer does at
-// a stat syscall's exit; the agent uses it for the stat calls it answers.
-func FixStat(b []byte, w *virt.World) { fixStat(b, w) }
+// a stat syscall's exit, for process tgid; the agent uses it for the stat
+// calls it answers.
+func FixStat(b []byte, w *virt.World, tgid int32) { fixStat(b, w, tgid) }

@@ -66,13 +66,13 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 	case unix.SYS_STATX:
 		return t.rewrite(regs.R8, sizeofStatx, fixStatx), nil
 	case unix.SYS_WAIT4:
-		return zeroOnSuccess(regs.R10, sizeofRusage), nil
+		return t.reaped(zeroOnSuccess(regs.R10, sizeofRusage), 0), nil
 	case unix.SYS_WAITID:
-		return zeroOnSuccess(regs.R8, sizeofRusage), nil
+		return t.reaped(zeroOnSuccess(regs.R8, sizeofRusage), regs.Rdx), nil
 	case unix.SYS_POLL:
-		return t.relativeWait(msTimeout(regs.Rdx), 0, nil), nil
+		return t.relativeWait(tid, msTimeout(regs.Rdx), 0, nil), nil
 	case unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT:
-		return t.relativeWait(msTimeout(regs.R10), 0, nil), nil
+		return t.relativeWait(tid, msTimeout(regs.R10), 0, nil), nil
 	case unix.SYS_PPOLL:
 		return t.timespecWait(tid, regs.Rdx, true, 0)
 	case unix.SYS_PSELECT6:
@@ -104,7 +104,7 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 
 // rewrite returns a fixup that rewrites the n-byte struct at addr when the
 // syscall succeeds.
-func (t *Tracer) rewrite(addr uint64, n int, fix func([]byte, *virt.World)) exitFixup {
+func (t *Tracer) rewrite(addr uint64, n int, fix func([]byte, *virt.World, int32)) exitFixup {
 	return func(tid int, regs *unix.PtraceRegs) error {
 		if int64(regs.Rax) != 0 || addr == 0 {
 			return nil
@@ -113,7 +113,7 @@ func (t *Tracer) rewrite(addr uint64, n int, fix func([]byte, *virt.World)) exit
 		if err != nil {
 			return nil // the struct is gone with its process
 		}
-		fix(b, t.world)
+		fix(b, t.world, t.tgid(tid))
 		return ignoreGone(writeMem(tid, addr, b))
 	}
 }
@@ -124,6 +124,32 @@ func zeroOnSuccess(addr uint64, n int) exitFixup {
 			return nil
 		}
 		writeMem(tid, addr, make([]byte, n))
+		return nil
+	}
+}
+
+// reaped returns a fixup for wait4 (infop 0) or waitid that, after
+// rusage's, tells the world which child the caller reaped: the caller's
+// clocks move up to the child's (virt.World.Reaped).
+func (t *Tracer) reaped(rusage exitFixup, infop uint64) exitFixup {
+	return func(tid int, regs *unix.PtraceRegs) error {
+		if err := rusage(tid, regs); err != nil {
+			return err
+		}
+		pid := int64(regs.Rax)
+		if infop != 0 {
+			if pid != 0 {
+				return nil
+			}
+			si, err := readMem(tid, infop, 24) // si_signo, si_errno, si_code, pad, si_pid
+			if err != nil {
+				return nil
+			}
+			pid = int64(int32(le.Uint32(si[16:])))
+		}
+		if pid > 0 {
+			t.world.Reaped(t.tgid(tid), int32(pid))
+		}
 		return nil
 	}
 }
@@ -152,15 +178,16 @@ func msTimeout(arg uint64) time.Duration {
 // relativeWait advances the monotonic clock to entry time + d when the
 // wait times out (returns 0, or -timeoutErrno when that is not 0). after
 // runs at exit in any case.
-func (t *Tracer) relativeWait(d time.Duration, timeoutErrno unix.Errno, after exitFixup) exitFixup {
+func (t *Tracer) relativeWait(tid int, d time.Duration, timeoutErrno unix.Errno, after exitFixup) exitFixup {
 	if d < 0 {
 		return after
 	}
-	start, _ := t.world.Now(virt.ClockMonotonic)
+	tg := t.tgid(tid)
+	start, _ := t.world.Now(tg, virt.ClockMonotonic)
 	deadline := start + int64(d)
 	return func(tid int, regs *unix.PtraceRegs) error {
 		if timedOut(regs.Rax, timeoutErrno) {
-			t.world.TimedOut(virt.ClockMonotonic, deadline)
+			t.world.TimedOut(tg, virt.ClockMonotonic, deadline)
 		}
 		if after != nil {
 			return after(tid, regs)
@@ -206,7 +233,7 @@ func (t *Tracer) structWait(tid int, addr uint64, unit int64, restore bool, time
 			return nil
 		}
 	}
-	return t.relativeWait(d, timeoutErrno, after), nil
+	return t.relativeWait(tid, d, timeoutErrno, after), nil
 }
 
 func (t *Tracer) futex(tid int, regs *unix.PtraceRegs) (exitFixup, error) {
@@ -241,7 +268,8 @@ func (t *Tracer) absoluteWait(tid int, regs *unix.PtraceRegs, clock int32) (exit
 		return nil, nil
 	}
 	deadline := int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
-	now, err := t.world.Now(clock)
+	tg := t.tgid(tid)
+	now, err := t.world.Now(tg, clock)
 	if err != nil {
 		return nil, nil // the kernel will say EINVAL
 	}
@@ -263,7 +291,7 @@ func (t *Tracer) absoluteWait(tid int, regs *unix.PtraceRegs, clock int32) (exit
 	}
 	return func(tid int, regs *unix.PtraceRegs) error {
 		if int64(regs.Rax) == -int64(unix.ETIMEDOUT) {
-			t.world.TimedOut(clock, deadline)
+			t.world.TimedOut(tg, clock, deadline)
 		}
 		regs.R10 = addr
 		return ignoreGone(unix.PtraceSetRegs(tid, regs))

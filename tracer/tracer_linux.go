@@ -234,6 +234,9 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 	return resume(tid, 0)
 }
 
+// tgid returns thread tid's process.
+func (t *Tracer) tgid(tid int) int32 { return t.world.Quiet().Tgid(uint32(tid)) }
+
 // busy marks the thread's process as inside a traced syscall until its
 // exit (virt.Quiet: sleeps of its other threads are held back).
 func (t *Tracer) busy(tid int, th *thread) {

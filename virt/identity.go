@@ -33,10 +33,10 @@ func (w *World) Uname() []byte {
 }
 
 // Sysinfo returns struct sysinfo (x86_64 layout, 112 bytes).
-func (w *World) Sysinfo() []byte {
+func (w *World) Sysinfo(tgid int32) []byte {
 	b := make([]byte, 112)
 	le := binary.LittleEndian
-	le.PutUint64(b[0:], uint64(w.Uptime().Seconds()))
+	le.PutUint64(b[0:], uint64(w.Uptime(tgid).Seconds()))
 	le.PutUint64(b[32:], w.cfg.MemBytes)   // totalram
 	le.PutUint64(b[40:], w.cfg.MemBytes/2) // freeram
 	le.PutUint16(b[80:], 1)                // procs
@@ -61,13 +61,10 @@ func (w *World) cpuList() string {
 
 // files maps virtual file paths to their contents at open time.
 var files = map[string]func(w *World) string{
-	"/proc/cpuinfo": (*World).cpuinfo,
-	"/proc/meminfo": (*World).meminfo,
-	"/proc/stat":    (*World).stat,
-	"/proc/uptime": func(w *World) string {
-		u := w.Uptime().Seconds()
-		return fmt.Sprintf("%.2f %.2f\n", u, u*float64(w.cfg.CPUs))
-	},
+	"/proc/cpuinfo":                         (*World).cpuinfo,
+	"/proc/meminfo":                         (*World).meminfo,
+	"/proc/stat":                            (*World).stat,
+	"/proc/uptime":                          nil, // per process: File
 	"/proc/loadavg":                         func(w *World) string { return "0.00 0.00 0.00 1/1 1\n" },
 	"/proc/version":                         func(w *World) string { return "Linux version " + Release + " (lockstep@lockstep) " + Version + "\n" },
 	"/proc/swaps":                           func(w *World) string { return "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" },
@@ -77,7 +74,7 @@ var files = map[string]func(w *World) string{
 	"/proc/sys/kernel/ostype":               func(w *World) string { return Sysname + "\n" },
 	"/proc/sys/kernel/version":              func(w *World) string { return Version + "\n" },
 	"/proc/sys/kernel/random/boot_id":       func(w *World) string { return uuid(stream(w.cfg.Seed, "boot_id", 0)) + "\n" },
-	"/proc/sys/kernel/random/uuid":          func(w *World) string { return w.nextUUID() + "\n" },
+	"/proc/sys/kernel/random/uuid":          nil, // per process: File
 	"/proc/sys/kernel/random/entropy_avail": func(w *World) string { return "256\n" },
 	"/proc/sys/kernel/random/poolsize":      func(w *World) string { return "256\n" },
 	"/sys/devices/system/cpu/online":        (*World).cpuList,
@@ -100,10 +97,20 @@ func (w *World) File(tgid int32, path string) ([]byte, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
-	b := []byte(f(w))
-	w.ent.mu.Lock()
-	name := w.process(tgid).name
-	w.ent.mu.Unlock()
+	var s string
+	switch path {
+	case "/proc/uptime":
+		u := w.Uptime(tgid).Seconds()
+		s = fmt.Sprintf("%.2f %.2f\n", u, u*float64(w.cfg.CPUs))
+	case "/proc/sys/kernel/random/uuid":
+		s = w.nextUUID(tgid) + "\n"
+	default:
+		s = f(w)
+	}
+	b := []byte(s)
+	w.pr.mu.Lock()
+	name := w.pr.get(tgid).name
+	w.pr.mu.Unlock()
 	return b, true, w.note(name, "file", path, digest(b))
 }
 

@@ -61,8 +61,9 @@ func (w *World) Ino(dev, ino uint64) uint64 {
 // FileTime maps a file timestamp (ns since the Unix epoch). Times from
 // before the run are the file's content and pass unchanged; a time set
 // during the run (by a write, or utimensat with UTIME_NOW) becomes the
-// virtual wall time at which it was first seen.
-func (w *World) FileTime(dev, ino uint64, ns int64) int64 {
+// virtual wall time at which it was first seen, on the clock of process
+// tgid, which sees it.
+func (w *World) FileTime(tgid int32, dev, ino uint64, ns int64) int64 {
 	if ns < w.realStart.UnixNano() || ns > time.Now().Add(time.Second).UnixNano() {
 		return ns
 	}
@@ -74,7 +75,7 @@ func (w *World) FileTime(dev, ino uint64, ns int64) int64 {
 	if ok {
 		return v
 	}
-	now, _ := w.Now(ClockRealtime)
+	now, _ := w.Now(tgid, ClockRealtime)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if v, ok := m.times[k]; ok {

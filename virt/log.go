@@ -40,7 +40,7 @@ func (h Header) Config() Config {
 // Event is one value served: a wall-clock read, random bytes, an entropy
 // device or virtual file opened, the AT_RANDOM bytes of an execve. Proc
 // names the process it was served to (its place in the process tree:
-// "1", "1.0", ...), empty for values of the whole world (the clocks).
+// "1", "1.0", ...; empty in version 1 files).
 type Event struct {
 	Seq   uint64 `json:"seq"`
 	Proc  string `json:"proc,omitempty"`
@@ -67,8 +67,7 @@ var ErrMismatch = errors.New("replay mismatch")
 
 // Log records a run's events, or replays a recorded run and checks that
 // this run asks for the same values: each process the same values in the
-// same order, and the world's clocks the same readings in the same order.
-// Processes that run at the same time (the two sides of a pipe) may ask in
+// same order. Processes that run at the same time (the two sides of a pipe) may ask in
 // any order between them.
 type Log struct {
 	mu       sync.Mutex
@@ -180,7 +179,7 @@ func (l *Log) Event(proc, kind, what, value string) error {
 	}
 	idx, n := l.byProc[proc], l.next[proc]
 	if n >= len(idx) {
-		l.err = fmt.Errorf("%w at event %d: the recording has no more events %s, this run asked for %s", ErrMismatch, e.Seq, of(proc), e)
+		l.err = fmt.Errorf("%w at event %d: the recording has no more events%s, this run asked for %s", ErrMismatch, e.Seq, of(proc), e)
 	} else if r := l.recorded[idx[n]]; !r.same(e) {
 		l.err = fmt.Errorf("%w at event %d: recorded (event %d) %s, this run got %s", ErrMismatch, e.Seq, r.Seq, r, e)
 	}
@@ -190,9 +189,9 @@ func (l *Log) Event(proc, kind, what, value string) error {
 
 func of(proc string) string {
 	if proc == "" {
-		return "of the clocks"
+		return ""
 	}
-	return "of process " + proc
+	return " of process " + proc
 }
 
 // Close ends the log. In replay it reports a mismatch, or a recording

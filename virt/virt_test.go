@@ -25,25 +25,25 @@ func world(t *testing.T, seed uint64) *World {
 
 func TestClocksStandStillBeforeStart(t *testing.T) {
 	w, _ := New(DefaultConfig(), nil)
-	w.ReadClock(ClockMonotonic)
-	w.NanoSlept(time.Second)
+	w.ReadClock(0, ClockMonotonic)
+	w.NanoSlept(0, time.Second)
 	w.Start()
-	if v, _ := w.ReadClock(ClockMonotonic); v != int64(monoStart) {
+	if v, _ := w.ReadClock(0, ClockMonotonic); v != int64(monoStart) {
 		t.Fatalf("setup moved the monotonic clock to %d", v)
 	}
 }
 
 func TestWallClockStartsAtEpochAndSteps(t *testing.T) {
 	w := world(t, 0)
-	a, _ := w.ReadClock(ClockRealtime)
-	b, _ := w.ReadClock(ClockRealtime)
+	a, _ := w.ReadClock(0, ClockRealtime)
+	b, _ := w.ReadClock(0, ClockRealtime)
 	if a != DefaultEpoch.UnixNano() {
 		t.Fatalf("first read %d, want the epoch %d", a, DefaultEpoch.UnixNano())
 	}
 	if b-a != int64(defaultStep) {
 		t.Fatalf("second read %d after %d: want one step", b, a)
 	}
-	tai, _ := w.ReadClock(ClockTAI)
+	tai, _ := w.ReadClock(0, ClockTAI)
 	if tai-b != int64(defaultStep+taiOffset) {
 		t.Fatalf("TAI %d is not wall + 37 s", tai)
 	}
@@ -54,44 +54,44 @@ func TestWallClockStartsAtEpochAndSteps(t *testing.T) {
 func TestClockClassesAreIndependent(t *testing.T) {
 	w := world(t, 0)
 	for i := 0; i < 100; i++ {
-		w.ReadClock(ClockMonotonic)
+		w.ReadClock(0, ClockMonotonic)
 	}
-	w.NanoSlept(time.Second)
-	if v, _ := w.Now(ClockRealtime); v != DefaultEpoch.UnixNano() {
+	w.NanoSlept(0, time.Second)
+	if v, _ := w.Now(0, ClockRealtime); v != DefaultEpoch.UnixNano() {
 		t.Fatalf("wall clock moved with the monotonic one: %d", v)
 	}
 }
 
 func TestSleepsAdvanceClocks(t *testing.T) {
 	w := world(t, 0)
-	m0, _ := w.Now(ClockMonotonic)
-	w0, _ := w.Now(ClockRealtime)
-	w.Slept(ClockRealtime, false, int64(time.Second), time.Second)
-	m1, _ := w.Now(ClockMonotonic)
-	w1, _ := w.Now(ClockRealtime)
+	m0, _ := w.Now(0, ClockMonotonic)
+	w0, _ := w.Now(0, ClockRealtime)
+	w.Slept(0, ClockRealtime, false, int64(time.Second), time.Second)
+	m1, _ := w.Now(0, ClockMonotonic)
+	w1, _ := w.Now(0, ClockRealtime)
 	if m1-m0 != int64(time.Second) || w1-w0 != int64(time.Second) {
 		t.Fatalf("relative clock_nanosleep of 1 s moved mono by %d, wall by %d", m1-m0, w1-w0)
 	}
 	deadline := m1 + int64(2*time.Second)
-	d, _ := w.SleepLength(ClockMonotonic, true, deadline)
+	d, _ := w.SleepLength(0, ClockMonotonic, true, deadline)
 	if d != 2*time.Second {
 		t.Fatalf("absolute sleep length %s, want 2s", d)
 	}
-	w.Slept(ClockMonotonic, true, deadline, d)
-	if m2, _ := w.Now(ClockMonotonic); m2 != deadline {
+	w.Slept(0, ClockMonotonic, true, deadline, d)
+	if m2, _ := w.Now(0, ClockMonotonic); m2 != deadline {
 		t.Fatalf("after an absolute sleep mono is %d, want the deadline %d", m2, deadline)
 	}
-	if d, _ := w.SleepLength(ClockMonotonic, true, 0); d != 0 {
+	if d, _ := w.SleepLength(0, ClockMonotonic, true, 0); d != 0 {
 		t.Fatalf("a deadline in the past sleeps %s", d)
 	}
 }
 
 func TestTimedOutNeverGoesBack(t *testing.T) {
 	w := world(t, 0)
-	now, _ := w.Now(ClockMonotonic)
-	w.TimedOut(ClockMonotonic, now+500)
-	w.TimedOut(ClockMonotonic, now+100) // an earlier deadline, seen later
-	if v, _ := w.Now(ClockMonotonic); v != now+500 {
+	now, _ := w.Now(0, ClockMonotonic)
+	w.TimedOut(0, ClockMonotonic, now+500)
+	w.TimedOut(0, ClockMonotonic, now+100) // an earlier deadline, seen later
+	if v, _ := w.Now(0, ClockMonotonic); v != now+500 {
 		t.Fatalf("mono %d, want %d", v, now+500)
 	}
 }
@@ -99,11 +99,11 @@ func TestTimedOutNeverGoesBack(t *testing.T) {
 func TestBadClock(t *testing.T) {
 	w := world(t, 0)
 	for _, id := range []int32{10, 12, 99, -5 /* a CLOCKFD id: (^fd << 3) | 3 */} {
-		if _, err := w.ReadClock(id); !errors.Is(err, ErrBadClock) {
+		if _, err := w.ReadClock(0, id); !errors.Is(err, ErrBadClock) {
 			t.Errorf("clock %d: err %v, want ErrBadClock", id, err)
 		}
 	}
-	if _, err := w.ReadClock(-6); err != nil { // another process's CPU clock
+	if _, err := w.ReadClock(0, -6); err != nil { // another process's CPU clock
 		t.Errorf("CPU clock of a pid: %v", err)
 	}
 }
@@ -141,7 +141,7 @@ func TestIdentity(t *testing.T) {
 	if field(0) != "Linux" || field(1) != "lockstep" || field(4) != "x86_64" {
 		t.Fatalf("uname fields %q %q %q", field(0), field(1), field(4))
 	}
-	si := w.Sysinfo()
+	si := w.Sysinfo(0)
 	if binary.LittleEndian.Uint64(si[32:]) != 4<<30 || binary.LittleEndian.Uint32(si[104:]) != 1 {
 		t.Fatal("sysinfo totalram or mem_unit wrong")
 	}
@@ -179,13 +179,13 @@ func TestInodesAreStable(t *testing.T) {
 func TestFileTime(t *testing.T) {
 	w := world(t, 0)
 	old := int64(1e18)
-	if w.FileTime(1, 1, old) != old {
+	if w.FileTime(0, 1, 1, old) != old {
 		t.Fatal("a time before the run was changed")
 	}
 	written := time.Now().UnixNano()
-	v := w.FileTime(1, 1, written)
-	w.ReadClock(ClockRealtime)
-	if v != DefaultEpoch.UnixNano() || w.FileTime(1, 1, written) != v {
+	v := w.FileTime(0, 1, 1, written)
+	w.ReadClock(0, ClockRealtime)
+	if v != DefaultEpoch.UnixNano() || w.FileTime(0, 1, 1, written) != v {
 		t.Fatalf("a time written during the run maps to %d, want the virtual time it was first seen", v)
 	}
 }

@@ -9,8 +9,7 @@ import (
 // world. Its methods are safe for concurrent use.
 type World struct {
 	cfg       Config
-	clk       *clocks
-	ent       *entropy
+	pr        *procs // the processes: names, entropy, clocks
 	ino       *inodes
 	log       *Log // nil: nothing recorded
 	quiet     *Quiet
@@ -25,8 +24,7 @@ func New(cfg Config, log *Log) (*World, error) {
 	}
 	return &World{
 		cfg:       cfg,
-		clk:       newClocks(),
-		ent:       newEntropy(cfg.Seed),
+		pr:        newProcs(),
 		ino:       newInodes(),
 		log:       log,
 		quiet:     newQuiet(),
@@ -38,7 +36,7 @@ func New(cfg Config, log *Log) (*World, error) {
 func (w *World) Quiet() *Quiet { return w.quiet }
 
 // Start marks the command's first execve: from here on, clocks move.
-func (w *World) Start() { w.clk.start() }
+func (w *World) Start() { w.pr.start() }
 
 // Config returns the world's configuration.
 func (w *World) Config() Config { return w.cfg }
@@ -63,29 +61,30 @@ func (w *World) origin(id int32, cl Class) time.Duration {
 	return o
 }
 
-// ReadClock serves one read of clock id, in nanoseconds since the clock's
-// origin, and advances the clock by one step.
-func (w *World) ReadClock(id int32) (int64, error) {
+// ReadClock serves process tgid one read of clock id, in nanoseconds
+// since the clock's origin, and advances the process's clock by one step.
+func (w *World) ReadClock(tgid, id int32) (int64, error) {
 	cl, err := ClassOf(id)
 	if err != nil {
 		return 0, err
 	}
-	v := int64(w.origin(id, cl) + w.clk.read(cl))
+	d, name := w.pr.read(tgid, cl)
+	v := int64(w.origin(id, cl) + d)
 	if cl == Wall {
-		if err := w.note("", "clock", clockName(id), fmt.Sprint(v)); err != nil {
+		if err := w.note(name, "clock", clockName(id), fmt.Sprint(v)); err != nil {
 			return 0, err
 		}
 	}
 	return v, nil
 }
 
-// Now returns clock id's current value without advancing it.
-func (w *World) Now(id int32) (int64, error) {
+// Now returns process tgid's clock id without advancing it.
+func (w *World) Now(tgid, id int32) (int64, error) {
 	cl, err := ClassOf(id)
 	if err != nil {
 		return 0, err
 	}
-	return int64(w.origin(id, cl) + w.clk.peek(cl)), nil
+	return int64(w.origin(id, cl) + w.pr.peek(tgid, cl)), nil
 }
 
 // Resolution is clock_getres: the same on every host.
@@ -99,53 +98,55 @@ func (w *World) Resolution(id int32) (int64, error) {
 	return 1, nil
 }
 
-// SleepLength returns how long a clock_nanosleep on id lasts, in virtual
-// (and so in real) time: t itself, or from now to the absolute deadline t.
-func (w *World) SleepLength(id int32, abs bool, t int64) (time.Duration, error) {
+// SleepLength returns how long process tgid's clock_nanosleep on id lasts,
+// in virtual (and so in real) time: t itself, or from now to the absolute
+// deadline t.
+func (w *World) SleepLength(tgid, id int32, abs bool, t int64) (time.Duration, error) {
 	if !abs {
 		return time.Duration(t), nil
 	}
-	now, err := w.Now(id)
+	now, err := w.Now(tgid, id)
 	if err != nil {
 		return 0, err
 	}
 	return max(time.Duration(t-now), 0), nil
 }
 
-// Slept accounts a completed clock_nanosleep of length d on clock id: the
-// wall and monotonic clocks both advance by d, and the slept clock reaches
-// an absolute deadline t.
-func (w *World) Slept(id int32, abs bool, t int64, d time.Duration) {
+// Slept accounts process tgid's completed clock_nanosleep of length d on
+// clock id: its wall and monotonic clocks both advance by d, and the slept
+// clock reaches an absolute deadline t.
+func (w *World) Slept(tgid, id int32, abs bool, t int64, d time.Duration) {
 	cl, err := ClassOf(id)
 	if err != nil {
 		return
 	}
 	for _, c := range []Class{Wall, Mono} {
 		if abs && c == cl {
-			w.clk.advanceTo(cl, time.Duration(t)-w.origin(id, cl))
+			w.pr.advance(tgid, cl, time.Duration(t)-w.origin(id, cl), 0)
 		} else {
-			w.clk.advanceBy(c, d)
+			w.pr.advance(tgid, c, 0, d)
 		}
 	}
 }
 
-// NanoSlept accounts a completed nanosleep(2) of length d. Linux measures
-// nanosleep against CLOCK_MONOTONIC, and language runtimes use it on
-// background threads, so it advances the monotonic clock only.
-func (w *World) NanoSlept(d time.Duration) { w.clk.advanceBy(Mono, d) }
+// NanoSlept accounts process tgid's completed nanosleep(2) of length d.
+// Linux measures nanosleep against CLOCK_MONOTONIC, and language runtimes
+// use it on background threads, so it advances the monotonic clock only.
+func (w *World) NanoSlept(tgid int32, d time.Duration) { w.pr.advance(tgid, Mono, 0, d) }
 
-// TimedOut accounts a wait on clock id whose timeout expired at the
-// absolute time t: the clock reaches t.
-func (w *World) TimedOut(id int32, t int64) {
+// TimedOut accounts process tgid's wait on clock id whose timeout expired
+// at the absolute time t: the clock reaches t.
+func (w *World) TimedOut(tgid, id int32, t int64) {
 	cl, err := ClassOf(id)
 	if err != nil {
 		return
 	}
-	w.clk.advanceTo(cl, time.Duration(t)-w.origin(id, cl))
+	w.pr.advance(tgid, cl, time.Duration(t)-w.origin(id, cl), 0)
 }
 
-// Uptime is the monotonic clock's value: what /proc/uptime and sysinfo say.
-func (w *World) Uptime() time.Duration { return w.clk.peek(Mono) }
+// Uptime is process tgid's monotonic clock: what /proc/uptime and sysinfo
+// say.
+func (w *World) Uptime(tgid int32) time.Duration { return w.pr.peek(tgid, Mono) }
 
 func clockName(id int32) string {
 	switch id {

@@ -18,7 +18,7 @@ const (
 func (a *Agent) registerIdentity() {
 	a.handle(unix.SYS_GETRANDOM, "getrandom", a.getrandom)
 	a.handle(unix.SYS_UNAME, "uname", func(r *Req) (int64, error) { return 0, r.Write(r.Arg(0), a.world.Uname()) })
-	a.handle(unix.SYS_SYSINFO, "sysinfo", func(r *Req) (int64, error) { return 0, r.Write(r.Arg(0), a.world.Sysinfo()) })
+	a.handle(unix.SYS_SYSINFO, "sysinfo", func(r *Req) (int64, error) { return 0, r.Write(r.Arg(0), a.world.Sysinfo(r.Tgid())) })
 	a.handle(unix.SYS_GETCPU, "getcpu", a.getcpu)
 	a.handle(unix.SYS_SCHED_GETAFFINITY, "sched_getaffinity", a.schedGetaffinity)
 }

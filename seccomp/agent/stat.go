@@ -21,7 +21,7 @@ func (a *Agent) registerStat() {
 		if err := unix.Fstat(fd, &st); err != nil {
 			return 0, err.(syscall.Errno)
 		}
-		return r.writeStruct(r.Arg(1), &st, func(b []byte) { tracer.FixStat(b, a.world) })
+		return r.writeStruct(r.Arg(1), &st, func(b []byte) { tracer.FixStat(b, a.world, r.Tgid()) })
 	})
 }
 

@@ -39,7 +39,7 @@ func clockErr(err error) error {
 func timespec(ns int64) []byte { return le64(ns/1e9, ns%1e9) }
 
 func (a *Agent) clockGettime(r *Req) (int64, error) {
-	ns, err := a.world.ReadClock(int32(r.Arg(0)))
+	ns, err := a.world.ReadClock(r.Tgid(), int32(r.Arg(0)))
 	if err != nil {
 		return 0, clockErr(err)
 	}
@@ -48,7 +48,7 @@ func (a *Agent) clockGettime(r *Req) (int64, error) {
 
 func (a *Agent) gettimeofday(r *Req) (int64, error) {
 	if r.Arg(0) != 0 {
-		ns, err := a.world.ReadClock(virt.ClockRealtime)
+		ns, err := a.world.ReadClock(r.Tgid(), virt.ClockRealtime)
 		if err != nil {
 			return 0, err
 		}
@@ -60,7 +60,7 @@ func (a *Agent) gettimeofday(r *Req) (int64, error) {
 }
 
 func (a *Agent) time(r *Req) (int64, error) {
-	ns, err := a.world.ReadClock(virt.ClockRealtime)
+	ns, err := a.world.ReadClock(r.Tgid(), virt.ClockRealtime)
 	if err != nil {
 		return 0, err
 	}
@@ -80,7 +80,7 @@ func (a *Agent) times(r *Req) (int64, error) {
 	if err := r.WriteOpt(r.Arg(0), make([]byte, 32)); err != nil { // struct tms: all zero
 		return 0, err
 	}
-	return int64(a.world.Uptime() * userHZ / time.Second), nil
+	return int64(a.world.Uptime(r.Tgid()) * userHZ / time.Second), nil
 }
 
 func (a *Agent) getrusage(r *Req) (int64, error) {
@@ -101,14 +101,14 @@ func (a *Agent) clockNanosleep(r *Req) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	d, err := a.world.SleepLength(id, abs, t)
+	d, err := a.world.SleepLength(r.Tgid(), id, abs, t)
 	if err != nil {
 		return 0, clockErr(err)
 	}
 	if err := r.sleep(d); err != nil {
 		return 0, err
 	}
-	a.world.Slept(id, abs, t, d)
+	a.world.Slept(r.Tgid(), id, abs, t, d)
 	return 0, nil
 }
 
@@ -121,7 +121,7 @@ func (a *Agent) nanosleep(r *Req) (int64, error) {
 	if err := r.sleep(d); err != nil {
 		return 0, err
 	}
-	a.world.NanoSlept(d)
+	a.world.NanoSlept(r.Tgid(), d)
 	return 0, nil
 }
 

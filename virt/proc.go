@@ -1,0 +1,199 @@
+package virt
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// proc is one process of the tree: its name, its entropy streams and its
+// clocks.
+//
+// A process is named by its place in the tree, not by its PID or by when
+// it asks: the first root is "1", the k-th process that "1.0" forks is
+// "1.0.k" (Root, Fork). Its values are drawn from streams of that name, so
+// concurrent processes (the two sides of a pipe) get the same values in
+// any order. Its clocks are its own too, a Lamport clock: a child starts
+// with its parent's time at fork, each process advances its own clocks by
+// its reads and sleeps, and a parent's clocks move up to a child's when it
+// reaps the child with wait (Reaped), the point where the parent learns
+// what the child did.
+type proc struct {
+	name      string
+	parent    *proc
+	nspid     int32            // its PID as its parent's wait returns it
+	forks     uint64           // children forked so far
+	execs     uint64           // execve calls so far
+	opens     uint64           // entropy devices opened so far
+	uuids     uint64           // /proc/sys/kernel/random/uuid reads so far
+	getrandom *rand.ChaCha8    // made at the first getrandom
+	clk       [3]time.Duration // each class's counter, from its origin
+	exited    map[int32]*proc  // children that exited and were not waited for, by nspid
+}
+
+// procs is the world's process table, its clocks included.
+type procs struct {
+	mu      sync.Mutex
+	byTgid  map[int32]*proc // by host thread group ID
+	roots   uint64          // processes given by Root so far
+	unknown *proc           // processes never announced (not traced from their start)
+
+	step   time.Duration
+	run    bool             // the command has started: clocks move
+	latest [3]time.Duration // the latest time of each class any process has seen: a new root's start
+}
+
+func newProcs() *procs {
+	p := &procs{byTgid: map[int32]*proc{}, step: defaultStep}
+	p.latest[Mono] = monoStart
+	p.latest[CPU] = cpuStart
+	p.unknown = &proc{name: "?", clk: p.latest}
+	return p
+}
+
+// get returns tgid's process; p.mu is held.
+func (p *procs) get(tgid int32) *proc {
+	if pr := p.byTgid[tgid]; pr != nil {
+		return pr
+	}
+	return p.unknown
+}
+
+// Root announces tgid as the root of a process tree: the traced command,
+// or a process exec'd into a container. Roots are named 1, 2, ... in the
+// order announced, and start at the latest time any process has seen.
+func (w *World) Root(tgid int32) {
+	p := w.pr
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.roots++
+	p.byTgid[tgid] = &proc{name: strconv.FormatUint(p.roots, 10), clk: p.latest}
+}
+
+// Fork announces child, a new process forked by parent (not a thread).
+func (w *World) Fork(parent, child int32) {
+	nspid := nsPID(child, parent)
+	p := w.pr
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pa := p.get(parent)
+	p.byTgid[child] = &proc{name: pa.name + "." + strconv.FormatUint(pa.forks, 10), parent: pa, nspid: nspid, clk: pa.clk}
+	pa.forks++
+}
+
+// Exit notes that process tgid has ended: its parent may still reap it.
+func (w *World) Exit(tgid int32) {
+	p := w.pr
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr := p.byTgid[tgid]
+	if pr == nil {
+		return
+	}
+	delete(p.byTgid, tgid)
+	if pa := pr.parent; pa != nil && pr.nspid != 0 {
+		if pa.exited == nil {
+			pa.exited = map[int32]*proc{}
+		}
+		pa.exited[pr.nspid] = pr
+	}
+	pr.parent = nil // what the parent needs is in its exited map
+}
+
+// Reaped notes that process tgid's wait returned its child nspid: its
+// clocks move up to the child's.
+func (w *World) Reaped(tgid, nspid int32) {
+	p := w.pr
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pa := p.byTgid[tgid]
+	if pa == nil {
+		return
+	}
+	ch := pa.exited[nspid]
+	if ch == nil {
+		return
+	}
+	delete(pa.exited, nspid)
+	for c := range pa.clk {
+		pa.clk[c] = max(pa.clk[c], ch.clk[c])
+	}
+}
+
+// nsPID returns child's PID as seen in parent's PID namespace (the NSpid
+// lines of /proc/PID/status), or 0.
+func nsPID(child, parent int32) int32 {
+	c, p := nsPIDs(child), nsPIDs(parent)
+	if len(p) == 0 || len(c) < len(p) {
+		return 0
+	}
+	return c[len(p)-1]
+}
+
+func nsPIDs(pid int32) []int32 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			var out []int32
+			for _, s := range strings.Fields(v) {
+				n, _ := strconv.Atoi(s)
+				out = append(out, int32(n))
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// read returns process tgid's counter of class cl and advances it by one
+// step, with the process's name.
+func (p *procs) read(tgid int32, cl Class) (time.Duration, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr := p.get(tgid)
+	v := pr.clk[cl]
+	if p.run {
+		pr.clk[cl] += p.step
+		p.latest[cl] = max(p.latest[cl], pr.clk[cl])
+	}
+	return v, pr.name
+}
+
+// peek returns process tgid's counter of class cl.
+func (p *procs) peek(tgid int32, cl Class) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.get(tgid).clk[cl]
+}
+
+// advance moves process tgid's counter of class cl to at least to, or on
+// by by.
+func (p *procs) advance(tgid int32, cl Class, to, by time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.run {
+		return
+	}
+	pr := p.get(tgid)
+	pr.clk[cl] = max(pr.clk[cl], to) + max(by, 0)
+	p.latest[cl] = max(p.latest[cl], pr.clk[cl])
+}
+
+// start lets the clocks move. Before it (lockstep's own setup code runs
+// under the filter until it execs the command) reads and sleeps leave them
+// where they are, so that setup timing cannot show in the command's values.
+func (p *procs) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.run = true
+}
