@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +35,13 @@ type proc struct {
 	getrandom *rand.ChaCha8    // made at the first getrandom
 	clk       [3]time.Duration // each class's counter, from its origin
 	exited    map[int32]*proc  // children that exited and were not waited for, by nspid
+	order     []int32          // exited's keys, oldest first
 }
+
+// maxExited bounds the exited children a process keeps for its waits: a
+// process that never waits (SIGCHLD ignored: the kernel reaps) would
+// otherwise keep them all. The oldest go first.
+const maxExited = 4096
 
 // procs is the world's process table, its clocks included.
 type procs struct {
@@ -100,7 +107,12 @@ func (w *World) Exit(tgid int32) {
 		if pa.exited == nil {
 			pa.exited = map[int32]*proc{}
 		}
+		if len(pa.order) >= maxExited {
+			delete(pa.exited, pa.order[0])
+			pa.order = pa.order[1:]
+		}
 		pa.exited[pr.nspid] = pr
+		pa.order = append(pa.order, pr.nspid)
 	}
 	pr.parent = nil // what the parent needs is in its exited map
 }
@@ -120,6 +132,9 @@ func (w *World) Reaped(tgid, nspid int32) {
 		return
 	}
 	delete(pa.exited, nspid)
+	if i := slices.Index(pa.order, nspid); i >= 0 {
+		pa.order = slices.Delete(pa.order, i, i+1)
+	}
 	for c := range pa.clk {
 		pa.clk[c] = max(pa.clk[c], ch.clk[c])
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -321,5 +323,39 @@ func TestConfigValidate(t *testing.T) {
 	c.CPUs = 0
 	if c.Validate() == nil {
 		t.Fatal("0 CPUs accepted")
+	}
+}
+
+// TestClocksPerProcess: a child starts at its parent's time, moves its own
+// clocks, and its parent's clocks take in the child's when it reaps it.
+func TestClocksPerProcess(t *testing.T) {
+	child := exec.Command("sleep", "10")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	parent, kid := int32(os.Getpid()), int32(child.Process.Pid)
+	w := world(t, 0)
+	w.Start()
+	w.Root(parent)
+	w.ReadClock(parent, ClockRealtime)
+	p0, _ := w.Now(parent, ClockRealtime)
+	w.Fork(parent, kid)
+	if c0, _ := w.Now(kid, ClockRealtime); c0 != p0 {
+		t.Fatalf("the child starts at %d, its parent is at %d", c0, p0)
+	}
+	w.Slept(kid, ClockRealtime, false, int64(time.Second), time.Second)
+	w.ReadClock(parent, ClockRealtime)
+	if p1, _ := w.Now(parent, ClockRealtime); p1 != p0+int64(defaultStep) {
+		t.Fatalf("the parent's clock moved with its child's sleep: %d, then %d", p0, p1)
+	}
+	c1, _ := w.Now(kid, ClockRealtime)
+	w.Exit(kid)
+	w.Reaped(parent, kid) // same PID namespace: its PID is the host's
+	if p2, _ := w.Now(parent, ClockRealtime); p2 != c1 {
+		t.Errorf("after the wait the parent is at %d, the child ended at %d", p2, c1)
+	}
+	if m, _ := w.Now(parent, ClockMonotonic); m < int64(monoStart+time.Second) {
+		t.Errorf("the parent's monotonic clock did not take in the child's sleep: %d", m)
 	}
 }
