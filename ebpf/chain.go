@@ -2,7 +2,6 @@ package ebpf
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"io"
 	"os"
 	"sort"
+
+	"github.com/zeebo/blake3"
 )
 
 // Checkpoint is one link of a stream's digest chain: the digest of
@@ -19,7 +20,7 @@ type Checkpoint struct {
 	Index  int    `json:"index"`
 	Start  int64  `json:"start"`
 	End    int64  `json:"end"`
-	Digest string `json:"digest"`             // hex sha256(previous digest || segment)
+	Digest string `json:"digest"`             // hex BLAKE3-256(previous digest || segment)
 	Counts int64  `json:"uncopied,omitempty"` // bytes moved that the tracer could not copy
 }
 
@@ -31,7 +32,7 @@ type Chains struct {
 }
 
 type chain struct {
-	h      hash.Hash // sha256 of the previous digest and the segment so far
+	h      hash.Hash // BLAKE3 of the previous digest and the segment so far
 	segLen int64     // bytes in the segment so far
 	dirty  bool      // the segment has bytes or markers
 	start  int64
@@ -46,8 +47,8 @@ func NewChains(k int64) *Chains { return &Chains{K: k, streams: map[string]*chai
 func (cs *Chains) get(stream string) *chain {
 	c := cs.streams[stream]
 	if c == nil {
-		c = &chain{h: sha256.New()}
-		c.h.Write(make([]byte, sha256.Size)) // the digest before the first
+		c = &chain{h: blake3.New()}
+		c.h.Write(make([]byte, c.h.Size())) // the digest before the first
 		cs.streams[stream] = c
 	}
 	return c

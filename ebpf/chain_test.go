@@ -3,9 +3,32 @@ package ebpf
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"strings"
 	"testing"
+
+	"github.com/zeebo/blake3"
 )
+
+// TestChainDigests recomputes a chain by its definition: each checkpoint is
+// BLAKE3-256 of the previous one's digest (32 zero bytes before the first)
+// and the segment's bytes.
+func TestChainDigests(t *testing.T) {
+	cs := NewChains(4)
+	cs.Write("s", []byte("abcdefghij"))
+	got := cs.Finish()
+	prev := make([]byte, 32)
+	for i, seg := range []string{"abcd", "efgh", "ij"} {
+		sum := blake3.Sum256(append(append([]byte{}, prev...), seg...))
+		prev = sum[:]
+		if i >= len(got) || got[i].Digest != hex.EncodeToString(prev) {
+			t.Fatalf("checkpoint %d: got %+v, want digest %x", i, got, prev)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("%d checkpoints, want 3", len(got))
+	}
+}
 
 func TestChains(t *testing.T) {
 	run := func(flip int) []Checkpoint {
