@@ -13,18 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type traceCall struct {
-	_   structs.HostLayout
-	Nr  uint64
-	Fd  uint64
-	Buf uint64
-	Cnt uint64
-	Seq uint64
-}
-
 type traceCopier struct {
-	_  structs.HostLayout
-	C  traceCall
+	_ structs.HostLayout
+	C struct {
+		_   structs.HostLayout
+		Nr  uint64
+		Fd  uint64
+		Buf uint64
+		Cnt uint64
+		Seq uint64
+	}
 	Ns struct {
 		_    structs.HostLayout
 		Pid  uint32
@@ -56,17 +54,36 @@ type traceEvent struct {
 	Data    [16384]uint8
 }
 
+type traceThread struct {
+	_       structs.HostLayout
+	Seq     uint64
+	Pending uint32
+	Stale   uint32
+	C       struct {
+		_   structs.HostLayout
+		Nr  uint64
+		Fd  uint64
+		Buf uint64
+		Cnt uint64
+		Seq uint64
+	}
+	Ns struct {
+		_    structs.HostLayout
+		Pid  uint32
+		Tgid uint32
+	}
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	traceMapCalls       = "calls"
 	traceMapCopiers     = "copiers"
 	traceMapEnabled     = "enabled"
 	traceMapEvents      = "events"
 	traceMapLost        = "lost"
 	traceMapScratch     = "scratch"
-	traceMapSeqs        = "seqs"
+	traceMapThreads     = "threads"
 	traceProgSysEnter   = "sys_enter"
 	traceProgSysExit    = "sys_exit"
 	traceVarPidnsDev    = "pidns_dev"
@@ -125,13 +142,12 @@ type traceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type traceMapSpecs struct {
-	Calls   *ebpf.MapSpec `ebpf:"calls"`
 	Copiers *ebpf.MapSpec `ebpf:"copiers"`
 	Enabled *ebpf.MapSpec `ebpf:"enabled"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Lost    *ebpf.MapSpec `ebpf:"lost"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	Seqs    *ebpf.MapSpec `ebpf:"seqs"`
+	Threads *ebpf.MapSpec `ebpf:"threads"`
 }
 
 // traceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -164,24 +180,22 @@ func (o *traceObjects) Close() error {
 //
 // It can be passed to loadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type traceMaps struct {
-	Calls   *ebpf.Map `ebpf:"calls"`
 	Copiers *ebpf.Map `ebpf:"copiers"`
 	Enabled *ebpf.Map `ebpf:"enabled"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Lost    *ebpf.Map `ebpf:"lost"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
-	Seqs    *ebpf.Map `ebpf:"seqs"`
+	Threads *ebpf.Map `ebpf:"threads"`
 }
 
 func (m *traceMaps) Close() error {
 	return _TraceClose(
-		m.Calls,
 		m.Copiers,
 		m.Enabled,
 		m.Events,
 		m.Lost,
 		m.Scratch,
-		m.Seqs,
+		m.Threads,
 	)
 }
 

@@ -19,6 +19,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_readv 19
 #define NR_writev 20
 #define NR_sendfile 40
+#define NR_execve 59
+#define NR_execveat 322
 #define NR_sendto 44
 #define NR_recvfrom 45
 #define NR_sendmsg 46
@@ -33,9 +35,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_pwritev2 328
 
 // struct pt_regs offsets (x86_64).
-#define REG_DI 112
-#define REG_SI 104
-#define REG_DX 96
+#define REG_DX 96 // then si (104) and di (112)
 
 // Event types; the Go side mirrors them (ebpf/events.go).
 #define EV_WRITE 1 // data written
@@ -88,12 +88,26 @@ struct call {
 	__u64 seq;
 };
 
+struct task_struct;
+
+// Per-thread state, in the thread's own task storage (freed with it),
+// made only for the threads of the traced namespace once recording is
+// enabled: its IDs there, its I/O syscall counter, and the traced call in
+// progress, if any.
+struct thread {
+	__u64 seq;
+	__u32 pending; // c holds a traced call of this thread that has not exited
+	__u32 stale;   // ns must be read again (the thread called execve)
+	struct call c;
+	struct bpf_pidns_info ns;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); // host thread id
-	__type(value, struct call);
-} calls SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread);
+} threads SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -107,13 +121,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); // host thread id
-	__type(value, __u64);
-} seqs SEC(".maps");
 
 // enabled[0] is set by the loader when the traced command starts (its
 // first execve), so that the launcher's own I/O is not recorded.
@@ -132,11 +139,15 @@ static __always_inline int in_ns(struct bpf_pidns_info *ns)
 	return bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, ns, sizeof(*ns)) == 0;
 }
 
-static __always_inline __u64 reg(void *regs, int off)
+// args reads a syscall's first three arguments from its pt_regs, which
+// keeps them in reverse order (dx, si, di).
+static __always_inline void args(void *regs, __u64 *di, __u64 *si, __u64 *dx)
 {
-	__u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), regs + off);
-	return v;
+	__u64 r[3] = {};
+	bpf_probe_read_kernel(r, sizeof(r), regs + REG_DX);
+	*dx = r[0];
+	*si = r[1];
+	*di = r[2];
 }
 
 static __always_inline int interesting(__u64 nr)
@@ -302,6 +313,20 @@ static long copy_step(__u64 i, void *unused)
 // array, and counts what it could not copy.
 static __always_inline void send(struct call *c, struct bpf_pidns_info *ns, __u32 type, int vector, __u64 addr, __u64 cnt, __u64 n)
 {
+	if (!vector && n <= CHUNK) {
+		// One buffer, one event: no loop.
+		struct event *e = fill(c, ns, type, 0);
+		if (!e)
+			return;
+		__u64 len = n & (2 * CHUNK - 1);
+		if (len > CHUNK || bpf_probe_read_user(e->data, len, (void *)addr) < 0) {
+			report_count(c, ns, n, 0);
+			return;
+		}
+		e->len = (__u32)len;
+		emit(e, HEADER + len);
+		return;
+	}
 	__u32 k = 0;
 	struct copier *x = bpf_map_lookup_elem(&copiers, &k);
 	if (!x)
@@ -330,18 +355,15 @@ static __always_inline void send(struct call *c, struct bpf_pidns_info *ns, __u3
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct call *cp = bpf_map_lookup_elem(&calls, &tid);
-	if (!cp)
+	struct thread *t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (!t || !t->pending)
 		return 0;
-	struct call c = *cp;
-	bpf_map_delete_elem(&calls, &tid);
+	t->pending = 0;
 	__s64 ret = (__s64)ctx->args[1];
 	if (ret <= 0)
 		return 0;
-	struct bpf_pidns_info ns;
-	if (!in_ns(&ns))
-		return 0;
+	struct call c = t->c;
+	struct bpf_pidns_info ns = t->ns;
 	__u64 n = (__u64)ret, addr = c.buf, cnt = c.cnt;
 	__u32 type = EV_WRITE;
 	int vector = 0;
@@ -402,7 +424,9 @@ static __always_inline void audit(void *regs, __u64 nr, struct bpf_pidns_info *n
 	struct call c = {.nr = nr, .fd = -1};
 	head(e, &c, ns, EV_AUDIT, 0);
 	e->len = 0;
-	__u64 path = nr == 2 ? reg(regs, REG_DI) : (nr == 257 || nr == 437) ? reg(regs, REG_SI) : 0;
+	__u64 di, si, dx;
+	args(regs, &di, &si, &dx);
+	__u64 path = nr == 2 ? di : (nr == 257 || nr == 437) ? si : 0;
 	if (path) {
 		long n = bpf_probe_read_user_str(e->data, PATH_MAX_AUDIT, (void *)path);
 		if (n > 0)
@@ -415,29 +439,38 @@ SEC("raw_tracepoint/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 nr = ctx->args[1];
-	int aud = record_audit && audited(nr);
-	if (!aud && !(record_io && interesting(nr)))
+	int aud = record_audit && audited(nr), io = record_io && interesting(nr);
+	if (!aud && !io) {
+		if (nr == NR_execve || nr == NR_execveat) {
+			struct thread *t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+			if (t) // a thread that is not its process's leader takes the leader's ID
+				t->stale = 1;
+		}
 		return 0;
-	struct bpf_pidns_info ns;
-	if (!in_ns(&ns))
-		return 0;
-	void *regs = (void *)ctx->args[0];
-	if (aud) {
-		audit(regs, nr, &ns);
-		if (!(record_io && interesting(nr)))
-			return 0;
 	}
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *s = bpf_map_lookup_elem(&seqs, &tid);
-	__u64 seq = s ? *s + 1 : 1;
-	bpf_map_update_elem(&seqs, &tid, &seq, BPF_ANY);
-	struct call c = {
-		.nr = nr,
-		.fd = reg(regs, REG_DI),
-		.buf = reg(regs, REG_SI),
-		.cnt = reg(regs, REG_DX),
-		.seq = seq,
-	};
-	bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct thread *t = bpf_task_storage_get(&threads, task, 0, 0);
+	if (!t || t->stale) {
+		struct bpf_pidns_info ns;
+		if (!in_ns(&ns))
+			return 0;
+		t = bpf_task_storage_get(&threads, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!t) {
+			count_lost();
+			return 0;
+		}
+		t->ns = ns;
+		t->stale = 0;
+	}
+	void *regs = (void *)ctx->args[0];
+	if (aud)
+		audit(regs, nr, &t->ns);
+	if (!io)
+		return 0;
+	t->seq++;
+	t->c.nr = nr;
+	args(regs, &t->c.fd, &t->c.buf, &t->c.cnt);
+	t->c.seq = t->seq;
+	t->pending = 1;
 	return 0;
 }
