@@ -52,6 +52,9 @@ func StartEmbedded(m Member) (*embed.Etcd, *clientv3.Client, error) {
 		cfg.InitialCluster = m.Cluster
 	} else {
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		// A member alone has no peers to hear from: tick fast, so that it
+		// elects itself in tens of milliseconds, not most of a second.
+		cfg.TickMs, cfg.ElectionMs = 10, 100
 	}
 	if m.Join {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
