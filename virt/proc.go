@@ -34,8 +34,7 @@ type proc struct {
 	uuids     uint64           // /proc/sys/kernel/random/uuid reads so far
 	getrandom *rand.ChaCha8    // made at the first getrandom
 	clk       [3]time.Duration // each class's counter, from its origin
-	exited    map[int32]*proc  // children that exited and were not waited for, by nspid
-	order     []int32          // exited's keys, oldest first
+	exited    []*proc          // children that exited and were not waited for, oldest first
 }
 
 // maxExited bounds the exited children a process keeps for its waits: a
@@ -104,17 +103,12 @@ func (w *World) Exit(tgid int32) {
 	}
 	delete(p.byTgid, tgid)
 	if pa := pr.parent; pa != nil && pr.nspid != 0 {
-		if pa.exited == nil {
-			pa.exited = map[int32]*proc{}
+		if len(pa.exited) >= maxExited {
+			pa.exited = pa.exited[1:]
 		}
-		if len(pa.order) >= maxExited {
-			delete(pa.exited, pa.order[0])
-			pa.order = pa.order[1:]
-		}
-		pa.exited[pr.nspid] = pr
-		pa.order = append(pa.order, pr.nspid)
+		pa.exited = append(pa.exited, pr)
 	}
-	pr.parent = nil // what the parent needs is in its exited map
+	pr.parent = nil // what the parent needs is in its exited list
 }
 
 // Reaped notes that process tgid's wait returned its child nspid: its
@@ -127,14 +121,17 @@ func (w *World) Reaped(tgid, nspid int32) {
 	if pa == nil {
 		return
 	}
-	ch := pa.exited[nspid]
-	if ch == nil {
+	// The newest with that PID: an older one's PID was reused, so the
+	// kernel reaped it unseen.
+	i := len(pa.exited) - 1
+	for i >= 0 && pa.exited[i].nspid != nspid {
+		i--
+	}
+	if i < 0 {
 		return
 	}
-	delete(pa.exited, nspid)
-	if i := slices.Index(pa.order, nspid); i >= 0 {
-		pa.order = slices.Delete(pa.order, i, i+1)
-	}
+	ch := pa.exited[i]
+	pa.exited = slices.Delete(pa.exited, i, i+1)
 	for c := range pa.clk {
 		pa.clk[c] = max(pa.clk[c], ch.clk[c])
 	}

@@ -231,6 +231,21 @@ struct msghdr_ {
 	__u64 iovlen;
 };
 
+// emit_part sends len (at most CHUNK) bytes at addr as one event,
+// assembled aside so that only its length goes into the ring.
+static __always_inline int emit_part(struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset, __u64 addr, __u64 len)
+{
+	struct event *e = fill(c, ns, type, offset);
+	if (!e)
+		return -1;
+	len &= (2 * CHUNK - 1);
+	if (len > CHUNK || bpf_probe_read_user(e->data, len, (void *)addr) < 0)
+		return -1;
+	e->len = (__u32)len;
+	emit(e, HEADER + len);
+	return 0;
+}
+
 // A copy in progress: one bpf_loop step sends one chunk, moving to the
 // next iovec when the current one is done. It lives in a per-CPU map, not
 // on the stack, so that the verifier does not follow its values from step
@@ -289,18 +304,8 @@ static long copy_step(__u64 i, void *unused)
 			return 1;
 		}
 		bpf_ringbuf_submit(e, wakeup());
-	} else {
-		// A partial one is assembled aside and only its length is sent.
-		struct event *e = fill(&x->c, &x->ns, x->type, x->done);
-		if (!e)
-			return 1;
-		len &= (2 * CHUNK - 1);
-		if (len > CHUNK)
-			return 1;
-		e->len = (__u32)len;
-		if (bpf_probe_read_user(e->data, len, (void *)x->base) < 0)
-			return 1;
-		emit(e, HEADER + len);
+	} else if (emit_part(&x->c, &x->ns, x->type, x->done, x->base, len) < 0) {
+		return 1;
 	}
 	x->base += len;
 	x->left -= len;
@@ -315,16 +320,8 @@ static __always_inline void send(struct call *c, struct bpf_pidns_info *ns, __u3
 {
 	if (!vector && n <= CHUNK) {
 		// One buffer, one event: no loop.
-		struct event *e = fill(c, ns, type, 0);
-		if (!e)
-			return;
-		__u64 len = n & (2 * CHUNK - 1);
-		if (len > CHUNK || bpf_probe_read_user(e->data, len, (void *)addr) < 0) {
+		if (emit_part(c, ns, type, 0, addr, n) < 0)
 			report_count(c, ns, n, 0);
-			return;
-		}
-		e->len = (__u32)len;
-		emit(e, HEADER + len);
 		return;
 	}
 	__u32 k = 0;
