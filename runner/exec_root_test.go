@@ -390,6 +390,24 @@ func TestConcurrentProcesses(t *testing.T) {
 	}
 }
 
+// TestProcessOrder: a process started in the background runs until it
+// first waits (here: until it exits) before its starter goes on. Child i
+// computes for (5-i) units, a few milliseconds, then writes: natively the
+// last started finishes first, and the order differs from run to run.
+func TestProcessOrder(t *testing.T) {
+	requireRoot(t)
+	script := `for i in 1 2 3 4; do
+		(n=$(( (5 - i) * 1500 )); x=0; while [ $x -lt $n ]; do x=$((x + 1)); done; echo $i) &
+	done; wait`
+	for i := 0; i < 5; i++ {
+		if r := lockstep(t, "", "exec", "--", "sh", "-c", script); r.stdout != "1\n2\n3\n4\n" || r.code != 0 {
+			t.Fatalf("run %d: %q, exit %d %s", i, r.stdout, r.code, r.stderr)
+		}
+	}
+	native, _ := exec.Command("sh", "-c", script).Output()
+	t.Logf("native: %q", native)
+}
+
 // TestDigests: the eBPF tracer's digest chains of a program writing to
 // stdout, a file, a pipe and a TCP socket (and reading the other ends) are
 // identical on two runs; one differing byte is reported at its checkpoint;

@@ -74,6 +74,9 @@ func (t *Tracer) Seize(tid int) error {
 	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, options, 0, 0); e != 0 {
 		return fmt.Errorf("ptrace seize %d: %w", tid, e)
 	}
+	// The tracer polls in 20 µs sleeps while it holds a thread; the
+	// default timer slack (50 µs) would stretch each to 70.
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	t.root = tid
 	t.threads[tid] = &thread{announced: true}
 	t.world.Root(int32(tid))
@@ -127,6 +130,10 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			delete(t.threads, tid)
 			delete(t.held, tid)
 			delete(t.others, tid)
+			if err := t.childExited(tid); err != nil {
+				t.KillAll()
+				return ws, err
+			}
 			t.world.Exit(int32(tid))
 			t.world.Quiet().Forget(int32(tid))
 			continue
@@ -216,7 +223,9 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		}
 		child := int(msg)
 		q := t.world.Quiet()
-		if parent := q.Tgid(uint32(tid)); event != unix.PTRACE_EVENT_CLONE || q.Tgid(uint32(child)) != parent {
+		parent := q.Tgid(uint32(tid))
+		process := event != unix.PTRACE_EVENT_CLONE || q.Tgid(uint32(child)) != parent
+		if process {
 			t.world.Fork(parent, int32(child))
 		}
 		ch := t.thread(child)
@@ -224,10 +233,12 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		if err := t.unpark(child, ch); err != nil {
 			return err
 		}
-		if event == unix.PTRACE_EVENT_CLONE {
-			t.held[tid] = &hold{until: time.Now().Add(holdLimit)}
-			return nil // resumed by release
+		h := &hold{until: time.Now().Add(holdLimit)}
+		if process {
+			h.child = child
 		}
+		t.held[tid] = h
+		return nil // resumed by release
 	case unix.PTRACE_EVENT_SECCOMP:
 		return t.seccompStop(tid, th)
 	}
@@ -283,10 +294,18 @@ func (t *Tracer) syscallExit(tid int, th *thread) error {
 // its starter runs on makes that order the program's, not the host's. A
 // thread that computes without waiting holds its starter for holdLimit at
 // most.
+//
+// A process that starts a process (fork, vfork, posix_spawn) is held the
+// same way until the new process waits or exits: processes started one
+// after another (a shell's `cmd &` in a loop, a pool of workers) reach
+// their first wait in the order they were started, so what they write
+// before it (to a shared pipe, a file) comes in that order, not in the
+// order the host's scheduler happened to run them.
 const holdLimit = 20 * time.Millisecond
 
 type hold struct {
 	until      time.Time
+	child      int // the new process a fork hold waits for; 0: the starter's own process (a clone)
 	quietPolls int // polls in a row that found the process quiet
 }
 
@@ -324,7 +343,7 @@ func (t *Tracer) release() error {
 	}
 	for tid, h := range t.held {
 		if now.Before(h.until) {
-			if virt.Running(tid, func(other int) bool { return t.held[other] != nil }) {
+			if h.running(tid, t.held) {
 				h.quietPolls = 0
 				continue
 			}
@@ -343,6 +362,29 @@ func (t *Tracer) release() error {
 		unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
 	}
 	return nil
+}
+
+// childExited resumes the thread held until process pid, which has
+// exited, waits: it need not poll for that.
+func (t *Tracer) childExited(pid int) error {
+	for tid, h := range t.held {
+		if h.child == pid {
+			delete(t.held, tid)
+			return resume(tid, 0)
+		}
+	}
+	return nil
+}
+
+// running reports whether what hold h of thread tid waits for still runs:
+// the new process (any of its threads, held ones too: they wait for their
+// own children), or for a clone the other threads of tid's process that
+// are not held themselves.
+func (h *hold) running(tid int, held map[int]*hold) bool {
+	if h.child != 0 {
+		return virt.Running(h.child, func(int) bool { return false })
+	}
+	return virt.Running(tid, func(other int) bool { return held[other] != nil })
 }
 
 func ptrace(req, pid int, addr, data uintptr) error {
