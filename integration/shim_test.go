@@ -154,6 +154,28 @@ func TestExecIsDeterministic(t *testing.T) {
 	}
 }
 
+// TestRootListing: a long listing of the container's root, of Lockstep's
+// own directory there, and the link count of /proc are the same in
+// containers made at different times on two providers (the times of
+// /.lockstep and of the exec helper are the host's; procfs counts the
+// host's processes).
+func TestRootListing(t *testing.T) {
+	r := run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sh", "-c",
+		"/bin/busybox ls -la --full-time / /.lockstep; /bin/busybox stat -c '%n %h %Y %Z' /proc /.lockstep/exec"}}
+	first := env.providers[0].run(t, r)
+	time.Sleep(time.Second)
+	second := env.providers[0].run(t, r)
+	other := env.providers[1].run(t, r)
+	if first.code != 0 || !strings.Contains(first.stdout, ".lockstep") {
+		t.Fatalf("exit %d: %s%s", first.code, first.stdout, first.stderr)
+	}
+	for _, res := range []runResult{second, other} {
+		if res.stdout != first.stdout {
+			t.Errorf("listings differ:\n%s\nand\n%s", first.stdout, res.stdout)
+		}
+	}
+}
+
 // TestStdioAndExitCodes: stdin, stdout, stderr and exit statuses pass
 // through, for the init and for exec'd processes.
 func TestStdioAndExitCodes(t *testing.T) {

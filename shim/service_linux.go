@@ -282,6 +282,32 @@ func helperPath() (string, error) {
 	return p, nil
 }
 
+// fixTimes gives the container's directory, what it holds and the exec
+// helper the time 0: they are visible inside the container (ls -la /,
+// stat /.lockstep/exec), made before its clocks start, and their host
+// times (when the container was created, when Lockstep was installed)
+// would differ from provider to provider.
+func fixTimes(dir, helper string) error {
+	epoch := time.Unix(0, 0)
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	paths := []string{helper, dir}
+	for _, n := range names {
+		paths = append(paths, filepath.Join(dir, n.Name()))
+	}
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.ModTime().Equal(epoch) {
+			continue
+		}
+		if err := os.Chtimes(p, epoch, epoch); err != nil {
+			return fmt.Errorf("set the time of %s, visible in the container: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // startAgent makes the container's directory and sockets and starts its
 // agent process (this binary, as AgentArg0).
 func startAgent(ctx context.Context, dir string, cfg agentConfig) (_ *agentProc, retErr error) {
@@ -310,6 +336,9 @@ func startAgent(ctx context.Context, dir string, cfg agentConfig) (_ *agentProc,
 		return nil, err
 	}
 	defer execLn.Close()
+	if err := fixTimes(dir, cfg.Helper); err != nil {
+		return nil, err
+	}
 	arg, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err

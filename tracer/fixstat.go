@@ -23,12 +23,18 @@ var le = binary.LittleEndian
 
 // fixStat rewrites a struct stat: device and inode numbers become stable
 // virtual ones, the three times become the (virtual) modification time,
-// and sizes and block counts stop depending on the host filesystem.
+// and sizes and block counts stop depending on the host filesystem. A
+// directory's link count becomes 1, as filesystems that do not count
+// subdirectories report it (find and fts then do not use it): procfs
+// counts every process on the host in its root's.
 func fixStat(b []byte, w *virt.World, tgid int32) {
 	dev, ino := le.Uint64(b[0:]), le.Uint64(b[8:])
 	mode := le.Uint32(b[24:])
 	le.PutUint64(b[0:], w.Dev(dev))
 	le.PutUint64(b[8:], w.Ino(dev, ino))
+	if mode&sIFMT == sIFDIR {
+		le.PutUint64(b[16:], 1) // st_nlink
+	}
 	size, blocks := normalSize(mode, int64(le.Uint64(b[48:])))
 	le.PutUint64(b[48:], uint64(size))
 	le.PutUint64(b[56:], blockSize)
@@ -52,6 +58,9 @@ func fixStatx(b []byte, w *virt.World, tgid int32) {
 	le.PutUint32(b[140:], minor(vdev))
 	le.PutUint64(b[144:], vdev)
 	le.PutUint32(b[4:], blockSize)
+	if mode&sIFMT == sIFDIR {
+		le.PutUint32(b[16:], 1) // stx_nlink
+	}
 	size, blocks := normalSize(mode, int64(le.Uint64(b[40:])))
 	le.PutUint64(b[40:], uint64(size))
 	le.PutUint64(b[48:], uint64(blocks))

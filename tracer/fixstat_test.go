@@ -19,7 +19,11 @@ func TestFixStat(t *testing.T) {
 	le.PutUint64(b[72:], 1700000000) // atime
 	le.PutUint64(b[88:], 1600000000) // mtime, before the run
 	le.PutUint64(b[104:], uint64(time.Now().Unix()))
+	le.PutUint64(b[16:], 3) // st_nlink of a file: kept
 	fixStat(b, w, 0)
+	if n := le.Uint64(b[16:]); n != 3 {
+		t.Errorf("a file's link count became %d, want 3", n)
+	}
 	if d, i := le.Uint64(b[0:]), le.Uint64(b[8:]); d != w.Dev(2049) || i != w.Ino(2049, 987654) {
 		t.Fatalf("dev %d ino %d not virtual", d, i)
 	}
@@ -40,7 +44,11 @@ func TestFixStatxDevices(t *testing.T) {
 	le.PutUint32(b[140:], 1) // minor
 	le.PutUint16(b[28:], sIFDIR|0o755)
 	le.PutUint64(b[40:], 12288)
+	le.PutUint32(b[16:], 87) // stx_nlink: procfs's root counts the host's processes
 	fixStatx(b, w, 0)
+	if n := le.Uint32(b[16:]); n != 1 {
+		t.Errorf("a directory's link count is %d, want 1", n)
+	}
 	v := w.Dev(mkdev(8, 1))
 	if mkdev(le.Uint32(b[136:]), le.Uint32(b[140:])) != v || le.Uint64(b[144:]) != v {
 		t.Fatal("statx device or mount id not virtual")
