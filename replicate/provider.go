@@ -81,6 +81,9 @@ type Local struct {
 	once   sync.Once
 	client *containerd.Client
 	err    error
+
+	mu      sync.Mutex
+	streams map[string]*sharedStream // read for replicas running now
 }
 
 func (p *Local) Name() string { return p.ProviderName }
@@ -120,10 +123,11 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	f, err := p.Logd.Follow(ctx, j.Stream, trusted)
+	f, err := p.follow(ctx, j.Stream, trusted)
 	if err != nil {
 		return Result{}, err
 	}
+	defer p.unfollow(f)
 	seed, rest, err := readSeed(ctx, f)
 	if err != nil {
 		return Result{}, err
@@ -169,6 +173,7 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	go func() {
 		var err error
 		read, err = feed(ctx, f, rest, pw, out)
+		p.unfollow(f)
 		if err != nil {
 			pw.CloseWithError(err)
 		} else {
@@ -209,8 +214,8 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 
 // report signs the replica's digest against the root of the entries its
 // container read.
-func (p *Local) report(ctx context.Context, j Job, f *logd.Follower, size int64, res Result) error {
-	root, err := f.Root(size)
+func (p *Local) report(ctx context.Context, j Job, f *streamReader, size int64, res Result) error {
+	root, err := f.Root(ctx, size)
 	if err != nil {
 		return err
 	}
@@ -222,9 +227,15 @@ func (p *Local) report(ctx context.Context, j Job, f *logd.Follower, size int64,
 	return nil
 }
 
+// entrySource hands out a stream's verified entries: a logd.Follower, or
+// a replica's reader of a shared stream.
+type entrySource interface {
+	Next(ctx context.Context, wait time.Duration) ([]logd.Entry, error)
+}
+
 // readSeed reads the stream's first entry, its seed, and returns the
 // entries that came with it.
-func readSeed(ctx context.Context, f *logd.Follower) (uint64, []logd.Entry, error) {
+func readSeed(ctx context.Context, f entrySource) (uint64, []logd.Entry, error) {
 	for {
 		es, err := f.Next(ctx, 10*time.Second)
 		if err != nil {
@@ -243,7 +254,7 @@ func readSeed(ctx context.Context, f *logd.Follower) (uint64, []logd.Entry, erro
 // feed writes the stream's input entries (es first, then the follower's)
 // to the container's stdin until the end entry, and tells out how far the
 // container has read.
-func feed(ctx context.Context, f *logd.Follower, es []logd.Entry, stdin io.Writer, out Sink) (read int64, err error) {
+func feed(ctx context.Context, f entrySource, es []logd.Entry, stdin io.Writer, out Sink) (read int64, err error) {
 	read = 1 // the seed
 	for {
 		for _, e := range es {
