@@ -155,12 +155,30 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	defer cancel(nil)
 	digest := NewDigest()
 	stdout := &guardedWriter{w: out, cancel: cancel}
-	pr, pw := io.Pipe()
-	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(pr, io.MultiWriter(digest, stdout), io.Discard)))
+	// The container's FIFOs, read and written here without a copy between.
+	fifos, err := cio.NewFIFOSetInDir("", id, false)
 	if err != nil {
 		return Result{}, err
 	}
-	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	dio, err := cio.NewDirectIO(ctx, fifos)
+	if err != nil {
+		return Result{}, err
+	}
+	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return dio, nil })
+	if err != nil {
+		dio.Cancel()
+		dio.Close()
+		return Result{}, err
+	}
+	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill) // closes dio
+	copied := make(chan struct{})
+	go func() {
+		io.CopyBuffer(io.MultiWriter(digest, stdout), dio.Stdout, make([]byte, 256<<10))
+		close(copied)
+	}()
+	go io.Copy(io.Discard, dio.Stderr)
+	var closeStdin sync.Once
+	stdin := func() { closeStdin.Do(func() { dio.Stdin.Close() }) }
 	status, err := task.Wait(ctx)
 	if err != nil {
 		return Result{}, err
@@ -172,13 +190,9 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	var read int64 // entries the container has read
 	go func() {
 		var err error
-		read, err = feed(ctx, f, rest, pw, out)
+		read, err = feed(ctx, f, rest, dio.Stdin, out)
 		p.unfollow(f)
-		if err != nil {
-			pw.CloseWithError(err)
-		} else {
-			pw.Close()
-		}
+		stdin()
 		task.CloseIO(ctx, containerd.WithStdinCloser)
 		fed <- err
 	}()
@@ -191,17 +205,16 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		return Result{}, context.Cause(ctx)
 	}
 	// Its output is complete when the shim has closed it: wait for that
-	// before Delete, which cancels the copying (containerd >= 1.7.2 closes
-	// the FIFOs in cio.Cancel, and Delete cancels before it waits).
-	task.IO().Wait()
+	// before Delete, which closes the FIFOs.
+	<-copied
+	stdin() // the feeder stops if it still waits on stdin
 	if _, err := task.Delete(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
 	}
 	if err := stdout.failed(); err != nil {
 		return Result{}, err
 	}
-	pr.Close() // the feeder stops if it still waits on stdin
-	if err := <-fed; err != nil && !errors.Is(err, io.ErrClosedPipe) {
+	if err := <-fed; err != nil && err != errStdinClosed {
 		return Result{}, fmt.Errorf("input stream: %w", err)
 	}
 	code, _, err := st.Result()
@@ -226,6 +239,9 @@ func (p *Local) report(ctx context.Context, j Job, f *streamReader, size int64, 
 	}
 	return nil
 }
+
+// errStdinClosed ends a feed whose container closed its stdin or exited.
+var errStdinClosed = errors.New("the command closed its stdin")
 
 // entrySource hands out a stream's verified entries: a logd.Follower, or
 // a replica's reader of a shared stream.
@@ -264,7 +280,7 @@ func feed(ctx context.Context, f entrySource, es []logd.Entry, stdin io.Writer, 
 				return read + 1, nil
 			case logd.KindInput:
 				if _, err := stdin.Write(e.Payload); err != nil {
-					return read, err // the command closed its stdin
+					return read, errStdinClosed
 				}
 			}
 			read++
