@@ -285,7 +285,7 @@ func (t *Tracer) syscallExit(tid int, th *thread) error {
 
 // A thread that starts a thread is held at its clone stop until every
 // other thread of its process, the new one included, waits (interruptible
-// sleep: a futex, a read, a notified syscall; virt.Running), or holdLimit
+// sleep: a futex, a read, a notified sleep; virt.Quiet.Running), or holdLimit
 // passes. Runtimes with thread pools decide whether to start another
 // thread by whether an earlier one has parked yet, and starting one draws
 // on the starter's state: Go's runtime draws a value from the starting
@@ -343,7 +343,7 @@ func (t *Tracer) release() error {
 	}
 	for tid, h := range t.held {
 		if now.Before(h.until) {
-			if h.running(tid, t.held) {
+			if h.running(t.world.Quiet(), tid, t.held) {
 				h.quietPolls = 0
 				continue
 			}
@@ -380,11 +380,11 @@ func (t *Tracer) childExited(pid int) error {
 // the new process (any of its threads, held ones too: they wait for their
 // own children), or for a clone the other threads of tid's process that
 // are not held themselves.
-func (h *hold) running(tid int, held map[int]*hold) bool {
+func (h *hold) running(q *virt.Quiet, tid int, held map[int]*hold) bool {
 	if h.child != 0 {
-		return virt.Running(h.child, func(int) bool { return false })
+		return q.Running(h.child, func(int) bool { return false })
 	}
-	return virt.Running(tid, func(other int) bool { return held[other] != nil })
+	return q.Running(tid, func(other int) bool { return held[other] != nil })
 }
 
 func ptrace(req, pid int, addr, data uintptr) error {

@@ -2,6 +2,7 @@ package virt
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -24,10 +25,11 @@ import (
 // such a syscall span two of its wake-ups. The cost falls on sleepers only,
 // and is at most one such syscall's time.
 type Quiet struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	busy  map[int32]int   // by thread group: fast notifications being served
-	tgids map[int32]int32 // thread ID -> thread group ID
+	mu       sync.Mutex
+	cond     *sync.Cond
+	busy     map[int32]int   // by thread group: fast notifications being served
+	tgids    map[int32]int32 // thread ID -> thread group ID
+	sleeping map[int32]bool  // threads in a notified syscall that waits (a sleep)
 }
 
 func newQuiet() *Quiet {
@@ -35,7 +37,30 @@ func newQuiet() *Quiet {
 	q.cond = sync.NewCond(&q.mu)
 	q.busy = map[int32]int{}
 	q.tgids = map[int32]int32{}
+	q.sleeping = map[int32]bool{}
 	return q
+}
+
+// Sleep and Wake bracket a notified syscall of thread tid that waits by
+// its nature (a sleep the agent serves): Running counts that thread as
+// waiting. In every other notified syscall it counts as running: it is
+// being answered and goes on at once.
+func (q *Quiet) Sleep(tid int32) {
+	q.mu.Lock()
+	q.sleeping[tid] = true
+	q.mu.Unlock()
+}
+
+func (q *Quiet) Wake(tid int32) {
+	q.mu.Lock()
+	delete(q.sleeping, tid)
+	q.mu.Unlock()
+}
+
+func (q *Quiet) asleep(tid int32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.sleeping[tid]
 }
 
 // Tgid returns the thread group (process) of thread tid.
@@ -119,11 +144,15 @@ func (q *Quiet) WaitIdle(tg int32, pending func() bool) {
 const maxHold = 10 * time.Millisecond
 
 // Running reports whether a thread of process tgid, other than those skip
-// names, is on a CPU or waiting for one, or stopped by its tracer (which
-// resumes it soon): not in an interruptible sleep (a futex, a read, a
-// notified syscall), stopped by a signal, or gone. It reads the state
-// field of /proc/TGID/task/TID/stat.
-func Running(tgid int, skip func(tid int) bool) bool {
+// names, is on a CPU or waiting for one, stopped by its tracer (which
+// resumes it soon), or in a notified syscall the agent has yet to answer
+// (other than a sleep): not in an interruptible sleep (a futex, a read, a
+// notified sleep), stopped by a signal, or gone. It reads the state field
+// of /proc/TGID/task/TID/stat, and the kernel stack of a sleeping thread.
+// Under load the agent may take milliseconds to answer a notification
+// (an open that is not served), and a thread waiting for that answer is
+// not waiting for anything the program does.
+func (q *Quiet) Running(tgid int, skip func(tid int) bool) bool {
 	dir := "/proc/" + strconv.Itoa(tgid) + "/task/"
 	d, err := os.Open(dir)
 	if err != nil {
@@ -141,8 +170,18 @@ func Running(tgid int, skip func(tid int) bool) bool {
 			continue
 		}
 		i := strings.LastIndexByte(string(b), ')')
-		if i >= 0 && i+2 < len(b) && (b[i+2] == 'R' || b[i+2] == 'D' || b[i+2] == 't') {
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		switch b[i+2] {
+		case 'R', 'D', 't':
 			return true
+		case 'S':
+			// The kernel stack, not wchan: wchan reads 0 for a thread in
+			// a notification here.
+			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !q.asleep(int32(tid)) {
+				return true
+			}
 		}
 	}
 	return false
@@ -155,12 +194,12 @@ func Running(tgid int, skip func(tid int) bool) bool {
 // at whatever point of a computation the host's timing put it, where it
 // would take the processor from the goroutine (preemption) and move it to
 // another thread with other random state.
-func WaitStill(tgid, tid int, limit time.Duration) {
+func (q *Quiet) WaitStill(tgid, tid int, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	still := 0
 	pause := 20 * time.Microsecond
 	for still < 2 && time.Now().Before(deadline) {
-		if Running(tgid, func(t int) bool { return t == tid }) {
+		if q.Running(tgid, func(t int) bool { return t == tid }) {
 			still = 0
 			time.Sleep(pause)
 			pause = min(2*pause, time.Millisecond)

@@ -110,9 +110,11 @@ func (a *Agent) Run() error {
 		}
 		req := &Req{a: a, Notif: n}
 		if e.blocking {
+			q := a.world.Quiet()
+			q.Sleep(int32(n.Pid))
 			a.wg.Add(1)
-			go func() { defer a.wg.Done(); a.serve(req, e) }()
-			a.world.Quiet().Changed()
+			go func() { defer a.wg.Done(); defer q.Wake(int32(n.Pid)); a.serve(req, e) }()
+			q.Changed()
 		} else {
 			a.serving.Store(true)
 			a.serve(req, e)

@@ -141,14 +141,14 @@ const (
 // the kernel then restarts or fails the syscall itself.
 //
 // A short sleep (at most shortSleep) also waits until no other thread of
-// the caller's process is running, for at most stillLimit (virt.WaitStill).
+// the caller's process is running, for at most stillLimit (virt.Quiet.WaitStill).
 func (r *Req) sleep(d time.Duration) error {
 	end := time.Now().Add(d)
 	for {
 		left := time.Until(end)
 		if left <= 0 {
 			if d <= shortSleep {
-				virt.WaitStill(int(r.Tgid()), int(r.Pid), stillLimit)
+				r.a.world.Quiet().WaitStill(int(r.Tgid()), int(r.Pid), stillLimit)
 			}
 			return r.Valid()
 		}
