@@ -17,6 +17,7 @@ import (
 // more. A replica that falls more than maxSharedBytes behind the fastest
 // reads on from its own follower.
 type sharedStream struct {
+	key     string // in its provider's streams
 	c       *logd.Client
 	stream  string
 	trusted ed25519.PublicKey
@@ -56,13 +57,11 @@ func (r *streamReader) Next(ctx context.Context, wait time.Duration) ([]logd.Ent
 		} else if len(es) > 0 {
 			return es, nil
 		}
-		select {
-		case s.fetching <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := s.lockFetch(ctx); err != nil {
+			return nil, err
 		}
 		s.mu.Lock()
-		fresh := r.pos < s.base+int64(len(s.entries)) || r.pos < s.base
+		fresh := r.pos < s.base+int64(len(s.entries)) // or r is behind
 		s.mu.Unlock()
 		if fresh { // another reader fetched meanwhile
 			<-s.fetching
@@ -149,17 +148,25 @@ func (r *streamReader) Root(ctx context.Context, n int64) (tlog.Hash, error) {
 	if r.own != nil {
 		return r.own.Root(n)
 	}
-	select {
-	case r.s.fetching <- struct{}{}:
-	case <-ctx.Done():
-		return tlog.Hash{}, ctx.Err()
+	if err := r.s.lockFetch(ctx); err != nil {
+		return tlog.Hash{}, err
 	}
 	defer func() { <-r.s.fetching }()
 	return r.s.f.Root(n)
 }
 
+// lockFetch takes the stream's follower (release: <-s.fetching).
+func (s *sharedStream) lockFetch(ctx context.Context) error {
+	select {
+	case s.fetching <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // follow opens a reader of stream for one replica, sharing the stream
-// with the provider's other replicas of it. close ends the reader.
+// with the provider's other replicas of it. unfollow ends the reader.
 func (p *Local) follow(ctx context.Context, stream string, trusted ed25519.PublicKey) (*streamReader, error) {
 	key := stream + " " + logd.EncodeKey(trusted)
 	p.mu.Lock()
@@ -170,7 +177,7 @@ func (p *Local) follow(ctx context.Context, stream string, trusted ed25519.Publi
 		if err != nil {
 			return nil, err
 		}
-		s = &sharedStream{c: p.Logd, stream: stream, trusted: trusted, f: f,
+		s = &sharedStream{key: key, c: p.Logd, stream: stream, trusted: trusted, f: f,
 			fetching: make(chan struct{}, 1), readers: map[*streamReader]bool{}}
 		if p.streams == nil {
 			p.streams = map[string]*sharedStream{}
@@ -194,11 +201,7 @@ func (p *Local) unfollow(r *streamReader) {
 	delete(s.readers, r)
 	empty := len(s.readers) == 0
 	s.mu.Unlock()
-	if empty {
-		for k, v := range p.streams {
-			if v == s {
-				delete(p.streams, k)
-			}
-		}
+	if empty && p.streams[s.key] == s {
+		delete(p.streams, s.key)
 	}
 }

@@ -74,9 +74,6 @@ func (t *Tracer) Seize(tid int) error {
 	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, options, 0, 0); e != 0 {
 		return fmt.Errorf("ptrace seize %d: %w", tid, e)
 	}
-	// The tracer polls in 20 µs sleeps while it holds a thread; the
-	// default timer slack (50 µs) would stretch each to 70.
-	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	t.root = tid
 	t.threads[tid] = &thread{announced: true}
 	t.world.Root(int32(tid))
