@@ -308,12 +308,21 @@ type Follower struct {
 	stream   string
 	trusted  ed25519.PublicKey
 	tree     Tree
-	entries  []Entry // received and not handed out yet
+	entries  []Entry // received from handed on, not handed out yet (see maxHeld)
+	held     int     // payload bytes in entries
 	last     *Entry  // the last entry received
 	verified int64   // entries [0, verified) are covered by cp
 	handed   int64   // entries handed out by Next
 	cp       Checkpoint
 }
+
+// maxHeld bounds the payload a follower holds between receiving entries
+// and handing them out. To verify entries it hashes all of them up to the
+// head's checkpoint, which for a follower far behind (a late replica, a
+// replay) is most of the stream: it keeps the first maxHeld bytes and
+// fetches the rest again when it hands them out, each checked against its
+// record hash in the verified tree.
+const maxHeld = 8 << 20
 
 // Follow starts reading stream from its beginning.
 func (c *Client) Follow(ctx context.Context, stream string, trusted ed25519.PublicKey) (*Follower, error) {
@@ -336,12 +345,49 @@ func (f *Follower) Next(ctx context.Context, wait time.Duration) ([]Entry, error
 			return nil, err
 		}
 	}
-	// f.entries holds entries handed..tree size; hand out the verified ones.
-	k := f.verified - f.handed
+	if len(f.entries) == 0 && f.handed < f.verified {
+		if err := f.refetch(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// f.entries holds entries from handed on; hand out the verified ones.
+	k := min(f.verified-f.handed, int64(len(f.entries)))
 	out := f.entries[:k:k]
 	f.entries = f.entries[k:]
-	f.handed = f.verified
+	for _, e := range out {
+		f.held -= len(e.Payload)
+	}
+	f.handed += k
 	return out, nil
+}
+
+// refetch fetches again verified entries that were not kept (maxHeld),
+// from handed on, checking each against the verified tree.
+func (f *Follower) refetch(ctx context.Context) error {
+	recs, err := f.c.Records(ctx, f.stream, f.handed, min(followBatch, f.verified-f.handed), 0)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("%w: the log no longer serves entry %d, which it served before", ErrBadLog, f.handed)
+	}
+	for i, rec := range recs {
+		seq := f.handed + int64(i)
+		leaf, err := f.tree.ReadHashes([]int64{tlog.StoredHashIndex(0, seq)})
+		if err != nil {
+			return err
+		}
+		if tlog.RecordHash(rec) != leaf[0] {
+			return fmt.Errorf("%w: entry %d differs from the one verified before", ErrBadLog, seq)
+		}
+		e, err := DecodeEntry(rec)
+		if err != nil {
+			return fmt.Errorf("%w: entry %d: %v", ErrBadLog, seq, err)
+		}
+		f.entries = append(f.entries, e)
+		f.held += len(e.Payload)
+	}
+	return nil
 }
 
 func (f *Follower) fetch(ctx context.Context, wait time.Duration) error {
@@ -369,8 +415,12 @@ func (f *Follower) receive(ctx context.Context, wait time.Duration) error {
 			return fmt.Errorf("%w: %v", ErrBadLog, err)
 		}
 		f.tree.Append(rec)
-		f.entries = append(f.entries, e)
-		f.last = &f.entries[len(f.entries)-1]
+		f.last = &e
+		// Keep it if those before it are kept and there is room.
+		if f.handed+int64(len(f.entries)) == f.tree.Size()-1 && f.held < maxHeld {
+			f.entries = append(f.entries, e)
+			f.held += len(e.Payload)
+		}
 	}
 	return nil
 }

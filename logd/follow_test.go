@@ -1,0 +1,132 @@
+package logd
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// bigInputs are n entries of size bytes, each filled with its number.
+func bigInputs(n, size int) []Entry {
+	es := make([]Entry, n)
+	for i := range es {
+		es[i] = Entry{Kind: KindInput, Time: int64(i), Payload: bytes.Repeat([]byte{byte(i)}, size)}
+	}
+	return es
+}
+
+// A follower that starts far behind the head (here: 24 MiB of entries, all
+// covered by the head's checkpoint) holds no more than maxHeld of them at
+// once, and still hands out every entry, in order.
+func TestFollowerMemoryBounded(t *testing.T) {
+	c := startLogd(t)
+	ctx := context.Background()
+	k := key(t, 1)
+	a := newStream(t, c, "big", k)
+	const n, size = 96, 256 << 10
+	all := bigInputs(n, size)
+	for b := 0; b < n; b += 4 {
+		if _, err := a.Append(ctx, all[b:b+4]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := c.Follow(ctx, "big", k.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := 0
+	for next < n {
+		es, err := f.Next(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.held+len(es)*size > maxHeld+followBatch*size {
+			t.Fatalf("the follower holds %d bytes (and hands out %d): more than its bound %d", f.held, len(es)*size, maxHeld+followBatch*size)
+		}
+		if len(es) == 0 {
+			t.Fatalf("no entries after %d of %d", next, n)
+		}
+		for _, e := range es {
+			if e.Seq != uint64(next) || len(e.Payload) != size || e.Payload[0] != byte(next) {
+				t.Fatalf("entry %d: seq %d, %d bytes of %d", next, e.Seq, len(e.Payload), e.Payload[0])
+			}
+			next++
+		}
+	}
+}
+
+// An entry fetched again (after it was verified but not kept) must be the
+// one verified: a log server that changes it is caught.
+func TestFollowerRefetchVerified(t *testing.T) {
+	c := startLogd(t)
+	ctx := context.Background()
+	k := key(t, 1)
+	a := newStream(t, c, "big", k)
+	const n, size = 96, 256 << 10
+	all := bigInputs(n, size)
+	for b := 0; b < n; b += 4 {
+		if _, err := a.Append(ctx, all[b:b+4]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A proxy that serves the entries from 48 on with a changed last
+	// byte the second time they are asked for (the first time, they are
+	// received and hashed; the second, fetched again to be handed out).
+	var mu sync.Mutex
+	asked := map[string]int{}
+	target := strings.TrimPrefix(c.Base, "http://")
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from := r.URL.Query().Get("from")
+		mu.Lock()
+		asked[from]++
+		tamper := strings.HasSuffix(r.URL.Path, "/entries") && from == "48" && asked[from] == 2
+		mu.Unlock()
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, "http://"+target+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		var body bytes.Buffer
+		body.ReadFrom(resp.Body)
+		b := body.Bytes()
+		if tamper {
+			b[len(b)-1] ^= 1
+		}
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		w.Write(b)
+	}))
+	defer proxy.Close()
+	f, err := NewClient(proxy.URL).Follow(ctx, "big", k.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handed := 0
+	for {
+		es, err := f.Next(ctx, 0)
+		if err != nil {
+			if !errors.Is(err, ErrBadLog) || !strings.Contains(err.Error(), "differs from the one verified") {
+				t.Fatalf("after %d entries: %v; want the changed entry refused", handed, err)
+			}
+			if handed < 48 {
+				t.Fatalf("refused after %d entries: before the changed ones", handed)
+			}
+			return
+		}
+		if len(es) == 0 {
+			t.Fatalf("all %d entries handed out: the changed entry was not fetched again, or not caught", handed)
+		}
+		handed += len(es)
+	}
+}
