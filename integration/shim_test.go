@@ -17,6 +17,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/cio"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/lockstep-run/lockstep/ebpf"
@@ -193,6 +194,62 @@ func TestStdioAndExitCodes(t *testing.T) {
 	res = p.execIn(t, task, "cat", []string{"/bin/busybox", "sh", "-c", "tr a-z A-Z; exit 3"}, "piped\n")
 	if res.stdout != "PIPED\n" || res.code != 3 {
 		t.Errorf("exec: stdout %q exit %d", res.stdout, res.code)
+	}
+}
+
+// TestDirectStdio: the init reads and writes the client's FIFOs itself (no
+// copy through the shim); the task's state still names them; a client
+// that goes away leaves the container's writes to block on a full FIFO, as
+// with runc's shim, not fail with EPIPE (or SIGPIPE); an
+// exec'd process gets runc's pipes, as before.
+func TestDirectStdio(t *testing.T) {
+	p := env.providers[0]
+	res := p.run(t, run{runtime: lockstepRuntime, stdin: "in\n",
+		args: []string{"/bin/busybox", "sh", "-c", "for f in 0 1 2; do readlink /proc/self/fd/$f; done; cat"}})
+	got := strings.Fields(res.stdout)
+	if res.code != 0 || len(got) != 4 || !strings.HasSuffix(got[0], "-stdin") || !strings.HasSuffix(got[1], "-stdout") ||
+		!strings.HasSuffix(got[2], "-stderr") || got[3] != "in" {
+		t.Errorf("the init's fds 0-2 and stdin: %q (exit %d), want the client's FIFOs and \"in\"", res.stdout, res.code)
+	}
+
+	// The client closes its end of stdout, then the container writes.
+	ctx := p.ctx()
+	c := p.newContainer(t, run{runtime: lockstepRuntime,
+		args: []string{"/bin/busybox", "sh", "-c", "sleep 1; echo after the client left; exit $((40 + $?))"}})
+	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, io.Discard, io.Discard)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer task.Delete(ctx, containerd.WithProcessKill)
+	state, err := p.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: c.ID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := task.IO().Config(); state.Process.Stdout != cfg.Stdout || state.Process.Stderr != cfg.Stderr {
+		t.Errorf("task state stdio %q %q, want the client's %q %q", state.Process.Stdout, state.Process.Stderr, cfg.Stdout, cfg.Stderr)
+	}
+	status, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	task.IO().Cancel()
+	task.IO().Close()
+	select {
+	case st := <-status:
+		if st.ExitCode() != 40 {
+			t.Errorf("a container writing after its client left: exit %d, want 40 (41: the write failed)", st.ExitCode())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the container did not end")
+	}
+
+	long := p.startTask(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sleep", "60"}})
+	res = p.execIn(t, long, "fds", []string{"/bin/busybox", "readlink", "/proc/self/fd/1"}, "")
+	if !strings.HasPrefix(res.stdout, "pipe:[") {
+		t.Errorf("an exec'd process's stdout: %q, want runc's pipe", res.stdout)
 	}
 }
 

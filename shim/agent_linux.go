@@ -34,6 +34,7 @@ const AgentArg0 = "lockstep-agent"
 const (
 	seccompListenerFD = 3
 	execListenerFD    = 4
+	stdioFD           = 5 // and on: the init's stdio FIFOs, agentConfig.Stdio
 )
 
 // agentConfig is the agent process's one argument, as JSON.
@@ -42,6 +43,9 @@ type agentConfig struct {
 	Settings Settings
 	Stderr   string // the container's stderr (a fifo or file), for the reason it was killed
 	Helper   string // lockstep-shim-exec on the host
+	// Stdio lists which of fds 0, 1, 2 the init gets from the FIFOs the
+	// shim opened (stdio_linux.go), passed at stdioFD, stdioFD+1, ...
+	Stdio []int `json:",omitempty"`
 }
 
 // First PIDs: the init's first child is firstChildPID, the n-th exec'd
@@ -69,7 +73,8 @@ type containerAgent struct {
 	once  sync.Once
 
 	mu        sync.Mutex
-	handovers int // guarded by mu: processes handed over so far
+	handovers int        // guarded by mu: processes handed over so far
+	stdio     []*os.File // the init's stdio, until it is handed over
 
 	// The eBPF tracer, when digests or an audit were asked for.
 	io     *ebpf.Tracer
@@ -84,6 +89,10 @@ func runAgent(arg string) int {
 		return 2
 	}
 	a := &containerAgent{cfg: cfg, fatal: make(chan error, 1)}
+	for i := range cfg.Stdio {
+		unix.CloseOnExec(stdioFD + i) // not for the helper run by setLastPID
+		a.stdio = append(a.stdio, os.NewFile(uintptr(stdioFD+i), "stdio"))
+	}
 	if err := a.openWorld(); err != nil {
 		a.report(err)
 		return 1
@@ -270,7 +279,18 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	a.mu.Lock()
 	n := a.handovers
 	a.handovers++
+	var stdio []*os.File
+	if n == 0 {
+		stdio, a.stdio = a.stdio, nil
+	}
 	a.mu.Unlock()
+	// Whatever happens, the agent holds the init's stdio no longer: the
+	// client sees the end of the output when the container closes it.
+	defer func() {
+		for _, f := range stdio {
+			f.Close()
+		}
+	}()
 	if err := a.setLastPID(pid, n*execPIDStride+firstChildPID-1); err != nil {
 		a.report(err)
 		return
@@ -296,13 +316,35 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 		a.report(err) // the helper sees no 'G' and exits 125
 		return
 	}
-	if _, err := c.Write([]byte{'G'}); err != nil {
+	if err := goAhead(c, a.cfg.Stdio, stdio); err != nil {
 		tr.KillAll()
 	}
 	c.Close()
+	for _, f := range stdio {
+		f.Close()
+	}
+	stdio = nil
 	if _, err := tr.Wait(); err != nil {
 		a.die(err)
 	}
+}
+
+// goAhead tells the helper to exec its command: "G", or, with the init's
+// stdio, "G" and a byte whose bit i says that fd i follows (SCM_RIGHTS,
+// in the order of std).
+func goAhead(c *net.UnixConn, std []int, files []*os.File) error {
+	if len(files) == 0 {
+		_, err := c.Write([]byte{'G'})
+		return err
+	}
+	var mask byte
+	fds := make([]int, len(files))
+	for i, f := range files {
+		mask |= 1 << std[i]
+		fds[i] = int(f.Fd())
+	}
+	_, _, err := c.WriteMsgUnix([]byte{'G', mask}, unix.UnixRights(fds...), nil)
+	return err
 }
 
 // peerPID is the connecting process's PID in this (the host's) namespace.

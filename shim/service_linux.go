@@ -99,6 +99,7 @@ type agentProc struct {
 	dir      string
 	stopping chan struct{} // closed when the shim stops it
 	exited   chan struct{} // closed when it has been reaped
+	stdio    *directStdio  // the init's FIFOs, if it uses them directly
 }
 
 func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
@@ -143,15 +144,31 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := writeSpec(specPath, spec); err != nil {
 		return nil, err
 	}
-	ap, err := startAgent(ctx, dir, agentConfig{ID: r.ID, Settings: settings, Stderr: r.Stderr, Helper: helper})
+	direct, err := openDirectStdio(r, spec)
 	if err != nil {
+		return nil, err
+	}
+	cfg := agentConfig{ID: r.ID, Settings: settings, Stderr: r.Stderr, Helper: helper}
+	var given []*os.File
+	if direct != nil {
+		cfg.Stdio, given = direct.std, direct.given
+	}
+	ap, err := startAgent(ctx, dir, cfg, given...)
+	direct.handedOver()
+	if err != nil {
+		direct.close()
 		return nil, fmt.Errorf("lockstep: start the agent: %w", err)
 	}
+	ap.stdio = direct
 	defer func() {
 		if retErr != nil {
 			ap.stop()
 		}
 	}()
+	stdout, stderr := r.Stdout, r.Stderr
+	if direct != nil {
+		r.Stdin, r.Stdout, r.Stderr = "", "", "" // runc makes no pipes and copies nothing
+	}
 	resp, err := s.TaskService.Create(ctx, r)
 	if err != nil {
 		return nil, err
@@ -159,7 +176,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.mu.Lock()
 	s.agents[r.ID] = ap
 	s.mu.Unlock()
-	s.stdio.add(r.ID, "", r.Stdout, r.Stderr)
+	s.stdio.add(r.ID, "", stdout, stderr)
 	go s.watch(r.ID, ap)
 	return resp, nil
 }
@@ -209,6 +226,22 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 		s.stdio.add(r.ID, r.ExecID, r.Stdout, r.Stderr)
 	}
 	return resp, err
+}
+
+// State reports the init's stdio as the client gave it, also when the
+// container reads and writes the FIFOs directly.
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	resp, err := s.TaskService.State(ctx, r)
+	if err != nil || r.ExecID != "" {
+		return resp, err
+	}
+	s.mu.Lock()
+	ap := s.agents[r.ID]
+	s.mu.Unlock()
+	if ap != nil && ap.stdio != nil {
+		resp.Stdin, resp.Stdout, resp.Stderr = ap.stdio.paths[0], ap.stdio.paths[1], ap.stdio.paths[2]
+	}
+	return resp, nil
 }
 
 // Wait returns a process's exit once its output is drained (drain_linux.go).
@@ -310,7 +343,7 @@ func fixTimes(dir, helper string) error {
 
 // startAgent makes the container's directory and sockets and starts its
 // agent process (this binary, as AgentArg0).
-func startAgent(ctx context.Context, dir string, cfg agentConfig) (_ *agentProc, retErr error) {
+func startAgent(ctx context.Context, dir string, cfg agentConfig, stdio ...*os.File) (_ *agentProc, retErr error) {
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
@@ -352,7 +385,7 @@ func startAgent(ctx context.Context, dir string, cfg agentConfig) (_ *agentProc,
 		Args:       []string{AgentArg0, string(arg)},
 		Stdout:     os.Stderr, // the shim's log
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{seccompLn, execLn},
+		ExtraFiles: append([]*os.File{seccompLn, execLn}, stdio...),
 		SysProcAttr: &syscall.SysProcAttr{
 			Pdeathsig: unix.SIGKILL,
 			Setpgid:   true,
@@ -398,4 +431,5 @@ func (ap *agentProc) stop() {
 		<-ap.exited
 	}
 	os.RemoveAll(ap.dir)
+	ap.stdio.close()
 }

@@ -5,7 +5,9 @@
  *
  *   1. turns ASLR off for itself and what it execs (personality),
  *   2. connects to the container's agent at /.lockstep/agent.sock and
- *      waits until the agent's tracer has seized it ('G'),
+ *      waits until the agent's tracer has seized it ('G'); the init may
+ *      get its stdio with it (the client's FIFOs, which the shim opened
+ *      instead of copying through pipes), and puts it on fds 0-2,
  *   3. makes rdtsc trap (the tracer now emulates it),
  *   4. execs the container's command, which the tracer sees at its exec
  *      stop (vDSO patched, AT_RANDOM rewritten, clocks started).
@@ -50,6 +52,35 @@ static int setLastPID(const char *pid)
 	return 0;
 }
 
+/*
+ * takeStdio puts the fds that came with the go-ahead on the standard fds
+ * whose bits are set in mask (bit i: fd i), in order. They arrived close-
+ * on-exec; the copies on 0-2 are not.
+ */
+static int takeStdio(struct msghdr *mh, unsigned char mask)
+{
+	struct cmsghdr *c = CMSG_FIRSTHDR(mh);
+	if ((mh->msg_flags & MSG_CTRUNC) || !c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+		errno = EBADMSG;
+		return -1;
+	}
+	int *fds = (int *)CMSG_DATA(c);
+	size_t got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int), k = 0;
+	for (int i = 0; i < 3; i++) {
+		if (!(mask & (1 << i)))
+			continue;
+		if (k == got) {
+			errno = EBADMSG;
+			return -1;
+		}
+		if (dup2(fds[k++], i) < 0)
+			return -1;
+	}
+	for (size_t j = 0; j < got; j++)
+		close(fds[j]);
+	return k == got ? 0 : (errno = EBADMSG, -1);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "--set-last-pid") == 0)
@@ -69,17 +100,25 @@ int main(int argc, char **argv)
 	strncpy(sa.sun_path, AGENT_SOCKET, sizeof(sa.sun_path) - 1);
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return fail(EXIT_RUNTIME, "connect to the lockstep agent " AGENT_SOCKET, errno);
-	char b = 'P';
-	if (write(s, &b, 1) != 1)
+	char b[2] = { 'P' };
+	if (write(s, b, 1) != 1)
 		return fail(EXIT_RUNTIME, "handshake with the lockstep agent", errno);
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+	} ctl;
+	struct iovec iov = { .iov_base = b, .iov_len = sizeof(b) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
 	ssize_t n;
 	do
-		n = read(s, &b, 1);
+		n = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
-	if (n != 1 || b != 'G') {
+	if (n < 1 || b[0] != 'G') {
 		fprintf(stderr, "lockstep: the agent did not seize %s; not starting it\n", argv[1]);
 		return EXIT_RUNTIME;
 	}
+	if (n == 2 && takeStdio(&mh, (unsigned char)b[1]) < 0)
+		return fail(EXIT_RUNTIME, "take the stdio the lockstep agent sent", errno);
 	close(s);
 	if (prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0) < 0)
 		return fail(EXIT_RUNTIME, "make rdtsc trap", errno);
