@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -359,6 +360,23 @@ func (f *Follower) Next(ctx context.Context, wait time.Duration) ([]Entry, error
 	}
 	f.handed += k
 	return out, nil
+}
+
+// From returns a follower of f's stream that hands out entries from pos
+// on (pos at most what f has verified). It starts from f's verified tree,
+// so it verifies nothing f has verified again; the entries from pos on it
+// fetches again, each checked against that tree. f goes on unchanged.
+func (f *Follower) From(pos int64) (*Follower, error) {
+	if pos < 0 || pos > f.verified {
+		return nil, fmt.Errorf("follow %s from entry %d: only %d entries are verified", f.stream, pos, f.verified)
+	}
+	g := &Follower{c: f.c, stream: f.stream, trusted: f.trusted, verified: f.verified, handed: pos, cp: f.cp,
+		tree: Tree{hashes: slices.Clone(f.tree.hashes), size: f.tree.size}}
+	if f.last != nil {
+		last := *f.last
+		g.last = &last
+	}
+	return g, nil
 }
 
 // refetch fetches again verified entries that were not kept (maxHeld),

@@ -111,35 +111,28 @@ func (r *streamReader) cached() (es []logd.Entry, behind bool) {
 	return es, false
 }
 
-// fallBehind gives r its own follower, which reads the stream from its
-// start and hands out entries from r's place on.
+// fallBehind gives r its own follower, which starts from what the shared
+// one has verified and fetches the entries from r's place on again.
 func (r *streamReader) fallBehind(ctx context.Context, wait time.Duration) ([]logd.Entry, error) {
-	f, err := r.s.c.Follow(ctx, r.s.stream, r.s.trusted)
+	s := r.s
+	if err := s.lockFetch(ctx); err != nil {
+		return nil, err
+	}
+	f, err := s.f.From(r.pos)
+	<-s.fetching
 	if err != nil {
 		return nil, err
 	}
-	r.s.mu.Lock()
+	s.mu.Lock()
 	r.own = f
-	r.s.mu.Unlock()
+	s.mu.Unlock()
 	return r.ownNext(ctx, wait)
 }
 
 func (r *streamReader) ownNext(ctx context.Context, wait time.Duration) ([]logd.Entry, error) {
-	for {
-		es, err := r.own.Next(ctx, wait)
-		if err != nil || len(es) == 0 {
-			return nil, err
-		}
-		first := int64(es[0].Seq)
-		if first+int64(len(es)) <= r.pos {
-			continue // entries r has handed out already
-		}
-		if first < r.pos {
-			es = es[r.pos-first:]
-		}
-		r.pos += int64(len(es))
-		return es, nil
-	}
+	es, err := r.own.Next(ctx, wait)
+	r.pos += int64(len(es))
+	return es, err
 }
 
 // Root is the tree hash over the stream's first n entries, n at most the

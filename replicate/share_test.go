@@ -6,9 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,21 +30,30 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// served counts the entry fetches a logd served, and the lowest entry
+// asked for since minFrom was last set.
+type served struct {
+	fetches, minFrom atomic.Int64
+}
+
 // sharedLog starts an embedded logd, appends n entries of size bytes each
-// to a new stream, and returns a client, the stream, its key, the number
-// of entry fetches logd has served, and a function that appends more.
-func sharedLog(t *testing.T, n, size int) (*logd.Client, string, ed25519.PublicKey, *atomic.Int64, func(n int)) {
+// to a new stream, and returns a client, the stream, its key, what logd
+// has served, and a function that appends more.
+func sharedLog(t *testing.T, n, size int) (*logd.Client, string, ed25519.PublicKey, *served, func(n int)) {
 	t.Helper()
 	m := logd.Member{Dir: t.TempDir(), Client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
 	e, cl, err := logd.StartEmbedded(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fetches atomic.Int64
+	var sv served
 	api := logd.NewServer(logd.NewStore(cl))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/entries") {
-			fetches.Add(1)
+			sv.fetches.Add(1)
+			from, _ := strconv.ParseInt(r.URL.Query().Get("from"), 10, 64)
+			for low := sv.minFrom.Load(); from < low && !sv.minFrom.CompareAndSwap(low, from); low = sv.minFrom.Load() {
+			}
 		}
 		api.ServeHTTP(w, r)
 	}))
@@ -67,7 +78,7 @@ func sharedLog(t *testing.T, n, size int) (*logd.Client, string, ed25519.PublicK
 		}
 	}
 	appendN(n)
-	return c, "s", pub, &fetches, appendN
+	return c, "s", pub, &sv, appendN
 }
 
 // readAll reads n entries from r, after pause.
@@ -89,7 +100,7 @@ func readAll(ctx context.Context, r entrySource, n int, pause time.Duration) ([]
 // follower of its own.
 func TestSharedStream(t *testing.T) {
 	const n, size = 60, 16 << 10
-	c, stream, key, fetches, _ := sharedLog(t, n, size)
+	c, stream, key, sv, _ := sharedLog(t, n, size)
 	ctx := context.Background()
 
 	alone, err := c.Follow(ctx, stream, key)
@@ -100,7 +111,7 @@ func TestSharedStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := alone.Root(n)
-	one := fetches.Load()
+	one := sv.fetches.Load()
 
 	p := &Local{Logd: c}
 	var wg sync.WaitGroup
@@ -139,7 +150,7 @@ func TestSharedStream(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	three := fetches.Load() - one
+	three := sv.fetches.Load() - one
 	if three > one+2 {
 		t.Errorf("three shared readers made %d fetches; one follower alone made %d", three, one)
 	}
@@ -153,7 +164,7 @@ func TestSharedStream(t *testing.T) {
 // it.
 func TestSharedStreamFallsBehind(t *testing.T) {
 	const n, size = 96, 256 << 10 // 24 MiB, three times maxSharedBytes
-	c, stream, key, _, appendN := sharedLog(t, 16, size)
+	c, stream, key, sv, appendN := sharedLog(t, 16, size)
 	ctx := context.Background()
 	p := &Local{Logd: c}
 	fast, _ := p.follow(ctx, stream, key)
@@ -173,12 +184,16 @@ func TestSharedStreamFallsBehind(t *testing.T) {
 	if kept > maxSharedBytes+16*size {
 		t.Errorf("the stream keeps %d bytes for its slow reader", kept)
 	}
+	sv.minFrom.Store(math.MaxInt64)
 	rest, err := readAll(ctx, slow, n-len(first), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if slow.own == nil {
 		t.Error("the slow reader still reads the shared stream")
+	}
+	if low := sv.minFrom.Load(); low < int64(len(first)) {
+		t.Errorf("the slow reader's own follower fetched from entry %d: it fetched again what it had read (from %d on)", low, len(first))
 	}
 	for k, e := range append(first, rest...) {
 		if e.Seq != uint64(k) || e.Payload[0] != byte(k) {
