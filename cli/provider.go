@@ -76,6 +76,9 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitRuntime, "provider: %v", err)
 	}
+	if err := batchScheduling(); err != nil {
+		fmt.Fprintf(stderr, "provider: warning: %v (replicas are fed, slower)\n", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv := &http.Server{Handler: replicate.Handler(p, token)}

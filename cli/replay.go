@@ -57,6 +57,9 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitUsage, "replay: %v (lockstep run --record writes it)", err)
 	}
+	if err := batchScheduling(); err != nil {
+		fmt.Fprintf(stderr, "replay: warning: %v (the replay goes on, slower)\n", err)
+	}
 	ctx := context.Background()
 	client, stop, err := openLogd("")
 	if err != nil {

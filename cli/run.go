@@ -99,6 +99,9 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return errorf(stderr, exitUsage, "%s: %v", name, err)
 	}
+	if err := batchScheduling(); err != nil {
+		fmt.Fprintf(stderr, "%s: warning: %v (the run goes on, slower)\n", name, err)
+	}
 	client, stopLogd, err := openLogd(*logdAddr)
 	if err != nil {
 		return errorf(stderr, exitRuntime, "%s: %v", name, err)
