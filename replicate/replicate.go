@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -256,6 +257,7 @@ type replica struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	buf      []byte // output from base on; output before base is checked and dropped
+	mem      []byte // the whole array buf is the tail of
 	base     int64
 	digest   *Digest
 	total    int64
@@ -275,12 +277,18 @@ func (r *replica) Write(p []byte) (int, error) {
 		r.cond.Wait()
 	}
 	if r.odd == "" && !r.closed {
-		r.buf = append(r.buf, p...)
+		was := cap(r.buf)
+		if r.buf = append(r.buf, p...); cap(r.buf) != was { // a new array
+			r.mem = r.buf[:cap(r.buf)]
+		}
 	}
 	r.mu.Unlock()
 	r.changed()
 	return len(p), nil
 }
+
+// Digest is the digest of everything written to r (digestingSink).
+func (r *replica) Digest() *Digest { return r.digest }
 
 func (r *replica) Consumed(n int64) {
 	r.mu.Lock()
@@ -317,8 +325,14 @@ func (r *replica) vote(from, to int64) (seg []byte, ok bool) {
 func (r *replica) release(to int64) {
 	r.mu.Lock()
 	if drop := min(to-r.base, int64(len(r.buf))); drop > 0 {
-		r.buf = append(r.buf[:0], r.buf[drop:]...)
+		r.buf = r.buf[drop:]
 		r.base += drop
+		// What is left moves to the front of the array once more of the
+		// array is dropped than left: each byte moves about once. Only
+		// the voter's loop calls release, never while it reads a vote.
+		if dropped := cap(r.mem) - cap(r.buf); dropped > len(r.buf) {
+			r.buf = r.mem[:copy(r.mem, r.buf)]
+		}
 	}
 	r.mu.Unlock()
 	r.cond.Broadcast()
@@ -330,14 +344,14 @@ func (r *replica) drop(why string) {
 	if r.odd == "" {
 		r.odd = why
 	}
-	r.buf = nil
+	r.buf, r.mem = nil, nil
 	r.mu.Unlock()
 	r.cond.Broadcast()
 }
 
 func (r *replica) close() {
 	r.mu.Lock()
-	r.closed, r.buf = true, nil
+	r.closed, r.buf, r.mem = true, nil, nil
 	r.mu.Unlock()
 	r.cond.Broadcast()
 }
@@ -501,7 +515,9 @@ func (v *voter) release() error {
 			return nil
 		}
 		end := sent + v.k
-		votes := map[string][]*replica{}
+		// The segments are read in place: only this loop moves a
+		// replica's unchecked output (release), and a Write only appends.
+		var votes []*ballot
 		waiting := 0 // in the vote, without all of this checkpoint yet
 		for _, r := range v.reps {
 			r.mu.Lock()
@@ -515,19 +531,19 @@ func (v *voter) release() error {
 				waiting++
 				continue
 			}
-			votes[string(seg)] = append(votes[string(seg)], r)
+			votes = cast(votes, seg, r)
 		}
-		best := ""
-		for s, who := range votes {
-			if len(who) > len(votes[best]) || (len(who) == len(votes[best]) && s > best) {
-				best = s
+		best := &ballot{}
+		for _, b := range votes {
+			if len(b.who) > len(best.who) || (len(b.who) == len(best.who) && bytes.Compare(b.seg, best.seg) > 0) {
+				best = b
 			}
 		}
-		if len(votes[best]) < v.need {
-			if len(votes[best])+waiting < v.need {
+		if len(best.who) < v.need {
+			if len(best.who)+waiting < v.need {
 				v.mu.Lock()
 				v.over = true
-				v.fault = fmt.Sprintf("no majority for output bytes %d..%d: %s", sent, end, v.describe(votes))
+				v.fault = fmt.Sprintf("no majority for output bytes %d..%d: %s", sent, end, describe(votes))
 				v.mu.Unlock()
 				v.cancel()
 				for _, r := range v.reps {
@@ -536,25 +552,42 @@ func (v *voter) release() error {
 			}
 			return nil
 		}
-		for s, who := range votes {
-			if s != best {
-				v.odd(who, fmt.Sprintf("the checkpoint of bytes %d..%d: %s", sent, end, firstDiff(sent, []byte(best), []byte(s))))
+		for _, b := range votes {
+			if b != best {
+				v.odd(b.who, fmt.Sprintf("the checkpoint of bytes %d..%d: %s", sent, end, firstDiff(sent, best.seg, b.seg)))
 			}
 		}
-		if best == "" {
+		if len(best.seg) == 0 {
 			return nil // the majority's output has ended here
 		}
-		if _, err := v.out.Write([]byte(best)); err != nil {
+		if _, err := v.out.Write(best.seg); err != nil {
 			return fmt.Errorf("%w: %v", ErrStdout, err)
 		}
-		v.sums = append(v.sums, sha256.Sum256([]byte(best)))
+		v.sums = append(v.sums, sha256.Sum256(best.seg))
 		v.mu.Lock()
-		v.sent += int64(len(best))
+		v.sent += int64(len(best.seg))
 		v.mu.Unlock()
-		for _, r := range votes[best] {
-			r.release(sent + int64(len(best)))
+		for _, r := range best.who {
+			r.release(sent + int64(len(best.seg)))
 		}
 	}
+}
+
+// ballot is one output for a checkpoint and the replicas that gave it.
+type ballot struct {
+	seg []byte
+	who []*replica
+}
+
+// cast adds r's vote for seg.
+func cast(votes []*ballot, seg []byte, r *replica) []*ballot {
+	for _, b := range votes {
+		if bytes.Equal(b.seg, seg) {
+			b.who = append(b.who, r)
+			return votes
+		}
+	}
+	return append(votes, &ballot{seg: seg, who: []*replica{r}})
 }
 
 // checkLate checks the output of replicas that were behind the majority
@@ -635,10 +668,10 @@ func firstDiff(off int64, want, got []byte) string {
 	return fmt.Sprintf("first difference at byte %d: %s, %s", off+int64(i), show("the majority", want), show("the replica", got))
 }
 
-func (v *voter) describe(votes map[string][]*replica) string {
+func describe(votes []*ballot) string {
 	var parts []string
-	for s, who := range votes {
-		parts = append(parts, fmt.Sprintf("%s (%d bytes)", names(who), len(s)))
+	for _, b := range votes {
+		parts = append(parts, fmt.Sprintf("%s (%d bytes)", names(b.who), len(b.seg)))
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " vs ")
