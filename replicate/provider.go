@@ -45,6 +45,15 @@ type Sink interface {
 	Consumed(entries int64) // the container has read the stream's first entries
 }
 
+// digestingSink is a Sink that digests every byte it is given (the
+// voter's replicas do, to check what their providers report): a provider
+// in the same process reports that digest instead of computing its own
+// over the same bytes.
+type digestingSink interface {
+	Sink
+	Digest() *Digest
+}
+
 // A Provider runs replicas: containerd with the Lockstep runtime on one
 // host (Local), or such a host over the network (Remote).
 type Provider interface {
@@ -153,8 +162,13 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	// stops and the rest is discarded.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	digest := NewDigest()
 	stdout := &guardedWriter{w: out, cancel: cancel}
+	digest, output := NewDigest(), io.Writer(nil)
+	if d, ok := out.(digestingSink); ok {
+		digest, output = d.Digest(), stdout // the same bytes, digested once
+	} else {
+		output = io.MultiWriter(digest, stdout)
+	}
 	// The container's FIFOs, read and written here without a copy between.
 	fifos, err := cio.NewFIFOSetInDir("", id, false)
 	if err != nil {
@@ -173,7 +187,7 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill) // closes dio
 	copied := make(chan struct{})
 	go func() {
-		io.CopyBuffer(io.MultiWriter(digest, stdout), dio.Stdout, make([]byte, 256<<10))
+		io.CopyBuffer(output, dio.Stdout, make([]byte, 256<<10))
 		close(copied)
 	}()
 	go io.Copy(io.Discard, dio.Stderr)
