@@ -92,16 +92,24 @@ func (e *Entry) check() error {
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("malformed entry")
 
-// UnmarshalEntry decodes one entry; b must hold exactly one.
+// UnmarshalEntry decodes one entry; b must hold exactly one. The entry's
+// payload is b's tail, not a copy: b must not change after.
 func UnmarshalEntry(b []byte) (Entry, error) {
-	bad := func(what string) (Entry, error) { return Entry{}, fmt.Errorf("%w: %s", ErrMalformed, what) }
+	e, _, err := unmarshalEntry(b)
+	return e, err
+}
+
+// unmarshalEntry is UnmarshalEntry, also returning the header's length.
+func unmarshalEntry(b []byte) (e Entry, head int, err error) {
+	all := b
+	bad := func(what string) (Entry, int, error) { return Entry{}, 0, fmt.Errorf("%w: %s", ErrMalformed, what) }
 	if len(b) < 2 {
 		return bad("truncated header")
 	}
 	if b[0] != EntryVersion {
 		return bad(fmt.Sprintf("version %d (this build reads version %d)", b[0], EntryVersion))
 	}
-	e := Entry{Kind: Kind(b[1])}
+	e = Entry{Kind: Kind(b[1])}
 	b = b[2:]
 	var n int
 	if e.Seq, n = binary.Uvarint(b); n <= 0 {
@@ -120,22 +128,35 @@ func UnmarshalEntry(b []byte) (Entry, error) {
 	if size > MaxPayload || size != uint64(len(b)) {
 		return bad(fmt.Sprintf("payload length %d with %d bytes left", size, len(b)))
 	}
-	e.Payload = append([]byte(nil), b...)
+	head = len(all) - len(b)
+	e.Payload = all[head:]
 	if err := e.check(); err != nil {
-		return Entry{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Entry{}, 0, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	return e, nil
+	return e, head, nil
 }
 
 // DecodeEntry decodes b and checks that it is the one encoding of its
 // entry (no padded varints), so that one entry has one record hash.
 func DecodeEntry(b []byte) (Entry, error) {
-	e, err := UnmarshalEntry(b)
+	e, head, err := unmarshalEntry(b)
 	if err != nil {
 		return e, err
 	}
-	if again, _ := e.Marshal(); string(again) != string(b) {
+	// Each varint decodes to one value, and of its encodings only the
+	// shortest is canonical: a header of the shortest length is the one.
+	if head != 2+uvarintLen(e.Seq)+varintLen(e.Time)+uvarintLen(uint64(len(e.Payload))) {
 		return Entry{}, fmt.Errorf("%w: not in canonical form", ErrMalformed)
 	}
 	return e, nil
+}
+
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
+}
+
+func varintLen(v int64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutVarint(b[:], v)
 }
