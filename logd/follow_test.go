@@ -12,30 +12,35 @@ import (
 	"testing"
 )
 
-// bigInputs are n entries of size bytes, each filled with its number.
-func bigInputs(n, size int) []Entry {
-	es := make([]Entry, n)
-	for i := range es {
-		es[i] = Entry{Kind: KindInput, Time: int64(i), Payload: bytes.Repeat([]byte{byte(i)}, size)}
+// bigStream starts a logd with stream "big": 96 entries of 256 KiB (24
+// MiB, three times maxHeld), each filled with its number, appended 4 at a
+// time. It returns the client and the stream's key.
+func bigStream(t *testing.T) (*Client, ed25519.PrivateKey) {
+	t.Helper()
+	c := startLogd(t)
+	k := key(t, 1)
+	a := newStream(t, c, "big", k)
+	for b := 0; b < bigN; b += 4 {
+		es := make([]Entry, 4)
+		for i := range es {
+			es[i] = Entry{Kind: KindInput, Time: int64(b + i), Payload: bytes.Repeat([]byte{byte(b + i)}, bigSize)}
+		}
+		if _, err := a.Append(context.Background(), es); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return es
+	return c, k
 }
+
+const bigN, bigSize = 96, 256 << 10
 
 // A follower that starts far behind the head (here: 24 MiB of entries, all
 // covered by the head's checkpoint) holds no more than maxHeld of them at
 // once, and still hands out every entry, in order.
 func TestFollowerMemoryBounded(t *testing.T) {
-	c := startLogd(t)
+	c, k := bigStream(t)
 	ctx := context.Background()
-	k := key(t, 1)
-	a := newStream(t, c, "big", k)
-	const n, size = 96, 256 << 10
-	all := bigInputs(n, size)
-	for b := 0; b < n; b += 4 {
-		if _, err := a.Append(ctx, all[b:b+4]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	const n, size = bigN, bigSize
 	f, err := c.Follow(ctx, "big", k.Public().(ed25519.PublicKey))
 	if err != nil {
 		t.Fatal(err)
@@ -64,17 +69,9 @@ func TestFollowerMemoryBounded(t *testing.T) {
 // An entry fetched again (after it was verified but not kept) must be the
 // one verified: a log server that changes it is caught.
 func TestFollowerRefetchVerified(t *testing.T) {
-	c := startLogd(t)
+	c, k := bigStream(t)
 	ctx := context.Background()
-	k := key(t, 1)
-	a := newStream(t, c, "big", k)
-	const n, size = 96, 256 << 10
-	all := bigInputs(n, size)
-	for b := 0; b < n; b += 4 {
-		if _, err := a.Append(ctx, all[b:b+4]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	const n, size = bigN, bigSize
 	// A proxy that serves the entries from 48 on with a changed last
 	// byte the second time they are asked for (the first time, they are
 	// received and hashed; the second, fetched again to be handed out).
