@@ -163,10 +163,12 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stdout := &guardedWriter{w: out, cancel: cancel}
-	digest, output := NewDigest(), io.Writer(nil)
+	var digest *Digest
+	var output io.Writer
 	if d, ok := out.(digestingSink); ok {
 		digest, output = d.Digest(), stdout // the same bytes, digested once
 	} else {
+		digest = NewDigest()
 		output = io.MultiWriter(digest, stdout)
 	}
 	// The container's FIFOs, read and written here without a copy between.

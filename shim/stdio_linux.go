@@ -21,11 +21,12 @@ import (
 // hands them to the exec helper with its go-ahead; the helper puts them on
 // fds 0, 1 and 2 before it execs the command (docs/shim.md, "Stdio").
 //
-// It is done only where it changes nothing a process can tell: not for a
-// terminal (runc's console), not for exec'd processes (runc's copy, as
-// before), not for binary:// or file:// outputs, and not in a user
-// namespace, where runc's pipes belong to the container's root and a FIFO
-// reopened through /proc/self/fd would not.
+// What a process can tell changes in one place: readlink of fds 0-2 names
+// the FIFO, not pipe:[inode] (docs/determinism.md). It is not done for a
+// terminal (runc's console), for exec'd processes (runc's copy, as
+// before), for binary:// or file:// outputs, or in a user namespace, where
+// runc's pipes belong to the container's root and a FIFO reopened through
+// /proc/self/fd would not.
 type directStdio struct {
 	paths [3]string  // the request's stdin, stdout and stderr
 	given []*os.File // the container's ends, for fds std[0], std[1], ...
