@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -114,5 +115,23 @@ func TestExplain(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("%q not in:\n%s", want, got)
 		}
+	}
+}
+
+// BenchmarkChains is the consumer's ceiling: the rate at which a stream's
+// digest chain takes in bytes, in records of 16 KiB (a full chunk) and of
+// 4 KiB, from a buffer larger than the caches, as from the ring.
+func BenchmarkChains(b *testing.B) {
+	for _, size := range []int{16384, 4096} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			buf := make([]byte, 32<<20)
+			cs := NewChains(64 << 10)
+			b.SetBytes(int64(size))
+			off := 0
+			for b.Loop() {
+				cs.Write("pid 10 fd 1", buf[off:off+size])
+				off = (off + size) % len(buf)
+			}
+		})
 	}
 }

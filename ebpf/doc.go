@@ -3,7 +3,9 @@
 // tracepoints: the bytes written and read by write, writev, pwrite,
 // sendto, sendmsg, read, readv, recvfrom, recvmsg and their variants reach
 // user space through a ring buffer; sendfile, splice, tee, vmsplice and
-// copy_file_range are counted. Chains hashes the output of each stream
+// copy_file_range are counted. A writer faster than the consumer is held
+// by lockstep's ptrace tracer while the consumer catches up (Record.Throttle),
+// so no event is lost. Chains hashes the output of each stream
 // into a digest chain with a checkpoint every K bytes, so that replicas
 // can be compared and the first differing checkpoint found (Diff). See
 // docs/ebpf.md.

@@ -39,21 +39,6 @@ type traceCopier struct {
 	Done      uint64
 }
 
-type traceEvent struct {
-	_       structs.HostLayout
-	Type    uint32
-	Nr      uint32
-	Pid     uint32
-	Tid     uint32
-	HostPid uint32
-	Fd      int32
-	Seq     uint64
-	Offset  uint64
-	Len     uint32
-	Pad     uint32
-	Data    [16384]uint8
-}
-
 type traceThread struct {
 	_       structs.HostLayout
 	Seq     uint64
@@ -82,7 +67,7 @@ const (
 	traceMapEnabled     = "enabled"
 	traceMapEvents      = "events"
 	traceMapLost        = "lost"
-	traceMapScratch     = "scratch"
+	traceMapStops       = "stops"
 	traceMapThreads     = "threads"
 	traceProgSysEnter   = "sys_enter"
 	traceProgSysExit    = "sys_exit"
@@ -90,6 +75,7 @@ const (
 	traceVarPidnsIno    = "pidns_ino"
 	traceVarRecordAudit = "record_audit"
 	traceVarRecordIo    = "record_io"
+	traceVarThrottle    = "throttle"
 )
 
 // loadTrace returns the embedded CollectionSpec for trace.
@@ -146,7 +132,7 @@ type traceMapSpecs struct {
 	Enabled *ebpf.MapSpec `ebpf:"enabled"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Lost    *ebpf.MapSpec `ebpf:"lost"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
+	Stops   *ebpf.MapSpec `ebpf:"stops"`
 	Threads *ebpf.MapSpec `ebpf:"threads"`
 }
 
@@ -158,6 +144,7 @@ type traceVariableSpecs struct {
 	PidnsIno    *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	RecordAudit *ebpf.VariableSpec `ebpf:"record_audit"`
 	RecordIo    *ebpf.VariableSpec `ebpf:"record_io"`
+	Throttle    *ebpf.VariableSpec `ebpf:"throttle"`
 }
 
 // traceObjects contains all objects after they have been loaded into the kernel.
@@ -184,7 +171,7 @@ type traceMaps struct {
 	Enabled *ebpf.Map `ebpf:"enabled"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Lost    *ebpf.Map `ebpf:"lost"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
+	Stops   *ebpf.Map `ebpf:"stops"`
 	Threads *ebpf.Map `ebpf:"threads"`
 }
 
@@ -194,7 +181,7 @@ func (m *traceMaps) Close() error {
 		m.Enabled,
 		m.Events,
 		m.Lost,
-		m.Scratch,
+		m.Stops,
 		m.Threads,
 	)
 }
@@ -207,6 +194,7 @@ type traceVariables struct {
 	PidnsIno    *ebpf.Variable `ebpf:"pidns_ino"`
 	RecordAudit *ebpf.Variable `ebpf:"record_audit"`
 	RecordIo    *ebpf.Variable `ebpf:"record_io"`
+	Throttle    *ebpf.Variable `ebpf:"throttle"`
 }
 
 // tracePrograms contains all programs after they have been loaded into the kernel.

@@ -5,13 +5,10 @@ package ebpf
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,20 +16,28 @@ import (
 type Record struct {
 	IO    bool // the bytes of I/O syscalls (EvWrite, EvRead, EvCount)
 	Audit bool // audited syscalls (EvAudit)
+	// Throttle: every traced thread is ptraced by a tracer that takes the
+	// SIGSTOPs the programs send when the ring is past half full (Stops)
+	// and holds their threads while Behind (tracer.Throttle). Without it a
+	// writer faster than the consumer loses events, and the run fails.
+	Throttle bool
 }
 
 // Tracer traces the I/O of one PID namespace.
 type Tracer struct {
 	objs    traceObjects
 	links   []link.Link
-	rd      *ringbuf.Reader
-	done    chan error
-	flushed chan chan struct{} // Drain's, closed by the reader at the flush
+	ring    *ring
+	done    chan error         // the reader's error, when it stops on one
+	flushed chan chan struct{} // Drain's, closed by the reader once it has read all
+	stop    chan struct{}      // closed by Close
+	stopped chan struct{}      // closed by the reader as it returns
 }
 
 // Start loads the programs and attaches them for the PID namespace of
 // process pid (e.g. a run's init); they record once Enable is called. Each
-// event goes to handle, from one goroutine, in ring buffer order.
+// event goes to handle, from one goroutine, in ring buffer order; its Data
+// is the ring's memory, valid only until handle returns.
 func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
@@ -48,7 +53,7 @@ func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 	if err := spec.Variables["pidns_ino"].Set(st.Ino); err != nil {
 		return nil, err
 	}
-	for name, on := range map[string]bool{"record_io": what.IO, "record_audit": what.Audit} {
+	for name, on := range map[string]bool{"record_io": what.IO, "record_audit": what.Audit, "throttle": what.Throttle} {
 		v := uint32(0)
 		if on {
 			v = 1
@@ -57,7 +62,7 @@ func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 			return nil, err
 		}
 	}
-	t := &Tracer{done: make(chan error, 1), flushed: make(chan chan struct{}, 1)}
+	t := &Tracer{done: make(chan error, 1), flushed: make(chan chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -80,7 +85,7 @@ func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 		}
 		t.links = append(t.links, l)
 	}
-	if t.rd, err = ringbuf.NewReader(t.objs.Events); err != nil {
+	if t.ring, err = openRing(t.objs.Events); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -88,31 +93,49 @@ func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
 	return t, nil
 }
 
+// read hands the ring's events to handle until Close. The programs wake
+// it only when the ring passes 1 MiB; otherwise it polls every
+// 20 ms, which bounds how long events wait.
 func (t *Tracer) read(handle func(Event)) {
-	var rec ringbuf.Record
-	for {
-		// The programs wake the reader only when the ring is a quarter
-		// full; the deadline bounds how long events wait otherwise.
-		t.rd.SetDeadline(time.Now().Add(20 * time.Millisecond))
-		err := t.rd.ReadInto(&rec)
-		if errors.Is(err, ringbuf.ErrFlushed) {
-			// Every record committed before Drain's Flush was handled.
-			close(<-t.flushed)
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue
-		}
+	defer close(t.stopped)
+	each := func(b []byte) error {
+		e, err := ParseEvent(b)
 		if err != nil {
-			t.done <- err
-			return
-		}
-		e, err := ParseEvent(rec.RawSample)
-		if err != nil {
-			t.done <- err
-			return
+			return err
 		}
 		handle(e)
+		return nil
+	}
+	for {
+		if _, err := t.ring.consume(each); err != nil {
+			t.done <- err
+			return
+		}
+		select {
+		case <-t.stop:
+			return
+		case ack := <-t.flushed:
+			// The traced processes have exited: every event is committed
+			// up to the producer position, and is read before the ack.
+			end := t.ring.produced()
+			for {
+				at, err := t.ring.consume(each)
+				if err != nil {
+					t.done <- err
+					return
+				}
+				if at >= end {
+					break
+				}
+				t.ring.wait(1)
+			}
+			close(ack)
+		default:
+		}
+		if err := t.ring.wait(20); err != nil {
+			t.done <- fmt.Errorf("ebpf: wait for the ring buffer: %w", err)
+			return
+		}
 	}
 }
 
@@ -122,20 +145,40 @@ func (t *Tracer) Enable() error {
 }
 
 // Drain waits until every event committed so far has been handled (call
-// it after the traced processes have exited): it flushes the ring buffer
-// and waits for the reader to reach the flush.
+// it after the traced processes have exited).
 func (t *Tracer) Drain() error {
 	ack := make(chan struct{})
 	t.flushed <- ack
-	if err := t.rd.Flush(); err != nil {
-		return fmt.Errorf("ebpf: flush the ring buffer: %w", err)
-	}
+	t.ring.interrupt()
 	select {
 	case <-ack:
 	case err := <-t.done:
 		return err
 	}
 	return t.Lost()
+}
+
+// Stops is how many SIGSTOPs the programs have sent to threads that wrote
+// while the ring was past half full.
+func (t *Tracer) Stops() uint64 {
+	var n uint64
+	if err := t.objs.Stops.Lookup(uint32(0), &n); err != nil {
+		return 0
+	}
+	return n
+}
+
+// Behind reports whether the consumer is still behind: more than an
+// eighth of the ring waits to be read. Threads stopped for it are held
+// until it is not. A reader that has stopped (on an error, which fails the
+// run at Drain) is behind no more: its threads run on rather than hang.
+func (t *Tracer) Behind() bool {
+	select {
+	case <-t.stopped:
+		return false
+	default:
+		return t.ring.backlog() > t.ring.size/8
+	}
 }
 
 // Lost reports events the ring buffer had no room for: the trace is
@@ -156,8 +199,11 @@ func (t *Tracer) Close() error {
 	for _, l := range t.links {
 		l.Close()
 	}
-	if t.rd != nil {
-		t.rd.Close()
+	if t.ring != nil {
+		close(t.stop)
+		t.ring.interrupt()
+		<-t.stopped // the reader reads the ring's memory until then
+		t.ring.close()
 	}
 	return t.objs.Close()
 }

@@ -480,6 +480,43 @@ func TestDigestsAndAudit(t *testing.T) {
 	}
 }
 
+// TestBackPressure: in a container too, writers faster than the tracer's
+// consumer (zeros from /dev/zero to /dev/null, both ends traced) are held
+// by the agent's tracer instead of losing events; the chains of the bytes
+// read and written are right.
+func TestBackPressure(t *testing.T) {
+	const n = 256 << 20
+	path := filepath.Join(t.TempDir(), "d.json")
+	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=65536", fmt.Sprint("count=", n/65536)},
+		annotations: map[string]string{shim.AnnotationDigests: path}})
+	if res.code != 0 || !strings.Contains(res.stderr, fmt.Sprintf("%d+0 records out", n/65536)) {
+		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+	}
+	got, err := ebpf.ReadCheckpoints(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ebpf.NewChains(64 << 10)
+	zeros := make([]byte, 1<<20)
+	for range n / len(zeros) {
+		want.Write("zeros", zeros)
+	}
+	last := want.Finish()
+	end := last[len(last)-1]
+	streams := 0
+	for _, c := range got {
+		if c.End == n {
+			streams++
+			if c.Index != end.Index || c.Digest != end.Digest {
+				t.Errorf("%s: last checkpoint %+v, want %+v", c.Stream, c, end)
+			}
+		}
+	}
+	if streams != 2 {
+		t.Errorf("%d streams of %d bytes (want dd's read and write) in %d checkpoints", streams, n, len(got))
+	}
+}
+
 // TestTraceToLogd: with the io.lockstep.logd annotations, the shim reports
 // the container's digest chains to logd as the replica's signed trace at
 // delete: the same chains it writes to io.lockstep.digests; two providers'

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lockstep-run/lockstep/ebpf"
 )
 
 // These tests run the real lockstep binary as root against this kernel.
@@ -486,5 +488,39 @@ signal.setitimer(signal.ITIMER_REAL, 10); signal.getitimer(signal.ITIMER_REAL)`)
 	}
 	if strings.Contains(r.stderr, "cpuinfo") {
 		t.Errorf("the audit lists /proc/cpuinfo, which the agent answers:\n%s", r.stderr)
+	}
+}
+
+// TestBackPressure: a pipeline that moves bytes far faster than the
+// tracer's consumer hashes them (zeros from /dev/zero, through a pipe)
+// fills the ring buffer; its writers are held (tracer.Throttle) instead of
+// losing events, which would fail the run. The program sees nothing: the
+// byte count is right, and the chains are those of the bytes moved.
+func TestBackPressure(t *testing.T) {
+	requireRoot(t)
+	const n = 256 << 20
+	out := filepath.Join(t.TempDir(), "d.json")
+	r := lockstep(t, "", "exec", "--digests", out, "--", "sh", "-c", fmt.Sprintf("head -c %d /dev/zero | wc -c", n))
+	if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprint(n) {
+		t.Fatalf("exit %d, stdout %q: %s", r.code, r.stdout, r.stderr)
+	}
+	got, err := ebpf.ReadCheckpoints(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ebpf.NewChains(64 << 10)
+	zeros := make([]byte, 1<<20)
+	for range n / len(zeros) {
+		want.Write("pid 100 fd 1", zeros)
+	}
+	wantCps := want.Finish()
+	var written []ebpf.Checkpoint
+	for _, c := range got {
+		if c.Stream == "pid 100 fd 1" {
+			written = append(written, c)
+		}
+	}
+	if len(written) != len(wantCps) || written[len(written)-1] != wantCps[len(wantCps)-1] {
+		t.Fatalf("head's output: %d checkpoints, want %d; last %+v, want %+v", len(written), len(wantCps), written[len(written)-1], wantCps[len(wantCps)-1])
 	}
 }

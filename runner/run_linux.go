@@ -94,18 +94,14 @@ func Run(o Options) (Result, error) {
 	closeChild()
 	if o.Digests != nil || o.Audit != nil {
 		rec := ebpf.NewRecorder(o.Digests, o.Audit, o.Trace)
-		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil}, rec.Add)
+		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil, Throttle: true}, rec.Add)
 		if err != nil {
 			init.Kill()
 			init.Wait()
 			return Result{}, err
 		}
 		defer tr.Close()
-		res, err := supervise(world, parent, init.Pid, func() {
-			if err := tr.Enable(); err != nil {
-				unix.Kill(init.Pid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
-			}
-		})
+		res, err := supervise(world, parent, init.Pid, tr)
 		if err == nil {
 			err = tr.Drain()
 		}
@@ -117,9 +113,18 @@ func Run(o Options) (Result, error) {
 // supervise seizes the command, receives its seccomp listener, serves it
 // and waits for the tree to end. The tracer's loop runs on this (locked)
 // thread from the seize on, because the command traps on rdtsc from then.
-func supervise(world *virt.World, sock, initPid int, onFirstExec func()) (Result, error) {
+// The I/O tracer io, if any, starts recording at the first execve, and its
+// back-pressure goes through the tracer (tracer.Throttle).
+func supervise(world *virt.World, sock, initPid int, io *ebpf.Tracer) (Result, error) {
 	tr := tracer.New(world)
-	tr.OnFirstExec = onFirstExec
+	if io != nil {
+		tr.Throttle = io
+		tr.OnFirstExec = func() {
+			if err := io.Enable(); err != nil {
+				unix.Kill(initPid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
+			}
+		}
+	}
 	tr.Reap(initPid)
 	killTree := func() { unix.Kill(initPid, unix.SIGKILL) }
 	pid, err := receivePID(sock)

@@ -305,10 +305,16 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	// with this goroutine.
 	runtime.LockOSThread()
 	tr := tracer.New(a.world)
-	if n == 0 && a.io != nil {
-		tr.OnFirstExec = func() {
-			if err := a.io.Enable(); err != nil {
-				a.die(err)
+	a.mu.Lock()
+	io := a.io // set by the first handover's startIO, before any other
+	a.mu.Unlock()
+	if io != nil {
+		tr.Throttle = io
+		if n == 0 {
+			tr.OnFirstExec = func() {
+				if err := io.Enable(); err != nil {
+					a.die(err)
+				}
 			}
 		}
 	}
@@ -432,11 +438,13 @@ func (a *containerAgent) startIO(pid int) error {
 		a.audit = ebpf.NewAudit()
 	}
 	rec := ebpf.NewRecorder(a.chains, a.audit, nil)
-	io, err := ebpf.Start(pid, ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil}, rec.Add)
+	io, err := ebpf.Start(pid, ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil, Throttle: true}, rec.Add)
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
 	a.io = io
+	a.mu.Unlock()
 	return nil
 }
 

@@ -11,6 +11,9 @@
 //     fixes the result up at syscall exit: inode and device numbers and file
 //     times of stat results, filesystem sizes, rusage; a timeout that expired
 //     advances the virtual clock to its deadline.
+//   - At a SIGSTOP the eBPF I/O tracer sent a writer when its ring buffer
+//     was past half full (Throttle), it holds the thread until the I/O
+//     tracer's consumer has caught up, and resumes it without the signal.
 //
 // Everything else (computation, untrapped syscalls, clones) runs at native
 // speed. Tracees are seized with PTRACE_O_EXITKILL: if the tracer dies,

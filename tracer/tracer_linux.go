@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
@@ -36,22 +37,36 @@ type Tracer struct {
 	world      *virt.World
 	cpuidFault bool // the CPU can fault on cpuid: arm it at every exec
 
-	threads map[int]*thread // by thread ID
-	others  map[int]bool    // untraced children to reap (an init process)
-	held    map[int]*hold   // threads held at their clone stop, by thread ID
-	parked  int             // threads parked at their first stop
-	root    int
-	status  unix.WaitStatus // root's, once it has exited
-	exited  bool
-	Execs   int // execve calls seen
+	threads  map[int]*thread // by thread ID
+	others   map[int]bool    // untraced children to reap (an init process)
+	held     map[int]*hold   // threads held at their clone stop, by thread ID
+	throttle map[int]bool    // threads held for the I/O tracer (Throttle)
+	taken    uint64          // the Throttle's SIGSTOPs taken so far
+	parked   int             // threads parked at their first stop
+	root     int
+	status   unix.WaitStatus // root's, once it has exited
+	exited   bool
+	Execs    int // execve calls seen
 	// OnFirstExec, if set, runs at the first execve's stop, before the
 	// new program runs (the I/O tracer starts recording there).
 	OnFirstExec func()
+	// Throttle, if set, is the I/O tracer's back-pressure.
+	Throttle Throttle
+}
+
+// Throttle is the back-pressure of the eBPF I/O tracer (ebpf.Tracer): when
+// its ring buffer is past half full it sends the thread that wrote SIGSTOP,
+// at the end of the syscall. The tracer takes that signal at its delivery
+// stop, does not deliver it, and holds the thread while the I/O tracer is
+// Behind. The program sees no signal, no stop and no interrupted syscall.
+type Throttle interface {
+	Stops() uint64 // SIGSTOPs sent so far
+	Behind() bool
 }
 
 // New returns a tracer serving w.
 func New(w *virt.World) *Tracer {
-	return &Tracer{world: w, cpuidFault: CPUIDFaultingSupported(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}}
+	return &Tracer{world: w, cpuidFault: CPUIDFaultingSupported(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}}
 }
 
 // CPUIDFaultingSupported reports whether this CPU can make cpuid fault.
@@ -93,7 +108,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		// several tracers can run in one process (one per container process
 		// tree in the shim's agent).
 		flags := unix.WALL | unix.WNOTHREAD
-		if len(t.held) > 0 || t.parked > 0 {
+		if len(t.held) > 0 || t.parked > 0 || len(t.throttle) > 0 {
 			flags |= unix.WNOHANG
 		}
 		tid, err := unix.Wait4(-1, &ws, flags, nil)
@@ -126,6 +141,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			}
 			delete(t.threads, tid)
 			delete(t.held, tid)
+			delete(t.throttle, tid)
 			delete(t.others, tid)
 			if err := t.childExited(tid); err != nil {
 				t.KillAll()
@@ -173,6 +189,9 @@ func (t *Tracer) stopped(tid int, ws unix.WaitStatus) error {
 	switch {
 	case sig == syscallStop:
 		return t.syscallExit(tid, th)
+	case sig == unix.SIGSTOP && event == 0 && t.throttled(tid):
+		t.throttle[tid] = true
+		return nil // resumed by release, with no signal
 	case event == unix.PTRACE_EVENT_STOP && sig != unix.SIGTRAP:
 		// Group-stop (SIGSTOP and friends): stay stopped until SIGCONT.
 		return ignoreGone(ptrace(unix.PTRACE_LISTEN, tid, 0, 0))
@@ -240,6 +259,24 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		return t.seccompStop(tid, th)
 	}
 	return resume(tid, 0)
+}
+
+// throttled reports whether thread tid's SIGSTOP is one of the Throttle's:
+// sent by the kernel (SI_KERNEL, as bpf_send_signal does; kill(2) and
+// tgkill(2) say SI_USER or SI_TKILL), and not more than it has sent.
+func (t *Tracer) throttled(tid int) bool {
+	if t.Throttle == nil {
+		return false
+	}
+	var si unix.Siginfo
+	if ptrace(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si))) != nil || si.Code != siKernel {
+		return false
+	}
+	if t.taken >= t.Throttle.Stops() {
+		return false
+	}
+	t.taken++
+	return true
 }
 
 // tgid returns thread tid's process.
@@ -353,10 +390,20 @@ func (t *Tracer) release() error {
 			return err
 		}
 	}
+	if len(t.throttle) > 0 && !t.Throttle.Behind() {
+		for tid := range t.throttle {
+			delete(t.throttle, tid)
+			if err := resume(tid, 0); err != nil {
+				return err
+			}
+		}
+	}
+	// nanosleep itself: this thread is locked, and Go's timers can take a
+	// millisecond to wake it.
 	if len(t.held) > 0 || t.parked > 0 {
-		// nanosleep itself: this thread is locked, and Go's timers can
-		// take a millisecond to wake it.
 		unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
+	} else if len(t.throttle) > 0 {
+		unix.Nanosleep(&unix.Timespec{Nsec: 200_000}, nil) // the consumer reads ~250 KiB meanwhile
 	}
 	return nil
 }

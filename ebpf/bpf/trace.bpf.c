@@ -46,6 +46,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define CHUNK 16384
 #define HEADER 48 // bytes of struct event before data
 #define RING_SIZE (32 << 20)
+#define WAKE_AT (1 << 20) // bytes in the ring that wake the consumer (submit)
 #define MAX_CHUNKS 64 // per iovec: 1 MiB
 #define MAX_IOV 16
 
@@ -54,6 +55,7 @@ volatile const __u64 pidns_dev = 0;
 volatile const __u64 pidns_ino = 0;
 volatile const __u32 record_io = 1;    // copy the bytes of I/O syscalls
 volatile const __u32 record_audit = 1; // report audited syscalls
+volatile const __u32 throttle = 0;     // stop writers past half full (see stop_if_behind)
 
 #define PATH_MAX_AUDIT 256
 
@@ -70,15 +72,6 @@ struct event {
 	__u32 pad;
 	__u8 data[CHUNK];
 };
-
-// Per-CPU scratch space for an event: filled, then copied into the ring
-// buffer with only its used length (bpf_ringbuf_output).
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct event);
-} scratch SEC(".maps");
 
 struct call {
 	__u64 nr;
@@ -121,6 +114,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+// SIGSTOPs sent by stop_if_behind: lockstep's ptrace tracer absorbs as
+// many, and no others.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} stops SEC(".maps");
 
 // enabled[0] is set by the loader when the traced command starts (its
 // first execve), so that the launcher's own I/O is not recorded.
@@ -184,38 +186,30 @@ static __always_inline void head(struct event *e, struct call *c, struct bpf_pid
 	e->pad = 0;
 }
 
-static __always_inline struct event *fill(struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset)
+// submit commits a reserved event of size bytes (as reserved). It wakes
+// the consumer only when this event takes the ring past WAKE_AT;
+// otherwise the consumer polls (every 20 ms). A consumer woken reads
+// until the ring is empty, so one wake-up per crossing is enough, and a
+// wake-up (an interrupt on this CPU) is not paid per event.
+static __always_inline void submit(struct event *e, __u64 size)
 {
-	__u32 k = 0;
-	struct event *e = bpf_map_lookup_elem(&scratch, &k);
-	if (e)
-		head(e, c, ns, type, offset);
-	return e;
-}
-
-// wakeup wakes the consumer only when the ring is a quarter full: it also
-// polls every 20 ms.
-static __always_inline __u64 wakeup(void)
-{
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > RING_SIZE / 4)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
-}
-
-// emit puts the first n bytes of e in the ring buffer.
-static __always_inline void emit(struct event *e, __u64 n)
-{
-	if (bpf_ringbuf_output(&events, e, n, wakeup()) < 0)
-		count_lost();
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA); // this event included
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (avail > WAKE_AT && avail - size - 8 <= WAKE_AT)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 static __always_inline void report_count(struct call *c, struct bpf_pidns_info *ns, __u64 n, __u64 offset)
 {
-	struct event *e = fill(c, ns, EV_COUNT, offset);
-	if (!e)
+	struct event *e = bpf_ringbuf_reserve(&events, HEADER, 0);
+	if (!e) {
+		count_lost();
 		return;
+	}
+	head(e, c, ns, EV_COUNT, offset);
 	e->len = (__u32)n;
-	emit(e, HEADER);
+	submit(e, HEADER);
 }
 
 struct iovec_ {
@@ -231,19 +225,49 @@ struct msghdr_ {
 	__u64 iovlen;
 };
 
-// emit_part sends len (at most CHUNK) bytes at addr as one event,
-// assembled aside so that only its length goes into the ring.
+// copy_into reserves an event of HEADER + SIZE bytes (a size class: the
+// ring's reserve takes only constant sizes) and copies len <= SIZE bytes
+// at addr into it: one copy, from the caller's buffer into the ring.
+#define copy_into(SIZE) do { \
+	struct event *e = bpf_ringbuf_reserve(&events, HEADER + (SIZE), 0); \
+	if (!e) { \
+		count_lost(); \
+		return -1; \
+	} \
+	head(e, c, ns, type, offset); \
+	e->len = (__u32)len; \
+	if (bpf_probe_read_user(e->data, len, (void *)addr) < 0) { \
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP); \
+		return -1; \
+	} \
+	submit(e, HEADER + (SIZE)); \
+	return 0; \
+} while (0)
+
+// emit_part sends len (at most CHUNK) bytes at addr as one event, in the
+// smallest size class that holds them (at most twice their size, so the
+// ring fills at most twice as fast as with exact sizes).
 static __always_inline int emit_part(struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset, __u64 addr, __u64 len)
 {
-	struct event *e = fill(c, ns, type, offset);
-	if (!e)
-		return -1;
-	len &= (2 * CHUNK - 1);
-	if (len > CHUNK || bpf_probe_read_user(e->data, len, (void *)addr) < 0)
-		return -1;
-	e->len = (__u32)len;
-	emit(e, HEADER + len);
-	return 0;
+	if (len <= 64)
+		copy_into(64);
+	if (len <= 128)
+		copy_into(128);
+	if (len <= 256)
+		copy_into(256);
+	if (len <= 512)
+		copy_into(512);
+	if (len <= 1024)
+		copy_into(1024);
+	if (len <= 2048)
+		copy_into(2048);
+	if (len <= 4096)
+		copy_into(4096);
+	if (len <= 8192)
+		copy_into(8192);
+	if (len <= CHUNK)
+		copy_into(CHUNK);
+	return -1;
 }
 
 // A copy in progress: one bpf_loop step sends one chunk, moving to the
@@ -290,23 +314,8 @@ static long copy_step(__u64 i, void *unused)
 		len = x->remaining;
 	if (len > CHUNK)
 		len = CHUNK;
-	if (len == CHUNK) {
-		// A full chunk goes straight into the ring buffer (one copy).
-		struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
-		if (!e) {
-			count_lost();
-			return 1;
-		}
-		head(e, &x->c, &x->ns, x->type, x->done);
-		e->len = CHUNK;
-		if (bpf_probe_read_user(e->data, CHUNK, (void *)x->base) < 0) {
-			bpf_ringbuf_discard(e, 0);
-			return 1;
-		}
-		bpf_ringbuf_submit(e, wakeup());
-	} else if (emit_part(&x->c, &x->ns, x->type, x->done, x->base, len) < 0) {
+	if (emit_part(&x->c, &x->ns, x->type, x->done, x->base, len) < 0)
 		return 1;
-	}
 	x->base += len;
 	x->left -= len;
 	x->remaining -= len;
@@ -347,6 +356,30 @@ static __always_inline void send(struct call *c, struct bpf_pidns_info *ns, __u3
 	bpf_loop(MAX_CHUNKS * MAX_IOV, copy_step, 0, 0);
 	if (x->remaining > 0)
 		report_count(c, ns, x->remaining, x->done);
+}
+
+// stop_if_behind is the back-pressure: a writer can fill the ring faster
+// than the consumer hashes (memory copies run at several GB/s, BLAKE3 at
+// one or two), and an event that does not fit fails the run. When the
+// ring is past half full after a syscall, the thread is sent SIGSTOP, which
+// lockstep's ptrace tracer receives at the thread's return to user space
+// (a signal-delivery-stop) and does not deliver: it holds the thread until
+// the consumer has caught up, then resumes it with no signal. The syscall
+// has completed, so the program sees nothing but time pass. The loader
+// sets throttle only when every thread that does I/O in the namespace is
+// ptraced by lockstep (any other would really stop). (The check is not
+// made here: reading task_struct's ptrace field needs its offset from the
+// kernel's BTF, and loading that costs each run 30 ms.)
+static __always_inline void stop_if_behind(void)
+{
+	if (!throttle || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) <= RING_SIZE / 2)
+		return;
+	if (bpf_send_signal_thread(19 /* SIGSTOP */) == 0) {
+		__u32 k = 0;
+		__u64 *v = bpf_map_lookup_elem(&stops, &k);
+		if (v)
+			__sync_fetch_and_add(v, 1);
+	}
 }
 
 SEC("raw_tracepoint/sys_exit")
@@ -394,6 +427,7 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	send(&c, &ns, type, vector, addr, cnt, n);
+	stop_if_behind();
 	return 0;
 }
 
@@ -414,10 +448,11 @@ static __always_inline int audited(__u64 nr)
 
 static __always_inline void audit(void *regs, __u64 nr, struct bpf_pidns_info *ns)
 {
-	__u32 k = 0;
-	struct event *e = bpf_map_lookup_elem(&scratch, &k);
-	if (!e)
+	struct event *e = bpf_ringbuf_reserve(&events, HEADER + PATH_MAX_AUDIT, 0);
+	if (!e) {
+		count_lost();
 		return;
+	}
 	struct call c = {.nr = nr, .fd = -1};
 	head(e, &c, ns, EV_AUDIT, 0);
 	e->len = 0;
@@ -427,9 +462,9 @@ static __always_inline void audit(void *regs, __u64 nr, struct bpf_pidns_info *n
 	if (path) {
 		long n = bpf_probe_read_user_str(e->data, PATH_MAX_AUDIT, (void *)path);
 		if (n > 0)
-			e->len = (__u32)(n - 1) & (PATH_MAX_AUDIT - 1);
+			e->len = (__u32)(n - 1);
 	}
-	emit(e, HEADER + (e->len & (PATH_MAX_AUDIT - 1)));
+	submit(e, HEADER + PATH_MAX_AUDIT);
 }
 
 SEC("raw_tracepoint/sys_enter")
