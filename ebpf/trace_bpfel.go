@@ -39,6 +39,12 @@ type traceCopier struct {
 	Done      uint64
 }
 
+type traceTarget struct {
+	_   structs.HostLayout
+	Dev uint64
+	Ino uint64
+}
+
 type traceThread struct {
 	_       structs.HostLayout
 	Seq     uint64
@@ -64,15 +70,13 @@ type traceThread struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	traceMapCopiers     = "copiers"
-	traceMapEnabled     = "enabled"
 	traceMapEvents      = "events"
 	traceMapLost        = "lost"
 	traceMapStops       = "stops"
+	traceMapTarget      = "target"
 	traceMapThreads     = "threads"
 	traceProgSysEnter   = "sys_enter"
 	traceProgSysExit    = "sys_exit"
-	traceVarPidnsDev    = "pidns_dev"
-	traceVarPidnsIno    = "pidns_ino"
 	traceVarRecordAudit = "record_audit"
 	traceVarRecordIo    = "record_io"
 	traceVarThrottle    = "throttle"
@@ -129,10 +133,10 @@ type traceProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type traceMapSpecs struct {
 	Copiers *ebpf.MapSpec `ebpf:"copiers"`
-	Enabled *ebpf.MapSpec `ebpf:"enabled"`
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Lost    *ebpf.MapSpec `ebpf:"lost"`
 	Stops   *ebpf.MapSpec `ebpf:"stops"`
+	Target  *ebpf.MapSpec `ebpf:"target"`
 	Threads *ebpf.MapSpec `ebpf:"threads"`
 }
 
@@ -140,8 +144,6 @@ type traceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type traceVariableSpecs struct {
-	PidnsDev    *ebpf.VariableSpec `ebpf:"pidns_dev"`
-	PidnsIno    *ebpf.VariableSpec `ebpf:"pidns_ino"`
 	RecordAudit *ebpf.VariableSpec `ebpf:"record_audit"`
 	RecordIo    *ebpf.VariableSpec `ebpf:"record_io"`
 	Throttle    *ebpf.VariableSpec `ebpf:"throttle"`
@@ -168,20 +170,20 @@ func (o *traceObjects) Close() error {
 // It can be passed to loadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type traceMaps struct {
 	Copiers *ebpf.Map `ebpf:"copiers"`
-	Enabled *ebpf.Map `ebpf:"enabled"`
 	Events  *ebpf.Map `ebpf:"events"`
 	Lost    *ebpf.Map `ebpf:"lost"`
 	Stops   *ebpf.Map `ebpf:"stops"`
+	Target  *ebpf.Map `ebpf:"target"`
 	Threads *ebpf.Map `ebpf:"threads"`
 }
 
 func (m *traceMaps) Close() error {
 	return _TraceClose(
 		m.Copiers,
-		m.Enabled,
 		m.Events,
 		m.Lost,
 		m.Stops,
+		m.Target,
 		m.Threads,
 	)
 }
@@ -190,8 +192,6 @@ func (m *traceMaps) Close() error {
 //
 // It can be passed to loadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type traceVariables struct {
-	PidnsDev    *ebpf.Variable `ebpf:"pidns_dev"`
-	PidnsIno    *ebpf.Variable `ebpf:"pidns_ino"`
 	RecordAudit *ebpf.Variable `ebpf:"record_audit"`
 	RecordIo    *ebpf.Variable `ebpf:"record_io"`
 	Throttle    *ebpf.Variable `ebpf:"throttle"`

@@ -34,23 +34,15 @@ type Tracer struct {
 	stopped chan struct{}      // closed by the reader as it returns
 }
 
-// Start loads the programs and attaches them for the PID namespace of
-// process pid (e.g. a run's init); they record once Enable is called. Each
-// event goes to handle, from one goroutine, in ring buffer order; its Data
-// is the ring's memory, valid only until handle returns.
-func Start(pid int, what Record, handle func(Event)) (*Tracer, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
-		return nil, fmt.Errorf("ebpf: PID namespace of %d: %w", pid, err)
-	}
+// Start loads the programs and attaches them; they record once Enable
+// names the PID namespace to trace. (Loading takes ~10 ms, mostly the
+// ring's allocation and the verifier: a caller can do it while the traced
+// command starts.) Each event goes to handle, from one goroutine, in ring
+// buffer order; its Data is the ring's memory, valid only until handle
+// returns.
+func Start(what Record, handle func(Event)) (*Tracer, error) {
 	spec, err := loadTrace()
 	if err != nil {
-		return nil, err
-	}
-	if err := spec.Variables["pidns_dev"].Set(uint64(st.Dev)); err != nil {
-		return nil, err
-	}
-	if err := spec.Variables["pidns_ino"].Set(st.Ino); err != nil {
 		return nil, err
 	}
 	for name, on := range map[string]bool{"record_io": what.IO, "record_audit": what.Audit, "throttle": what.Throttle} {
@@ -139,9 +131,14 @@ func (t *Tracer) read(handle func(Event)) {
 	}
 }
 
-// Enable starts recording (at the traced command's first execve).
-func (t *Tracer) Enable() error {
-	return t.objs.Enabled.Update(uint32(0), uint32(1), ebpf.UpdateAny)
+// Enable starts recording the PID namespace of process pid (at the traced
+// command's first execve, while it is stopped there).
+func (t *Tracer) Enable(pid int) error {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
+		return fmt.Errorf("ebpf: PID namespace of %d: %w", pid, err)
+	}
+	return t.objs.Target.Update(uint32(0), traceTarget{Dev: uint64(st.Dev), Ino: st.Ino}, ebpf.UpdateAny)
 }
 
 // Drain waits until every event committed so far has been handled (call

@@ -61,6 +61,23 @@ func Run(o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	// The eBPF tracer (~10 ms: its ring's allocation and the verifier)
+	// loads while the run starts; it is needed at the command's first
+	// execve.
+	var loading *loadingIO
+	if o.Digests != nil || o.Audit != nil {
+		loading = &loadingIO{done: make(chan struct{})}
+		rec := ebpf.NewRecorder(o.Digests, o.Audit, o.Trace)
+		go func() {
+			defer close(loading.done)
+			loading.tr, loading.err = ebpf.Start(ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil, Throttle: true}, rec.Add)
+		}()
+		defer func() {
+			if tr, _ := loading.wait(); tr != nil {
+				tr.Close()
+			}
+		}()
+	}
 	// ptrace requests must come from the thread that seized, and
 	// Pdeathsig follows the thread that forked.
 	runtime.LockOSThread()
@@ -92,37 +109,50 @@ func Run(o Options) (Result, error) {
 		return Result{}, fmt.Errorf("start %s: %w", o.Argv[0], err)
 	}
 	closeChild()
-	if o.Digests != nil || o.Audit != nil {
-		rec := ebpf.NewRecorder(o.Digests, o.Audit, o.Trace)
-		tr, err := ebpf.Start(init.Pid, ebpf.Record{IO: o.Digests != nil, Audit: o.Audit != nil, Throttle: true}, rec.Add)
-		if err != nil {
-			init.Kill()
-			init.Wait()
-			return Result{}, err
+	res, err := supervise(world, parent, init.Pid, loading)
+	if loading != nil {
+		tr, ioErr := loading.wait()
+		if ioErr != nil {
+			return res, ioErr // the command was killed at its first execve
 		}
-		defer tr.Close()
-		res, err := supervise(world, parent, init.Pid, tr)
 		if err == nil {
 			err = tr.Drain()
 		}
-		return res, err
 	}
-	return supervise(world, parent, init.Pid, nil)
+	return res, err
+}
+
+// loadingIO is the eBPF tracer while it loads.
+type loadingIO struct {
+	done chan struct{}
+	tr   *ebpf.Tracer
+	err  error
+}
+
+func (l *loadingIO) wait() (*ebpf.Tracer, error) {
+	<-l.done
+	return l.tr, l.err
 }
 
 // supervise seizes the command, receives its seccomp listener, serves it
 // and waits for the tree to end. The tracer's loop runs on this (locked)
 // thread from the seize on, because the command traps on rdtsc from then.
-// The I/O tracer io, if any, starts recording at the first execve, and its
+// The I/O tracer, if loading, starts recording at the first execve, and its
 // back-pressure goes through the tracer (tracer.Throttle).
-func supervise(world *virt.World, sock, initPid int, io *ebpf.Tracer) (Result, error) {
+func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result, error) {
 	tr := tracer.New(world)
-	if io != nil {
-		tr.Throttle = io
+	if loading != nil {
 		tr.OnFirstExec = func() {
-			if err := io.Enable(); err != nil {
-				unix.Kill(initPid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
+			ebpfTracer, err := loading.wait()
+			if err == nil {
+				err = ebpfTracer.Enable(initPid)
 			}
+			if err != nil {
+				loading.err = err                // Run returns it
+				unix.Kill(initPid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
+				return
+			}
+			tr.Throttle = ebpfTracer
 		}
 	}
 	tr.Reap(initPid)

@@ -312,7 +312,7 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 		tr.Throttle = io
 		if n == 0 {
 			tr.OnFirstExec = func() {
-				if err := io.Enable(); err != nil {
+				if err := io.Enable(pid); err != nil {
 					a.die(err)
 				}
 			}
@@ -438,7 +438,7 @@ func (a *containerAgent) startIO(pid int) error {
 		a.audit = ebpf.NewAudit()
 	}
 	rec := ebpf.NewRecorder(a.chains, a.audit, nil)
-	io, err := ebpf.Start(pid, ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil, Throttle: true}, rec.Add)
+	io, err := ebpf.Start(ebpf.Record{IO: a.chains != nil, Audit: a.audit != nil, Throttle: true}, rec.Add)
 	if err != nil {
 		return err
 	}
