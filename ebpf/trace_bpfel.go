@@ -46,19 +46,11 @@ type traceTarget struct {
 }
 
 type traceThread struct {
-	_       structs.HostLayout
-	Seq     uint64
-	Pending uint32
-	Stale   uint32
-	C       struct {
-		_   structs.HostLayout
-		Nr  uint64
-		Fd  uint64
-		Buf uint64
-		Cnt uint64
-		Seq uint64
-	}
-	Ns struct {
+	_     structs.HostLayout
+	Seq   uint64
+	Stale uint32
+	Pad   uint32
+	Ns    struct {
 		_    structs.HostLayout
 		Pid  uint32
 		Tgid uint32
@@ -69,17 +61,15 @@ type traceThread struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	traceMapCopiers     = "copiers"
-	traceMapEvents      = "events"
-	traceMapLost        = "lost"
-	traceMapStops       = "stops"
-	traceMapTarget      = "target"
-	traceMapThreads     = "threads"
-	traceProgSysEnter   = "sys_enter"
-	traceProgSysExit    = "sys_exit"
-	traceVarRecordAudit = "record_audit"
-	traceVarRecordIo    = "record_io"
-	traceVarThrottle    = "throttle"
+	traceMapCopiers   = "copiers"
+	traceMapEvents    = "events"
+	traceMapLost      = "lost"
+	traceMapStops     = "stops"
+	traceMapTarget    = "target"
+	traceMapThreads   = "threads"
+	traceProgSysEnter = "sys_enter"
+	traceProgSysExit  = "sys_exit"
+	traceVarThrottle  = "throttle"
 )
 
 // loadTrace returns the embedded CollectionSpec for trace.
@@ -144,9 +134,7 @@ type traceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type traceVariableSpecs struct {
-	RecordAudit *ebpf.VariableSpec `ebpf:"record_audit"`
-	RecordIo    *ebpf.VariableSpec `ebpf:"record_io"`
-	Throttle    *ebpf.VariableSpec `ebpf:"throttle"`
+	Throttle *ebpf.VariableSpec `ebpf:"throttle"`
 }
 
 // traceObjects contains all objects after they have been loaded into the kernel.
@@ -192,9 +180,7 @@ func (m *traceMaps) Close() error {
 //
 // It can be passed to loadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type traceVariables struct {
-	RecordAudit *ebpf.Variable `ebpf:"record_audit"`
-	RecordIo    *ebpf.Variable `ebpf:"record_io"`
-	Throttle    *ebpf.Variable `ebpf:"throttle"`
+	Throttle *ebpf.Variable `ebpf:"throttle"`
 }
 
 // tracePrograms contains all programs after they have been loaded into the kernel.

@@ -25,7 +25,7 @@ type Record struct {
 
 // Tracer traces the I/O of one PID namespace.
 type Tracer struct {
-	objs    traceObjects
+	objs    *ebpf.Collection
 	links   []link.Link
 	ring    *ring
 	done    chan error         // the reader's error, when it stops on one
@@ -45,17 +45,28 @@ func Start(what Record, handle func(Event)) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, on := range map[string]bool{"record_io": what.IO, "record_audit": what.Audit, "throttle": what.Throttle} {
-		v := uint32(0)
-		if on {
-			v = 1
-		}
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, err
-		}
+	v := uint32(0)
+	if what.Throttle {
+		v = 1
+	}
+	if err := spec.Variables["throttle"].Set(v); err != nil {
+		return nil, err
+	}
+	// Each program is loaded and attached only if needed: sys_exit does
+	// the I/O, sys_enter the audit.
+	var attach []string
+	if what.IO {
+		attach = append(attach, "sys_exit")
+	} else {
+		delete(spec.Programs, "sys_exit")
+	}
+	if what.Audit {
+		attach = append(attach, "sys_enter")
+	} else {
+		delete(spec.Programs, "sys_enter")
 	}
 	t := &Tracer{done: make(chan error, 1), flushed: make(chan chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	if t.objs, err = ebpf.NewCollection(spec); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			log := ve.Log
@@ -66,18 +77,15 @@ func Start(what Record, handle func(Event)) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("ebpf: load the tracer (root, and a kernel with BPF ring buffers, are needed): %w", err)
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{{"sys_enter", t.objs.SysEnter}, {"sys_exit", t.objs.SysExit}} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.name, Program: p.prog})
+	for _, name := range attach {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: t.objs.Programs[name]})
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("ebpf: attach to the %s raw tracepoint: %w", p.name, err)
+			return nil, fmt.Errorf("ebpf: attach to the %s raw tracepoint: %w", name, err)
 		}
 		t.links = append(t.links, l)
 	}
-	if t.ring, err = openRing(t.objs.Events); err != nil {
+	if t.ring, err = openRing(t.objs.Maps["events"]); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -138,7 +146,7 @@ func (t *Tracer) Enable(pid int) error {
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
 		return fmt.Errorf("ebpf: PID namespace of %d: %w", pid, err)
 	}
-	return t.objs.Target.Update(uint32(0), traceTarget{Dev: uint64(st.Dev), Ino: st.Ino}, ebpf.UpdateAny)
+	return t.objs.Maps["target"].Update(uint32(0), traceTarget{Dev: uint64(st.Dev), Ino: st.Ino}, ebpf.UpdateAny)
 }
 
 // Drain waits until every event committed so far has been handled (call
@@ -159,7 +167,7 @@ func (t *Tracer) Drain() error {
 // while the ring was past half full.
 func (t *Tracer) Stops() uint64 {
 	var n uint64
-	if err := t.objs.Stops.Lookup(uint32(0), &n); err != nil {
+	if err := t.objs.Maps["stops"].Lookup(uint32(0), &n); err != nil {
 		return 0
 	}
 	return n
@@ -182,7 +190,7 @@ func (t *Tracer) Behind() bool {
 // incomplete, and the run cannot be compared.
 func (t *Tracer) Lost() error {
 	var n uint64
-	if err := t.objs.Lost.Lookup(uint32(0), &n); err != nil {
+	if err := t.objs.Maps["lost"].Lookup(uint32(0), &n); err != nil {
 		return err
 	}
 	if n > 0 {
@@ -202,5 +210,8 @@ func (t *Tracer) Close() error {
 		<-t.stopped // the reader reads the ring's memory until then
 		t.ring.close()
 	}
-	return t.objs.Close()
+	if t.objs != nil {
+		t.objs.Close()
+	}
+	return nil
 }

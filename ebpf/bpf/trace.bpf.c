@@ -35,7 +35,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_pwritev2 328
 
 // struct pt_regs offsets (x86_64).
-#define REG_DX 96 // then si (104) and di (112)
+#define REG_DX 96 // then si (104), di (112) and orig_ax (120)
 
 // Event types; the Go side mirrors them (ebpf/events.go).
 #define EV_WRITE 1 // data written
@@ -50,10 +50,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_CHUNKS 64 // per iovec: 1 MiB
 #define MAX_IOV 16
 
-// Set by the loader: what to record.
-volatile const __u32 record_io = 1;    // copy the bytes of I/O syscalls
-volatile const __u32 record_audit = 1; // report audited syscalls
-volatile const __u32 throttle = 0;     // stop writers past half full (see stop_if_behind)
+// Set by the loader.
+volatile const __u32 throttle = 0; // stop writers past half full (see stop_if_behind)
 
 #define PATH_MAX_AUDIT 256
 
@@ -83,13 +81,11 @@ struct task_struct;
 
 // Per-thread state, in the thread's own task storage (freed with it),
 // made only for the threads of the traced namespace once recording is
-// enabled: its IDs there, its I/O syscall counter, and the traced call in
-// progress, if any.
+// enabled: its IDs there and its I/O syscall counter.
 struct thread {
 	__u64 seq;
-	__u32 pending; // c holds a traced call of this thread that has not exited
-	__u32 stale;   // ns must be read again (the thread called execve)
-	struct call c;
+	__u32 stale; // ns must be read again (the thread called execve)
+	__u32 pad;
 	struct bpf_pidns_info ns;
 };
 
@@ -148,15 +144,52 @@ static __always_inline int in_ns(struct bpf_pidns_info *ns)
 	return bpf_get_ns_current_pid_tgid(t->dev, t->ino, ns, sizeof(*ns)) == 0;
 }
 
-// args reads a syscall's first three arguments from its pt_regs, which
-// keeps them in reverse order (dx, si, di).
-static __always_inline void args(void *regs, __u64 *di, __u64 *si, __u64 *dx)
+// A syscall's pt_regs from rdx on: the first three arguments in reverse
+// order, then the syscall number.
+struct regs_ {
+	__u64 dx, si, di, orig_ax;
+};
+
+static __always_inline void count_lost(void)
 {
-	__u64 r[3] = {};
-	bpf_probe_read_kernel(r, sizeof(r), regs + REG_DX);
-	*dx = r[0];
-	*si = r[1];
-	*di = r[2];
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&lost, &k);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+// thread_of returns the calling thread's state if it belongs to the traced
+// namespace (making it on the thread's first traced syscall), else NULL.
+// The namespace check runs once per thread, and again after an execve,
+// which can change a thread's ID.
+static __always_inline struct thread *thread_of(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct thread *t = bpf_task_storage_get(&threads, task, 0, 0);
+	if (t && !t->stale)
+		return t;
+	struct bpf_pidns_info ns;
+	if (!in_ns(&ns))
+		return 0;
+	if (!t) {
+		t = bpf_task_storage_get(&threads, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!t) {
+			count_lost();
+			return 0;
+		}
+	}
+	t->ns = ns;
+	t->stale = 0;
+	return t;
+}
+
+// execed marks the thread's IDs stale after an execve: a thread that is
+// not its process's leader takes the leader's ID.
+static __always_inline void execed(void)
+{
+	struct thread *t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (t)
+		t->stale = 1;
 }
 
 static __always_inline int interesting(__u64 nr)
@@ -170,14 +203,6 @@ static __always_inline int interesting(__u64 nr)
 		return 1;
 	}
 	return 0;
-}
-
-static __always_inline void count_lost(void)
-{
-	__u32 k = 0;
-	__u64 *v = bpf_map_lookup_elem(&lost, &k);
-	if (v)
-		__sync_fetch_and_add(v, 1);
 }
 
 static __always_inline void head(struct event *e, struct call *c, struct bpf_pidns_info *ns, __u32 type, __u64 offset)
@@ -377,21 +402,36 @@ static __always_inline void stop_if_behind(void)
 	}
 }
 
+// sys_exit does all the I/O work, at the exit: the bytes are then in the
+// buffer, the result says how many, and the syscall's number and arguments
+// are still in its pt_regs (as the kernel ran it, after seccomp and the
+// tracer). No program runs at the entry of every syscall for I/O.
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct thread *t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-	if (!t || !t->pending)
-		return 0;
-	t->pending = 0;
+	struct regs_ r = {};
+	bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0] + REG_DX);
 	__s64 ret = (__s64)ctx->args[1];
+	if (!interesting(r.orig_ax)) {
+		if ((r.orig_ax == NR_execve || r.orig_ax == NR_execveat) && ret == 0)
+			execed();
+		return 0;
+	}
 	if (ret <= 0)
+		return 0;
+	struct thread *t = thread_of();
+	if (!t)
 		return 0;
 	__u32 k = 0;
 	struct copier *x = bpf_map_lookup_elem(&copiers, &k);
 	if (!x)
 		return 0;
-	x->c = t->c;
+	t->seq++;
+	x->c.nr = r.orig_ax;
+	x->c.fd = r.di;
+	x->c.buf = r.si;
+	x->c.cnt = r.dx;
+	x->c.seq = t->seq;
 	x->ns = t->ns;
 	x->type = EV_WRITE;
 	x->vector = 0;
@@ -460,9 +500,9 @@ static __always_inline void audit(void *regs, __u64 nr, struct bpf_pidns_info *n
 	struct call c = {.nr = nr, .fd = -1};
 	head(e, &c, ns, EV_AUDIT, 0);
 	e->len = 0;
-	__u64 di, si, dx;
-	args(regs, &di, &si, &dx);
-	__u64 path = nr == 2 ? di : (nr == 257 || nr == 437) ? si : 0;
+	struct regs_ r = {};
+	bpf_probe_read_kernel(&r, sizeof(r), regs + REG_DX);
+	__u64 path = nr == 2 ? r.di : (nr == 257 || nr == 437) ? r.si : 0;
 	if (path) {
 		long n = bpf_probe_read_user_str(e->data, PATH_MAX_AUDIT, (void *)path);
 		if (n > 0)
@@ -471,42 +511,19 @@ static __always_inline void audit(void *regs, __u64 nr, struct bpf_pidns_info *n
 	submit(e, HEADER + PATH_MAX_AUDIT);
 }
 
+// sys_enter reports the audited syscalls (attached only for an audit): it
+// fires after seccomp, so a syscall the agent answered never reaches it.
 SEC("raw_tracepoint/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 nr = ctx->args[1];
-	int aud = record_audit && audited(nr), io = record_io && interesting(nr);
-	if (!aud && !io) {
-		if (nr == NR_execve || nr == NR_execveat) {
-			struct thread *t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-			if (t) // a thread that is not its process's leader takes the leader's ID
-				t->stale = 1;
-		}
+	if (!audited(nr)) {
+		if (nr == NR_execve || nr == NR_execveat)
+			execed();
 		return 0;
 	}
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct thread *t = bpf_task_storage_get(&threads, task, 0, 0);
-	if (!t || t->stale) {
-		struct bpf_pidns_info ns;
-		if (!in_ns(&ns))
-			return 0;
-		t = bpf_task_storage_get(&threads, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!t) {
-			count_lost();
-			return 0;
-		}
-		t->ns = ns;
-		t->stale = 0;
-	}
-	void *regs = (void *)ctx->args[0];
-	if (aud)
-		audit(regs, nr, &t->ns);
-	if (!io)
-		return 0;
-	t->seq++;
-	t->c.nr = nr;
-	args(regs, &t->c.fd, &t->c.buf, &t->c.cnt);
-	t->c.seq = t->seq;
-	t->pending = 1;
+	struct thread *t = thread_of();
+	if (t)
+		audit((void *)ctx->args[0], nr, &t->ns);
 	return 0;
 }
