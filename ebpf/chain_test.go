@@ -13,14 +13,15 @@ import (
 
 // TestChainDigests recomputes a chain by its definition: each checkpoint is
 // BLAKE3-256 of the previous one's digest (32 zero bytes before the first)
-// and the segment's bytes.
+// and the BLAKE3-256 of the segment's bytes.
 func TestChainDigests(t *testing.T) {
 	cs := NewChains(4)
 	cs.Write("s", []byte("abcdefghij"))
 	got := cs.Finish()
 	prev := make([]byte, 32)
 	for i, seg := range []string{"abcd", "efgh", "ij"} {
-		sum := blake3.Sum256(append(append([]byte{}, prev...), seg...))
+		h := blake3.Sum256([]byte(seg))
+		sum := blake3.Sum256(append(append([]byte{}, prev...), h[:]...))
 		prev = sum[:]
 		if i >= len(got) || got[i].Digest != hex.EncodeToString(prev) {
 			t.Fatalf("checkpoint %d: got %+v, want digest %x", i, got, prev)
@@ -28,6 +29,47 @@ func TestChainDigests(t *testing.T) {
 	}
 	if len(got) != 3 {
 		t.Errorf("%d checkpoints, want 3", len(got))
+	}
+}
+
+// TestChainsLongSegments: segments too long to collect whole
+// (maxBuffered) are hashed as they come, to the same digests; many
+// segments hashed at once by the pool come out in order.
+func TestChainsLongSegments(t *testing.T) {
+	data := make([]byte, 3*maxBuffered+12345)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	run := func(k int64, piece int) []Checkpoint {
+		cs := NewChains(k)
+		for b := data; len(b) > 0; b = b[min(piece, len(b)):] {
+			cs.Write("s", b[:min(piece, len(b))])
+		}
+		cs.Uncopied("s", 9)
+		return cs.Finish()
+	}
+	long := int64(maxBuffered + 1)
+	a, b := run(long, 1<<20), run(long, 999)
+	if Diff(a, b) != nil || len(a) != 4 || a[3].Counts != 9 {
+		t.Fatalf("%+v\n%+v", a, b)
+	}
+	// The same bytes in short segments: 4096 of them at once.
+	c, d := run(1024, 1<<20), run(1024, 777)
+	if Diff(c, d) != nil || len(c) != len(data)/1024+1 {
+		t.Fatalf("%d and %d checkpoints differ: %+v", len(c), len(d), Diff(c, d))
+	}
+	prev := make([]byte, 32)
+	for i, cp := range c {
+		seg := data[cp.Start:cp.End]
+		if i == len(c)-1 {
+			seg = append(seg[:len(seg):len(seg)], "\x00lockstep:uncopied:9\x00"...)
+		}
+		h := blake3.Sum256(seg)
+		sum := blake3.Sum256(append(prev[:32:32], h[:]...))
+		prev = sum[:]
+		if cp.Digest != hex.EncodeToString(prev) {
+			t.Fatalf("checkpoint %d of %d: %s, want %x", i, len(c), cp.Digest, prev)
+		}
 	}
 }
 
@@ -118,7 +160,7 @@ func TestExplain(t *testing.T) {
 	}
 }
 
-// BenchmarkChains is the consumer's ceiling: the rate at which a stream's
+// BenchmarkChains is the consumer's ceiling, with every CPU hashing: the rate at which a stream's
 // digest chain takes in bytes, in records of 16 KiB (a full chunk) and of
 // 4 KiB, from a buffer larger than the caches, as from the ring.
 func BenchmarkChains(b *testing.B) {

@@ -17,7 +17,8 @@ work=$(mktemp -d)
 out=$(mktemp -p "$OUT")
 trap 'rm -rf "$work" "$out"' EXIT
 gcc -O2 -static -o "$work/bench" hack/bench/bench.c
-go test -run '^$' -bench Chains ./ebpf/ | awk '/^BenchmarkChains/ {printf "digest chain rate, records of %s bytes: %s MB/s\n", substr($1, 17, index($1, "-") - 17), $(NF-1)}'
+go test -run '^$' -bench Chains -cpu 1,"$(nproc)" ./ebpf/ |
+	awk '/^BenchmarkChains/ {split(substr($1, 17), a, "-"); printf "digest chain rate, records of %s bytes, %s CPU: %s MB/s\n", a[1], a[2] == "" ? 1 : a[2], $(NF-1)}'
 now() { date +%s%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 time_ns() { local t0; t0=$(now); "$@" >"$out"; echo $(( $(now) - t0 )); }
