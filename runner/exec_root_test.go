@@ -523,4 +523,10 @@ func TestBackPressure(t *testing.T) {
 	if len(written) != len(wantCps) || written[len(written)-1] != wantCps[len(wantCps)-1] {
 		t.Fatalf("head's output: %d checkpoints, want %d; last %+v, want %+v", len(written), len(wantCps), written[len(written)-1], wantCps[len(wantCps)-1])
 	}
+	// Four threads flood /dev/null while two others wait: the holds show
+	// in none of them.
+	r = lockstep(t, "", "exec", "--digests", out, "--", filepath.Join(bin.probes, "threads"), "flood")
+	if want := "flood: 268435456 bytes, 0 short writes, epoll_wait 1 (ok), read 1 (ok), SIGCONT 0\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("threads flood: exit %d, %q, want %q: %s", r.code, r.stdout, want, r.stderr)
+	}
 }
