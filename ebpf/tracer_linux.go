@@ -35,7 +35,7 @@ type Tracer struct {
 }
 
 // Start loads the programs and attaches them; they record once Enable
-// names the PID namespace to trace. (Loading takes ~10 ms, mostly the
+// names the PID namespace to trace. (Loading takes ~15 ms, mostly the
 // ring's allocation and the verifier: a caller can do it while the traced
 // command starts.) Each event goes to handle, from one goroutine, in ring
 // buffer order; its Data is the ring's memory, valid only until handle

@@ -61,7 +61,7 @@ func Run(o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// The eBPF tracer (~10 ms: its ring's allocation and the verifier)
+	// The eBPF tracer (~15 ms: its ring's allocation and the verifier)
 	// loads while the run starts; it is needed at the command's first
 	// execve.
 	var loading *loadingIO
