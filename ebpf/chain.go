@@ -168,8 +168,7 @@ func (cs *Chains) Finish() []Checkpoint {
 	sort.Strings(names)
 	for _, n := range names {
 		if c := cs.streams[n]; c.dirty || len(c.segs) == 0 {
-			cs.get(n)
-			cs.seal(c)
+			cs.seal(c) // c.cur is there: a stream is made with one
 		}
 	}
 	cs.hashing.Wait()

@@ -19,8 +19,6 @@ type traceCopier struct {
 		_   structs.HostLayout
 		Nr  uint64
 		Fd  uint64
-		Buf uint64
-		Cnt uint64
 		Seq uint64
 	}
 	Ns struct {

@@ -69,12 +69,11 @@ struct event {
 	__u8 data[CHUNK];
 };
 
+// The syscall an event belongs to.
 struct call {
 	__u64 nr;
 	__u64 fd;
-	__u64 buf; // buffer, iovec array or msghdr
-	__u64 cnt; // iovec count for the vector calls
-	__u64 seq;
+	__u64 seq; // the thread's I/O syscall counter
 };
 
 struct task_struct;
@@ -190,6 +189,17 @@ static __always_inline void execed(void)
 	struct thread *t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 	if (t)
 		t->stale = 1;
+}
+
+// reads reports whether syscall nr moves bytes into the caller (else out).
+static __always_inline int reads(__u64 nr)
+{
+	switch (nr) {
+	case NR_read: case NR_pread64: case NR_readv: case NR_preadv:
+	case NR_preadv2: case NR_recvfrom: case NR_recvmsg:
+		return 1;
+	}
+	return 0;
 }
 
 static __always_inline int interesting(__u64 nr)
@@ -429,43 +439,40 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	t->seq++;
 	x->c.nr = r.orig_ax;
 	x->c.fd = r.di;
-	x->c.buf = r.si;
-	x->c.cnt = r.dx;
 	x->c.seq = t->seq;
 	x->ns = t->ns;
-	x->type = EV_WRITE;
-	x->vector = 0;
+	x->type = reads(r.orig_ax) ? EV_READ : EV_WRITE;
 	x->idx = 0;
 	x->remaining = (__u64)ret;
 	x->done = 0;
-	x->base = x->c.buf;
+	// The bytes: one buffer (si), an iovec array (si, dx iovecs), or a
+	// msghdr's iovec array.
+	x->vector = 0;
+	x->base = r.si;
 	x->left = (__u64)ret;
-	switch (x->c.nr) {
+	switch (r.orig_ax) {
 	case NR_write: case NR_pwrite64: case NR_sendto:
-		break;
 	case NR_read: case NR_pread64: case NR_recvfrom:
-		x->type = EV_READ;
+		break;
+	case NR_writev: case NR_pwritev: case NR_pwritev2:
+	case NR_readv: case NR_preadv: case NR_preadv2:
+		x->vector = 1;
+		x->iov = r.si;
+		x->cnt = r.dx;
+		x->base = x->left = 0;
 		break;
 	case NR_sendmsg: case NR_recvmsg: {
 		struct msghdr_ m;
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)x->c.buf) < 0) {
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)r.si) < 0) {
 			report_count(&x->c, &x->ns, x->remaining, 0);
 			return 0;
 		}
-		x->c.buf = m.iov;
-		x->c.cnt = m.iovlen;
-	}
-		// fall through
-	case NR_writev: case NR_pwritev: case NR_pwritev2:
-	case NR_readv: case NR_preadv: case NR_preadv2:
-		if (x->c.nr == NR_recvmsg || x->c.nr == NR_readv || x->c.nr == NR_preadv || x->c.nr == NR_preadv2)
-			x->type = EV_READ;
 		x->vector = 1;
-		x->iov = x->c.buf;
-		x->cnt = x->c.cnt;
-		x->base = 0;
-		x->left = 0;
+		x->iov = m.iov;
+		x->cnt = m.iovlen;
+		x->base = x->left = 0;
 		break;
+	}
 	default: // sendfile, splice, tee, vmsplice, copy_file_range
 		report_count(&x->c, &x->ns, x->remaining, 0);
 		return 0;
