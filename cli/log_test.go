@@ -2,8 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"fmt"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -12,16 +10,6 @@ import (
 
 	"github.com/lockstep-run/lockstep/logd"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // run calls the CLI in-process with stdin.
 func run(t *testing.T, stdin string, args ...string) (string, string, int) {
@@ -98,7 +86,7 @@ func TestLogCommands(t *testing.T) {
 // startLogd runs logd's API on an embedded etcd member and returns its URL.
 func startLogd(t *testing.T) string {
 	t.Helper()
-	m := logd.Member{Dir: t.TempDir(), Client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	m := logd.Member{Dir: t.TempDir()}
 	e, cl, err := logd.StartEmbedded(m)
 	if err != nil {
 		t.Fatal(err)

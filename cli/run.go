@@ -213,22 +213,16 @@ func openLogd(addr string) (*logd.Client, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ports := make([]string, 2)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, nil, err
-		}
-		ports[i] = l.Addr().String()
-		l.Close()
-	}
-	e, cl, err := logd.StartEmbedded(logd.Member{Dir: dir, Client: "http://" + ports[0], Peer: "http://" + ports[1], Quiet: true})
+	e, cl, err := logd.StartEmbedded(logd.Member{Dir: dir, Quiet: true})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		cl.Close()
+		e.Close()
+		os.RemoveAll(dir)
 		return nil, nil, err
 	}
 	srv := &http.Server{Handler: logd.NewServer(logd.NewStore(cl))}

@@ -77,15 +77,7 @@ func startLogd(t *testing.T) *logd.Client {
 // startLogdOn runs logd serving on addr and returns a client and its URL.
 func startLogdOn(t *testing.T, addr string) (*logd.Client, string) {
 	t.Helper()
-	port := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	e, cl, err := logd.StartEmbedded(logd.Member{Dir: t.TempDir(), Client: "http://" + port(), Peer: "http://" + port(), Quiet: true})
+	e, cl, err := logd.StartEmbedded(logd.Member{Dir: t.TempDir(), Quiet: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 type Member struct {
 	Name    string // member name (default "logd")
 	Dir     string // data directory
-	Client  string // client URL, e.g. http://127.0.0.1:2379
-	Peer    string // peer URL, e.g. http://127.0.0.1:2380
+	Client  string // client URL, e.g. http://127.0.0.1:2379; "" for any free loopback port
+	Peer    string // peer URL, e.g. http://127.0.0.1:2380; "" for any free loopback port
 	Cluster string // initial cluster "n1=http://...:2380,n2=..."; "" for one member
 	Join    bool   // join an existing cluster instead of starting a new one
 	Quiet   bool   // log only fatal errors (an embedded member of a command-line run)
@@ -41,7 +41,9 @@ func StartEmbedded(m Member) (*embed.Etcd, *clientv3.Client, error) {
 		dst *[]url.URL
 	}{{m.Client, &cfg.ListenClientUrls}, {m.Client, &cfg.AdvertiseClientUrls}, {m.Peer, &cfg.ListenPeerUrls}, {m.Peer, &cfg.AdvertisePeerUrls}} {
 		if u.s == "" {
-			continue
+			// etcd binds port 0 itself: a port picked and released
+			// beforehand can be taken by any socket in between.
+			u.s = "http://127.0.0.1:0"
 		}
 		parsed, err := url.Parse(u.s)
 		if err != nil {

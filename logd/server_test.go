@@ -27,7 +27,7 @@ func freePort(t testing.TB) int {
 // startLogd runs one embedded etcd member and the API on loopback.
 func startLogd(t testing.TB) *Client {
 	t.Helper()
-	m := Member{Dir: t.TempDir(), Client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	m := Member{Dir: t.TempDir()}
 	e, cl, err := StartEmbedded(m)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -20,16 +19,6 @@ import (
 	"github.com/lockstep-run/lockstep/logd"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // served counts the entry fetches a logd served, and the lowest entry
 // asked for since minFrom was last set.
 type served struct {
@@ -41,7 +30,7 @@ type served struct {
 // has served, and a function that appends more.
 func sharedLog(t *testing.T, n, size int) (*logd.Client, string, ed25519.PublicKey, *served, func(n int)) {
 	t.Helper()
-	m := logd.Member{Dir: t.TempDir(), Client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	m := logd.Member{Dir: t.TempDir()}
 	e, cl, err := logd.StartEmbedded(m)
 	if err != nil {
 		t.Fatal(err)
