@@ -23,6 +23,7 @@ import (
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/logd/wire"
 	"github.com/lockstep-run/lockstep/shim"
+	"github.com/lockstep-run/lockstep/virt"
 )
 
 // goThreadDependent are the Go probe's lines drawn from the Go runtime's
@@ -153,6 +154,28 @@ func TestExecIsDeterministic(t *testing.T) {
 	if l := lines(outs[0][0]); l["uname"] == "" || !strings.Contains(l["uname"], "lockstep") || l["nprocs"] != "1 1" {
 		t.Errorf("exec'd process sees the host: uname %q nprocs %q", l["uname"], l["nprocs"])
 	}
+}
+
+// TestResourceLimits: the container's process and a process exec'd into
+// it get Lockstep's resource limits (virt.Rlimits) where the spec sets
+// none, whatever containerd's own are; the spec's RLIMIT_NOFILE (1024 in
+// containerd's default spec) stays.
+func TestResourceLimits(t *testing.T) {
+	p := env.providers[0]
+	want := virt.Rlimits
+	want[7] = virt.Rlimit{Name: "RLIMIT_NOFILE", Cur: 1024, Max: 1024}
+	limits := []string{"/bin/busybox", "cat", "/proc/self/limits"}
+	res := p.run(t, run{runtime: lockstepRuntime, args: limits})
+	if err := virt.CheckLimits(res.stdout, want[:]); res.code != 0 || err != nil {
+		t.Errorf("container: exit %d, %v\n%s%s", res.code, err, res.stdout, res.stderr)
+	}
+	task := p.startTask(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sleep", "60"}})
+	res = p.execIn(t, task, "limits", limits, "")
+	if err := virt.CheckLimits(res.stdout, want[:]); res.code != 0 || err != nil {
+		t.Errorf("exec'd process: exit %d, %v\n%s%s", res.code, err, res.stdout, res.stderr)
+	}
+	native := p.run(t, run{runtime: runcRuntime, args: limits})
+	t.Logf("through runc: %v", virt.CheckLimits(native.stdout, want[:]))
 }
 
 // TestRootListing: a long listing of the container's root, of Lockstep's

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
 )
 
 // These tests run the real lockstep binary as root against this kernel.
@@ -213,6 +215,46 @@ func TestProbeValues(t *testing.T) {
 	}
 	if !strings.HasPrefix(m["aslr"], "stack=0x7fff") {
 		t.Errorf("stack not at the no-ASLR address: %s", m["aslr"])
+	}
+}
+
+// TestResourceLimits: the command gets Lockstep's resource limits, not
+// its caller's (here lowered on purpose), or lockstep fails closed where a
+// hard limit is lower and it may not raise it.
+func TestResourceLimits(t *testing.T) {
+	requireRoot(t)
+	sh := func(limits string, cmd ...string) result {
+		t.Helper()
+		c := exec.Command("sh", append([]string{"-c", limits + `; exec "$@"`, "sh", bin.lockstep, "exec", "--"}, cmd...)...)
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		err := c.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return result{o.String(), e.String(), ee.ExitCode()}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return result{o.String(), e.String(), 0}
+	}
+	r := sh("ulimit -S -n 100; ulimit -S -s 4096", "cat", "/proc/self/limits")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if err := virt.CheckLimits(r.stdout, virt.Rlimits[:]); err != nil {
+		t.Errorf("%v\n%s", err, r.stdout)
+	}
+
+	var caps unix.CapUserData
+	if err := unix.Capget(&unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_1}, &caps); err != nil {
+		t.Fatal(err)
+	}
+	r = sh("ulimit -H -c 0", "true")
+	if caps.Effective&(1<<unix.CAP_SYS_RESOURCE) != 0 {
+		if r.code != 0 {
+			t.Errorf("with CAP_SYS_RESOURCE, a hard core limit of 0: exit %d: %s", r.code, r.stderr)
+		}
+	} else if r.code != 125 || !strings.Contains(r.stderr, "RLIMIT_CORE") || !strings.Contains(r.stderr, "CAP_SYS_RESOURCE") {
+		t.Errorf("without CAP_SYS_RESOURCE, a hard core limit of 0: exit %d: %s", r.code, r.stderr)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/lockstep-run/lockstep/seccomp"
+	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,6 +148,9 @@ func stageExec(args []string) int {
 	if err := noASLR(); err != nil {
 		return fail(exitRuntime, "turn ASLR off: %v", err)
 	}
+	if err := setRlimits(); err != nil {
+		return fail(exitRuntime, "%v", err)
+	}
 	// Handshake with stage 1 (see docs/exec.md): send our PID, wait to
 	// be seized, arm rdtsc trapping (the tracer now emulates it), install
 	// the filter, send its listener, wait for the agent, exec.
@@ -177,6 +181,24 @@ func stageExec(args []string) int {
 	}
 	err = syscall.Exec(path, args, os.Environ())
 	return fail(exitCannotRun, "exec %s: %v", args[0], err)
+}
+
+// setRlimits gives the command Lockstep's resource limits (virt.Rlimits).
+func setRlimits() error {
+	for res, l := range virt.Rlimits {
+		err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: l.Cur, Max: l.Max})
+		if err == nil {
+			continue
+		}
+		var host syscall.Rlimit
+		if errors.Is(err, syscall.EPERM) && syscall.Getrlimit(res, &host) == nil {
+			return fmt.Errorf("set %s to %s (hard %s): the hard limit here is %s, and raising it needs CAP_SYS_RESOURCE; "+
+				"raise it (ulimit -H, systemd's Limit*) or run lockstep with CAP_SYS_RESOURCE",
+				l.Name, virt.FormatLimit(l.Cur), virt.FormatLimit(l.Max), virt.FormatLimit(host.Max))
+		}
+		return fmt.Errorf("set %s: %v", l.Name, err)
+	}
+	return nil
 }
 
 // await reads one handshake byte from stage 1.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/lockstep-run/lockstep/seccomp"
+	"github.com/lockstep-run/lockstep/virt"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -30,8 +31,8 @@ func StateDir(root, bundle string) string {
 
 // RewriteSpec makes spec deterministic: the determinism seccomp profile
 // with its listener in dir, a fixed hostname, PID, UTS, IPC and mount
-// namespaces, and the exec helper (helper on the host) in front of the
-// command. The hostname chosen is stored back into s.
+// namespaces, fixed resource limits, and the exec helper (helper on the
+// host) in front of the command. The hostname chosen is stored back into s.
 func RewriteSpec(spec *specs.Spec, s *Settings, dir, helper string) error {
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return fmt.Errorf("the spec has no process to run")
@@ -70,9 +71,21 @@ func RewriteSpec(spec *specs.Spec, s *Settings, dir, helper string) error {
 	return nil
 }
 
-// WrapProcess puts the exec helper in front of a process's command.
+// WrapProcess puts the exec helper in front of a process's command and
+// gives it Lockstep's resource limits (virt.Rlimits) where its spec sets
+// none: runc leaves those at the shim's, which are containerd's, which
+// are the host's.
 func WrapProcess(p *specs.Process) {
 	p.Args = append([]string{ContainerHelper}, p.Args...)
+	set := map[string]bool{}
+	for _, r := range p.Rlimits {
+		set[r.Type] = true
+	}
+	for _, r := range virt.Rlimits {
+		if !set[r.Name] {
+			p.Rlimits = append(p.Rlimits, specs.POSIXRlimit{Type: r.Name, Hard: r.Max, Soft: r.Cur})
+		}
+	}
 }
 
 func hasNamespace(nss []specs.LinuxNamespace, t specs.LinuxNamespaceType) bool {

@@ -4,12 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lockstep-run/lockstep/virt"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestRewriteSpec(t *testing.T) {
 	spec := &specs.Spec{
-		Process: &specs.Process{Args: []string{"/probe", "x"}},
+		Process: &specs.Process{Args: []string{"/probe", "x"}, Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}}},
 		Linux:   &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}}},
 	}
 	s := DefaultSettings()
@@ -34,6 +35,19 @@ func TestRewriteSpec(t *testing.T) {
 	}
 	if len(sc.Architectures) != 1 || sc.Architectures[0] != specs.ArchX86_64 {
 		t.Errorf("architectures %v: i386 and x32 must meet the bad-arch action", sc.Architectures)
+	}
+	limits := map[string]specs.POSIXRlimit{}
+	for _, r := range spec.Process.Rlimits {
+		limits[r.Type] = r
+	}
+	if len(limits) != len(virt.Rlimits) || len(spec.Process.Rlimits) != len(virt.Rlimits) {
+		t.Errorf("rlimits %v: want each of the %d once", spec.Process.Rlimits, len(virt.Rlimits))
+	}
+	if r := limits["RLIMIT_NOFILE"]; r.Soft != 1024 || r.Hard != 1024 {
+		t.Errorf("the spec's RLIMIT_NOFILE became %+v", r)
+	}
+	if r := limits["RLIMIT_SIGPENDING"]; r.Soft != 16384 || r.Hard != 16384 {
+		t.Errorf("RLIMIT_SIGPENDING %+v, want Lockstep's 16384", r)
 	}
 	mounts := map[string]string{}
 	for _, m := range spec.Mounts {

@@ -359,3 +359,21 @@ func TestClocksPerProcess(t *testing.T) {
 		t.Errorf("the parent's monotonic clock did not take in the child's sleep: %d", m)
 	}
 }
+
+func TestCheckLimits(t *testing.T) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-25s %-20s %-20s %-10s\n", "Limit", "Soft Limit", "Hard Limit", "Units")
+	for _, l := range Rlimits {
+		fmt.Fprintf(&b, "%-25s %-20s %-20s %-10s\n", "Max "+l.Name, FormatLimit(l.Cur), FormatLimit(l.Max), "units")
+	}
+	if err := CheckLimits(b.String(), Rlimits[:]); err != nil {
+		t.Errorf("Lockstep's own limits: %v", err)
+	}
+	host := strings.Replace(b.String(), "16384                16384", "96363                96363", 1)
+	if err := CheckLimits(host, Rlimits[:]); err == nil || !strings.Contains(err.Error(), "RLIMIT_NPROC") {
+		t.Errorf("a host's process limit: %v", err)
+	}
+	if err := CheckLimits("Limit\n", Rlimits[:]); err == nil {
+		t.Error("an empty list passed")
+	}
+}
