@@ -178,6 +178,26 @@ func TestResourceLimits(t *testing.T) {
 	t.Logf("through runc: %v", virt.CheckLimits(native.stdout, want[:]))
 }
 
+// TestProcessTable: ps in a container shows the same process table
+// (start and CPU times, resident memory, states) in two runs and on two
+// providers; through runc the start times are the host's.
+func TestProcessTable(t *testing.T) {
+	script := "/bin/busybox sleep 5 & /bin/busybox ps; /bin/busybox ps -o pid,rss,vsz,stat,args; /bin/busybox cat /proc/1/stat /proc/self/statm"
+	r := run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sh", "-c", script}}
+	first, second, other := env.providers[0].run(t, r), env.providers[0].run(t, r), env.providers[1].run(t, r)
+	if first.code != 0 || first.stderr != "" {
+		t.Fatalf("exit %d: %s%s", first.code, first.stdout, first.stderr)
+	}
+	sameOutput(t, "ps", first.stdout, second.stdout)
+	sameOutput(t, "ps", first.stdout, other.stdout)
+	if !strings.Contains(first.stdout, "  100    0 2268 S    /bin/busybox sleep 5") || !strings.Contains(first.stdout, "  102    0 2268 R    /bin/busybox ps") ||
+		!strings.Contains(first.stdout, " 0 10000 ") {
+		t.Errorf("not the virtual times and sizes:\n%s", first.stdout)
+	}
+	r.runtime = runcRuntime
+	t.Logf("through runc:\n%s", env.providers[0].run(t, r).stdout)
+}
+
 // TestRootListing: a long listing of the container's root, of Lockstep's
 // own directory there, and the link count of /proc are the same in
 // containers made at different times on two providers (the times of

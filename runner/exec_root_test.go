@@ -258,6 +258,49 @@ func TestResourceLimits(t *testing.T) {
 	}
 }
 
+// busy keeps both of the project's CPUs busy until the returned func.
+func busy(t *testing.T) (stop func()) {
+	t.Helper()
+	var loops []*exec.Cmd
+	for range 2 {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		loops = append(loops, c)
+	}
+	return func() {
+		for _, c := range loops {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}
+}
+
+// TestProcessTable: ps and a process's own stat, statm and status files
+// show the virtual start time, no CPU time, no resident memory and CPU 0,
+// the same bytes in a run on a busy host as on an idle one.
+func TestProcessTable(t *testing.T) {
+	requireRoot(t)
+	script := "ps -eo pid,lstart,etime,time,rss,psr,stat,comm; cat /proc/self/stat /proc/self/statm; " +
+		"grep -E '^(State|VmRSS|Cpus_allowed_list|voluntary_ctxt_switches|SigQ)' /proc/self/status"
+	idle := lockstep(t, "", "exec", "--", "sh", "-c", script)
+	stop := busy(t)
+	loaded := lockstep(t, "", "exec", "--", "sh", "-c", script)
+	stop()
+	if idle.code != 0 || idle.stdout != loaded.stdout {
+		t.Fatalf("exit %d; idle and busy runs differ:\n%s%s\n%s", idle.code, idle.stdout, idle.stderr, loaded.stdout)
+	}
+	for _, want := range []string{
+		"   10 Wed Jan  1 00:00:00 2025       00:00 00:00:00     0   0 S    sh\n",
+		"State:\tR (running)\n", "VmRSS:\t       0 kB\n", "Cpus_allowed_list:\t0\n", "SigQ:\t0/16384\n",
+	} {
+		if !strings.Contains(idle.stdout, want) {
+			t.Errorf("no %q in\n%s", want, idle.stdout)
+		}
+	}
+}
+
 func TestExitStatus(t *testing.T) {
 	requireRoot(t)
 	cases := []struct {
@@ -441,13 +484,7 @@ func TestConcurrentProcesses(t *testing.T) {
 // often finishes first, and the order differs from run to run.
 func TestProcessOrder(t *testing.T) {
 	requireRoot(t)
-	for range 2 {
-		busy := exec.Command("sh", "-c", "while :; do :; done")
-		if err := busy.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer busy.Process.Kill()
-	}
+	defer busy(t)()
 	script := `for i in 1 2 3 4; do
 		(n=$(( (5 - i) * 400 )); x=0; while [ $x -lt $n ]; do x=$((x + 1)); done; echo $i) &
 	done; wait`

@@ -27,7 +27,8 @@ import (
 type proc struct {
 	name      string
 	parent    *proc
-	nspid     int32            // its PID as its parent's wait returns it
+	nspid     int32            // its PID in its namespace, as its parent's wait returns it
+	start     time.Duration    // its monotonic clock when it started
 	forks     uint64           // children forked so far
 	execs     uint64           // execve calls so far
 	opens     uint64           // entropy devices opened so far
@@ -58,7 +59,7 @@ func newProcs() *procs {
 	p := &procs{byTgid: map[int32]*proc{}, step: defaultStep}
 	p.latest[Mono] = monoStart
 	p.latest[CPU] = cpuStart
-	p.unknown = &proc{name: "?", clk: p.latest}
+	p.unknown = &proc{name: "?", clk: p.latest, start: monoStart}
 	return p
 }
 
@@ -74,11 +75,12 @@ func (p *procs) get(tgid int32) *proc {
 // or a process exec'd into a container. Roots are named 1, 2, ... in the
 // order announced, and start at the latest time any process has seen.
 func (w *World) Root(tgid int32) {
+	nspid := NSPid(tgid)
 	p := w.pr
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.roots++
-	p.byTgid[tgid] = &proc{name: strconv.FormatUint(p.roots, 10), clk: p.latest}
+	p.byTgid[tgid] = &proc{name: strconv.FormatUint(p.roots, 10), nspid: nspid, clk: p.latest, start: p.latest[Mono]}
 }
 
 // Fork announces child, a new process forked by parent (not a thread).
@@ -88,7 +90,7 @@ func (w *World) Fork(parent, child int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pa := p.get(parent)
-	p.byTgid[child] = &proc{name: pa.name + "." + strconv.FormatUint(pa.forks, 10), parent: pa, nspid: nspid, clk: pa.clk}
+	p.byTgid[child] = &proc{name: pa.name + "." + strconv.FormatUint(pa.forks, 10), parent: pa, nspid: nspid, clk: pa.clk, start: pa.clk[Mono]}
 	pa.forks++
 }
 
@@ -145,6 +147,33 @@ func nsPID(child, parent int32) int32 {
 		return 0
 	}
 	return c[len(p)-1]
+}
+
+// NSPid returns pid's PID in its own (innermost) namespace, or 0.
+func NSPid(pid int32) int32 {
+	ns := nsPIDs(pid)
+	if len(ns) == 0 {
+		return 0
+	}
+	return ns[len(ns)-1]
+}
+
+// startOf returns the monotonic time at which a process started: host's, if
+// not 0, else that of the live process with PID nspid in the run's
+// namespace. A process Lockstep did not see start (a container's runtime
+// init) started with the run.
+func (p *procs) startOf(nspid, host int32) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if host != 0 {
+		return p.get(host).start
+	}
+	for _, pr := range p.byTgid {
+		if pr.nspid == nspid {
+			return pr.start
+		}
+	}
+	return monoStart
 }
 
 func nsPIDs(pid int32) []int32 {

@@ -377,3 +377,104 @@ func TestCheckLimits(t *testing.T) {
 		t.Error("an empty list passed")
 	}
 }
+
+func TestParseProcFile(t *testing.T) {
+	for path, want := range map[string]string{
+		"/proc/self/stat":                "self  stat",
+		"/proc/thread-self/status":       "thread-self  status",
+		"/proc/100/statm":                "100  statm",
+		"/proc/100/task/101/stat":        "100 101 stat",
+		"/proc/stat":                     "",
+		"/proc/self/task/1/stat":         "",
+		"/proc/0/stat":                   "",
+		"/proc/100/stat/x":               "",
+		"/proc/100/task/101/task/1/stat": "",
+	} {
+		pf, ok := ParseProcFile(path)
+		got := ""
+		if ok {
+			got = pf.PID + " " + pf.TID + " " + pf.Name
+		}
+		if got != want {
+			t.Errorf("%s: %q, want %q", path, got, want)
+		}
+	}
+}
+
+// TestProcFile rewrites files as a process reads them from procfs (these
+// were read on the project's VM, a command name with spaces and ')' put in).
+func TestProcFile(t *testing.T) {
+	w := world(t, 0)
+	w.Root(1 << 30) // not a live PID: its namespace PID is unknown (0)
+	stat := "4850 (a b) c) S 4846 4850 16064 34816 4850 4194304 99 0 3 0 17 5 0 0 20 0 1 0 485117 3133440 358 " +
+		"18446744073709551615 93824992239616 93824992259497 140737488349152 0 0 0 0 0 0 0 0 0 17 1 0 0 7 2 3 " +
+		"93824992275504 93824992277120 93824992280576 140737488349882 140737488349902 140737488349902 140737488351211 0\n"
+	got, err := w.ProcFile("stat", 4850, 1<<30, []byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "4850 (a b) c) R 4846 4850 16064 34816 4850 4194304 0 0 0 0 0 0 0 0 20 0 1 0 10000 3133440 0 " +
+		"18446744073709551615 93824992239616 93824992259497 140737488349152 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 " +
+		"93824992275504 93824992277120 93824992280576 140737488349882 140737488349902 140737488349902 140737488351211 0\n"
+	if string(got) != want {
+		t.Errorf("stat:\n got %q\nwant %q", got, want)
+	}
+	// Another process's file: a tracing stop shows as sleep; an unknown
+	// PID started with the run.
+	got, _ = w.ProcFile("stat", 77, 0, []byte(strings.Replace(stat, ") S ", ") t ", 1)))
+	if string(got) != strings.Replace(want, ") R ", ") S ", 1) {
+		t.Errorf("another process: %q", got)
+	}
+	if _, err := w.ProcFile("stat", 1, 0, []byte("1 (x) S 0\n")); err == nil {
+		t.Error("a short stat line passed")
+	}
+
+	got, err = w.ProcFile("statm", 1, 0, []byte("731 358 300 5 0 89 0\n"))
+	if err != nil || string(got) != "731 0 0 5 0 89 0\n" {
+		t.Errorf("statm: %q, %v", got, err)
+	}
+
+	status := "Name:\tcat\nState:\tS (sleeping)\nVmSize:\t    3060 kB\nVmRSS:\t    1632 kB\nVmPTE:\t      52 kB\n" +
+		"SigQ:\t3/16384\nSpeculation_Store_Bypass:\tthread force mitigated\nCpus_allowed:\tffff,ffffffff\n" +
+		"Cpus_allowed_list:\t0-47\nMems_allowed_list:\t0-1\nnonvoluntary_ctxt_switches:\t12\n"
+	got, _ = w.ProcFile("status", 1, 1<<30, []byte(status))
+	want = "Name:\tcat\nState:\tR (running)\nVmSize:\t    3060 kB\nVmRSS:\t       0 kB\nVmPTE:\t       0 kB\n" +
+		"SigQ:\t0/16384\nSpeculation_Store_Bypass:\tthread vulnerable\nCpus_allowed:\t1\n" +
+		"Cpus_allowed_list:\t0\nMems_allowed_list:\t0\nnonvoluntary_ctxt_switches:\t0\n"
+	if string(got) != want {
+		t.Errorf("status:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestProcStartTime: a process's start time is its parent's monotonic
+// clock at the fork, found by its PID in the namespace.
+func TestProcStartTime(t *testing.T) {
+	w := world(t, 0)
+	me := int32(os.Getpid())
+	w.Root(me)
+	w.pr.advance(me, Mono, 0, 5*time.Second)
+	child := exec.Command("sleep", "10")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	w.Fork(me, int32(child.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, want := range map[int32]string{int32(child.Process.Pid): "10500", me: "10000", 1: "10000"} {
+		got, err := w.ProcFile("stat", pid, 0, b)
+		if f := strings.Fields(string(got)); err != nil || len(f) < 22 || f[21] != want {
+			t.Errorf("PID %d: start time %q, want %s (%v)", pid, got, want, err)
+		}
+	}
+}
+
+func TestCPUMask(t *testing.T) {
+	for n, want := range map[int]string{1: "1", 2: "3", 4: "f", 5: "1f", 32: "ffffffff", 33: "1,ffffffff", 64: "ffffffff,ffffffff"} {
+		if got := cpuMask(n); got != want {
+			t.Errorf("%d CPUs: %q, want %q", n, got, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -49,6 +50,9 @@ func init() {
 	for _, p := range virt.Paths() {
 		virtualBase[path.Base(p)] = true
 	}
+	for _, n := range virt.ProcFileNames {
+		virtualBase[n] = true
+	}
 }
 
 // open serves reads of virtual files and entropy devices; every other open
@@ -72,6 +76,9 @@ func (a *Agent) open(r *Req, dirfd int32, pathAddr, flags uint64) (int64, error)
 	if virt.IsEntropyDevice(abs) {
 		return a.serveEntropy(r, abs, cloexec)
 	}
+	if pf, ok := virt.ParseProcFile(abs); ok {
+		return a.serveProcFile(r, abs, pf, cloexec)
+	}
 	if !virt.IsVirtual(abs) {
 		return 0, errContinue
 	}
@@ -85,6 +92,41 @@ func (a *Agent) open(r *Req, dirfd int32, pathAddr, flags uint64) (int64, error)
 		return 0, err
 	}
 	return a.serveBytes(r, abs, b, cloexec)
+}
+
+// serveProcFile serves a process's stat, statm or status file as the
+// caller's procfs has it, rewritten by the world (virt.World.ProcFile).
+// Where the file cannot be read the open runs natively and fails or
+// races as it would.
+func (a *Agent) serveProcFile(r *Req, abs string, pf virt.ProcFile, cloexec bool) (int64, error) {
+	pid, task := pf.PID, ""
+	if pf.TID != "" {
+		task = "/task/" + pf.TID
+	}
+	self := strconv.Itoa(int(virt.NSPid(r.Tgid())))
+	switch pf.PID {
+	case "self":
+		pid = self
+	case "thread-self":
+		pid, task = self, "/task/"+strconv.Itoa(int(virt.NSPid(int32(r.Tid()))))
+	}
+	nspid, err := strconv.Atoi(pid)
+	if err != nil || nspid == 0 {
+		return 0, errContinue
+	}
+	var host int32 // the caller's host TGID where it reads its own file
+	if pid == self {
+		host = r.Tgid()
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s%s/%s", r.Tid(), pid, task, pf.Name))
+	if err != nil {
+		return 0, errContinue
+	}
+	out, err := a.world.ProcFile(pf.Name, int32(nspid), host, b)
+	if err != nil {
+		return 0, err
+	}
+	return a.serveBytes(r, abs, out, cloexec)
 }
 
 // resolve turns a path as the caller named it into an absolute path in

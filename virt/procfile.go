@@ -1,0 +1,164 @@
+package virt
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ProcFile names a process's own file in procfs that Lockstep rewrites:
+// /proc/PID/{stat,statm,status}, the same under /proc/PID/task/TID, and
+// their self and thread-self forms.
+type ProcFile struct {
+	PID  string // "self", "thread-self" or a PID in the caller's namespace
+	TID  string // the TID of a /task/TID path, or ""
+	Name string // "stat", "statm" or "status"
+}
+
+var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status)$`)
+
+// ParseProcFile reports whether path names a ProcFile.
+func ParseProcFile(path string) (ProcFile, bool) {
+	m := procFileRE.FindStringSubmatch(path)
+	if m == nil || (m[1] == "thread-self" && m[2] != "") || (m[1] == "self" && m[2] != "") {
+		return ProcFile{}, false
+	}
+	return ProcFile{PID: m[1], TID: m[2], Name: m[3]}, true
+}
+
+// ProcFileNames are the last elements of every ProcFile path.
+var ProcFileNames = []string{"stat", "statm", "status"}
+
+// userHZ is the unit of the times in /proc/PID/stat (USER_HZ on x86_64).
+const userHZ = 100
+
+// ProcFile rewrites the contents b of a process's stat, statm or status
+// file (read from the caller's procfs) so that what the host's scheduler,
+// memory and clocks put there does not show:
+//
+//   - stat and status: a process reading its own file is running, one
+//     the tracer holds sleeping;
+//   - stat: the start time is the process's virtual start (its monotonic
+//     clock when it was forked, so ps shows START and ELAPSED from the
+//     virtual boot time of /proc/stat and the virtual /proc/uptime); page
+//     faults, CPU times, the resident set, the last CPU, I/O delay and
+//     guest times are 0, as times() and getrusage() report;
+//   - statm: the resident and shared page counts are 0;
+//   - status: the resident sizes and page tables are 0, context switches
+//     0, the queued-signal count 0, the CPUs and memory nodes allowed
+//     those of the world, the speculation and THP lines fixed.
+//
+// nspid is the process's PID in the caller's namespace, host its host
+// thread group ID when the caller reads its own file (else 0). Sizes of
+// the address space (VmSize, VmData, ...) are the program's own and stay.
+func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, error) {
+	switch name {
+	case "stat":
+		return w.procStat(nspid, host, b)
+	case "statm":
+		f := strings.Fields(string(b))
+		if len(f) != 7 {
+			return nil, fmt.Errorf("statm: %d fields, want 7", len(f))
+		}
+		f[1], f[2] = "0", "0"
+		return []byte(strings.Join(f, " ") + "\n"), nil
+	case "status":
+		return w.procStatus(b, host != 0), nil
+	}
+	return nil, fmt.Errorf("no procfs file %q", name)
+}
+
+// procStat rewrites a stat line. Its second field, the command name in
+// parentheses, may hold spaces and parentheses: fields are counted from
+// the last ')'.
+func (w *World) procStat(nspid, host int32, b []byte) ([]byte, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) {
+		return nil, fmt.Errorf("stat: no command name in %q", b)
+	}
+	f := strings.Fields(string(b[i+2:])) // f[0] is field 3, the state
+	const first = 3
+	if len(f) < 44-first+1 {
+		return nil, fmt.Errorf("stat: %d fields, want at least 44", len(f)+2)
+	}
+	start := w.pr.startOf(nspid, host)
+	f[0] = state(f[0], host != 0)
+	for _, k := range []int{10, 11, 12, 13, 14, 15, 16, 17, 24, 39, 42, 43, 44} {
+		f[k-first] = "0"
+	}
+	f[22-first] = strconv.FormatInt(int64(start/(time.Second/userHZ)), 10)
+	out := append([]byte{}, b[:i+2]...)
+	return append(append(out, strings.Join(f, " ")...), '\n'), nil
+}
+
+// state is the state letter a process shows: running when it reads its
+// own file (it waits for the agent meanwhile), and sleeping where the
+// tracer holds it (a program cannot ptrace under Lockstep).
+func state(s string, self bool) string {
+	switch {
+	case self:
+		return "R"
+	case s == "t":
+		return "S"
+	}
+	return s
+}
+
+var stateNames = map[string]string{"R": "R (running)", "S": "S (sleeping)"}
+
+func (w *World) procStatus(b []byte, self bool) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		key, val, ok := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
+		if !ok {
+			out.WriteString(line)
+			continue
+		}
+		switch key {
+		case "State":
+			if st := strings.Fields(val); len(st) > 0 {
+				if s := state(st[0], self); s != st[0] {
+					val = "\t" + stateNames[s] // state only changes to R or S
+				}
+			}
+		case "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmPTE":
+			val = fmt.Sprintf("\t%8d kB", 0)
+		case "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches":
+			val = "\t0"
+		case "SigQ":
+			if _, limit, ok := strings.Cut(val, "/"); ok {
+				val = "\t0/" + limit
+			}
+		case "Cpus_allowed":
+			val = "\t" + cpuMask(w.cfg.CPUs)
+		case "Cpus_allowed_list":
+			val = "\t" + strings.TrimSuffix(w.cpuList(), "\n")
+		case "Mems_allowed":
+			val = "\t1"
+		case "Mems_allowed_list":
+			val = "\t0"
+		case "Speculation_Store_Bypass":
+			val = "\tthread vulnerable"
+		case "SpeculationIndirectBranch":
+			val = "\tconditional enabled"
+		case "THP_enabled":
+			val = "\t1"
+		}
+		out.WriteString(key + ":" + val + "\n")
+	}
+	return out.Bytes()
+}
+
+// cpuMask writes a mask of the first n CPUs as the kernel writes a cpumask
+// of n CPUs: hex, a comma between 32-bit words.
+func cpuMask(n int) string {
+	top := n - 32*((n-1)/32) // the CPUs in the highest word
+	s := strconv.FormatUint(uint64(1)<<top-1, 16)
+	for range (n - 1) / 32 {
+		s += ",ffffffff"
+	}
+	return s
+}
