@@ -515,10 +515,11 @@ func TestDigestsAndAudit(t *testing.T) {
 		t.Errorf("one flipped byte: %+v", d)
 	}
 	audit := filepath.Join(dir, "audit.json")
-	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "cat", "/proc/self/stat", "/proc/cpuinfo"},
+	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "cat", "/proc/self/sched", "/proc/self/stat", "/proc/cpuinfo"},
 		annotations: map[string]string{shim.AnnotationAudit: audit}})
 	b2, err := os.ReadFile(audit)
-	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/self/stat"`) || strings.Contains(string(b2), "cpuinfo") {
+	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/self/sched"`) ||
+		strings.Contains(string(b2), "cpuinfo") || strings.Contains(string(b2), `"open /proc/self/stat"`) {
 		t.Errorf("audit (exit %d, %v):\n%s", res.code, err, b2)
 	}
 }
