@@ -198,6 +198,18 @@ func TestProcessTable(t *testing.T) {
 	t.Logf("through runc:\n%s", env.providers[0].run(t, r).stdout)
 }
 
+// TestCgroupPath: a container's /proc/self/cgroup shows "/" in every
+// hierarchy, not its cgroup path, which holds the container's ID.
+func TestCgroupPath(t *testing.T) {
+	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "cat", "/proc/self/cgroup"}})
+	ls := strings.Split(strings.TrimSuffix(res.stdout, "\n"), "\n")
+	for _, l := range ls {
+		if !strings.HasSuffix(l, ":/") {
+			t.Errorf("exit %d: %q in\n%s%s", res.code, l, res.stdout, res.stderr)
+		}
+	}
+}
+
 // TestRootListing: a long listing of the container's root, of Lockstep's
 // own directory there, and the link count of /proc are the same in
 // containers made at different times on two providers (the times of

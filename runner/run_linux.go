@@ -100,7 +100,9 @@ func Run(o Options) (Result, error) {
 	init, err := os.StartProcess("/proc/self/exe", append([]string{initArg0, o.Config.Hostname}, o.Argv...), &os.ProcAttr{
 		Files: append(stdio, child),
 		Sys: &syscall.SysProcAttr{
-			Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+			// A cgroup namespace: /proc/self/cgroup shows "/", not the
+			// caller's cgroup (a host's session or service).
+			Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP,
 			Pdeathsig:  unix.SIGKILL,
 		},
 	})

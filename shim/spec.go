@@ -30,8 +30,8 @@ func StateDir(root, bundle string) string {
 }
 
 // RewriteSpec makes spec deterministic: the determinism seccomp profile
-// with its listener in dir, a fixed hostname, PID, UTS, IPC and mount
-// namespaces, fixed resource limits, and the exec helper (helper on the
+// with its listener in dir, a fixed hostname, PID, UTS, IPC, mount and
+// cgroup namespaces, fixed resource limits, and the exec helper (helper on the
 // host) in front of the command. The hostname chosen is stored back into s.
 func RewriteSpec(spec *specs.Spec, s *Settings, dir, helper string) error {
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
@@ -45,7 +45,9 @@ func RewriteSpec(spec *specs.Spec, s *Settings, dir, helper string) error {
 	}
 	s.Config.Hostname = spec.Hostname
 
-	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.UTSNamespace, specs.IPCNamespace, specs.MountNamespace} {
+	// The cgroup namespace hides the container's cgroup path, which holds
+	// its ID (a replica's name under lockstep run) and the host's layout.
+	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.UTSNamespace, specs.IPCNamespace, specs.MountNamespace, specs.CgroupNamespace} {
 		if !hasNamespace(spec.Linux.Namespaces, ns) {
 			spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: ns})
 		}

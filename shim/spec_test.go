@@ -24,7 +24,7 @@ func TestRewriteSpec(t *testing.T) {
 	if spec.Hostname != "lockstep" || !spec.Process.NoNewPrivileges {
 		t.Errorf("hostname %q, no_new_privs %v", spec.Hostname, spec.Process.NoNewPrivileges)
 	}
-	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.UTSNamespace, specs.IPCNamespace, specs.MountNamespace, specs.NetworkNamespace} {
+	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.UTSNamespace, specs.IPCNamespace, specs.MountNamespace, specs.CgroupNamespace, specs.NetworkNamespace} {
 		if !hasNamespace(spec.Linux.Namespaces, ns) {
 			t.Errorf("no %s namespace", ns)
 		}
