@@ -210,6 +210,27 @@ func TestCgroupPath(t *testing.T) {
 	}
 }
 
+// TestMountTable: a container's mount table is the same in two runs and
+// on two providers, without the snapshot paths (a new snapshot every run)
+// or Lockstep's own bind mounts of host paths; df agrees with it.
+func TestMountTable(t *testing.T) {
+	r := run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sh", "-c", "cat /proc/self/mountinfo /proc/mounts; df"}}
+	first, second, other := env.providers[0].run(t, r), env.providers[0].run(t, r), env.providers[1].run(t, r)
+	if first.code != 0 || first.stderr != "" {
+		t.Fatalf("exit %d: %s%s", first.code, first.stdout, first.stderr)
+	}
+	sameOutput(t, "mounts", first.stdout, second.stdout)
+	sameOutput(t, "mounts", first.stdout, other.stdout)
+	for _, host := range []string{"snapshots", ".lockstep", env.providers[0].dir} {
+		if strings.Contains(first.stdout, host) {
+			t.Errorf("%q in the mount table:\n%s", host, first.stdout)
+		}
+	}
+	if !strings.HasPrefix(first.stdout, "20 19 0:") {
+		t.Errorf("the root mount is not the first, or not virtual:\n%s", first.stdout)
+	}
+}
+
 // TestRootListing: a long listing of the container's root, of Lockstep's
 // own directory there, and the link count of /proc are the same in
 // containers made at different times on two providers (the times of

@@ -13,7 +13,7 @@ import (
 
 // Inside every container: the agent's directory, bind-mounted read-only.
 const (
-	ContainerDir    = "/.lockstep"
+	ContainerDir    = virt.OwnDir
 	ContainerHelper = ContainerDir + "/exec"        // lockstep-shim-exec
 	AgentSocket     = "agent.sock"                  // the exec helper's handshake
 	SeccompSocket   = "seccomp.sock"                // runc's listenerPath

@@ -49,13 +49,13 @@ func fixStat(b []byte, w *virt.World, tgid int32) {
 // fixStatx does for struct statx what fixStat does for struct stat; the
 // mount ID becomes the virtual device number.
 func fixStatx(b []byte, w *virt.World, tgid int32) {
-	dev := mkdev(le.Uint32(b[136:]), le.Uint32(b[140:]))
+	dev := virt.Mkdev(le.Uint32(b[136:]), le.Uint32(b[140:]))
 	ino := le.Uint64(b[32:])
 	mode := uint32(le.Uint16(b[28:]))
 	vdev := w.Dev(dev)
 	le.PutUint64(b[32:], w.Ino(dev, ino))
-	le.PutUint32(b[136:], major(vdev))
-	le.PutUint32(b[140:], minor(vdev))
+	le.PutUint32(b[136:], virt.Major(vdev))
+	le.PutUint32(b[140:], virt.Minor(vdev))
 	le.PutUint64(b[144:], vdev)
 	le.PutUint32(b[4:], blockSize)
 	if mode&sIFMT == sIFDIR {
@@ -82,15 +82,6 @@ func normalSize(mode uint32, size int64) (int64, int64) {
 	}
 	return size, 0
 }
-
-// The glibc encoding of device numbers, which the kernel's stat uses too.
-func mkdev(maj, min uint32) uint64 {
-	return uint64(maj&0xfffff000)<<32 | uint64(maj&0xfff)<<8 | uint64(min&0xffffff00)<<12 | uint64(min&0xff)
-}
-
-func major(dev uint64) uint32 { return uint32((dev>>32)&0xfffff000 | (dev>>8)&0xfff) }
-
-func minor(dev uint64) uint32 { return uint32((dev>>12)&0xffffff00 | dev&0xff) }
 
 // FixStat rewrites a struct stat (144 bytes, x86_64) as the tracer does at
 // a stat syscall's exit, for process tgid; the agent uses it for the stat

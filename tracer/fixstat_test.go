@@ -49,8 +49,8 @@ func TestFixStatxDevices(t *testing.T) {
 	if n := le.Uint32(b[16:]); n != 1 {
 		t.Errorf("a directory's link count is %d, want 1", n)
 	}
-	v := w.Dev(mkdev(8, 1))
-	if mkdev(le.Uint32(b[136:]), le.Uint32(b[140:])) != v || le.Uint64(b[144:]) != v {
+	v := w.Dev(virt.Mkdev(8, 1))
+	if virt.Mkdev(le.Uint32(b[136:]), le.Uint32(b[140:])) != v || le.Uint64(b[144:]) != v {
 		t.Fatal("statx device or mount id not virtual")
 	}
 	if le.Uint64(b[40:]) != blockSize {
@@ -60,9 +60,9 @@ func TestFixStatxDevices(t *testing.T) {
 
 func TestDevEncoding(t *testing.T) {
 	for _, d := range [][2]uint32{{0, 0}, {8, 1}, {259, 70000}, {4095, 255}} {
-		dev := mkdev(d[0], d[1])
-		if major(dev) != d[0] || minor(dev) != d[1] {
-			t.Errorf("%v round-trips to %d:%d", d, major(dev), minor(dev))
+		dev := virt.Mkdev(d[0], d[1])
+		if virt.Major(dev) != d[0] || virt.Minor(dev) != d[1] {
+			t.Errorf("%v round-trips to %d:%d", d, virt.Major(dev), virt.Minor(dev))
 		}
 	}
 }

@@ -84,3 +84,15 @@ func (w *World) FileTime(tgid int32, dev, ino uint64, ns int64) int64 {
 	m.times[k] = now
 	return now
 }
+
+// Mkdev is the glibc encoding of device numbers, which the kernel's stat
+// uses too.
+func Mkdev(maj, min uint32) uint64 {
+	return uint64(maj&0xfffff000)<<32 | uint64(maj&0xfff)<<8 | uint64(min&0xffffff00)<<12 | uint64(min&0xff)
+}
+
+// Major is a device number's major part.
+func Major(dev uint64) uint32 { return uint32((dev>>32)&0xfffff000 | (dev>>8)&0xfff) }
+
+// Minor is a device number's minor part.
+func Minor(dev uint64) uint32 { return uint32((dev>>12)&0xffffff00 | dev&0xff) }

@@ -4,24 +4,28 @@ import (
 	"bytes"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // ProcFile names a process's own file in procfs that Lockstep rewrites:
-// /proc/PID/{stat,statm,status}, the same under /proc/PID/task/TID, and
-// their self and thread-self forms.
+// /proc/PID/{stat,statm,status,mounts,mountinfo}, the same under
+// /proc/PID/task/TID, their self and thread-self forms, and /proc/mounts.
 type ProcFile struct {
 	PID  string // "self", "thread-self" or a PID in the caller's namespace
 	TID  string // the TID of a /task/TID path, or ""
-	Name string // "stat", "statm" or "status"
+	Name string // "stat", "statm", "status", "mounts" or "mountinfo"
 }
 
-var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status)$`)
+var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo)$`)
 
 // ParseProcFile reports whether path names a ProcFile.
 func ParseProcFile(path string) (ProcFile, bool) {
+	if path == "/proc/mounts" { // a link to self/mounts
+		return ProcFile{PID: "self", Name: "mounts"}, true
+	}
 	m := procFileRE.FindStringSubmatch(path)
 	if m == nil || (m[1] == "thread-self" && m[2] != "") || (m[1] == "self" && m[2] != "") {
 		return ProcFile{}, false
@@ -30,14 +34,15 @@ func ParseProcFile(path string) (ProcFile, bool) {
 }
 
 // ProcFileNames are the last elements of every ProcFile path.
-var ProcFileNames = []string{"stat", "statm", "status"}
+var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo"}
 
 // userHZ is the unit of the times in /proc/PID/stat (USER_HZ on x86_64).
 const userHZ = 100
 
-// ProcFile rewrites the contents b of a process's stat, statm or status
-// file (read from the caller's procfs) so that what the host's scheduler,
-// memory and clocks put there does not show:
+// ProcFile rewrites the contents b of a process's stat, statm, status,
+// mounts or mountinfo file (read from the caller's procfs) so that what
+// the host's scheduler, memory, clocks and storage put there does not
+// show:
 //
 //   - stat and status: a process reading its own file is running, one
 //     the tracer holds sleeping;
@@ -49,7 +54,8 @@ const userHZ = 100
 //   - statm: the resident and shared page counts are 0;
 //   - status: the resident sizes and page tables are 0, context switches
 //     0, the queued-signal count 0, the CPUs and memory nodes allowed
-//     those of the world, the speculation and THP lines fixed.
+//     those of the world, the speculation and THP lines fixed;
+//   - mounts and mountinfo: see procMountinfo.
 //
 // nspid is the process's PID in the caller's namespace, host its host
 // thread group ID when the caller reads its own file (else 0). Sizes of
@@ -67,6 +73,10 @@ func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, erro
 		return []byte(strings.Join(f, " ") + "\n"), nil
 	case "status":
 		return w.procStatus(b, host != 0), nil
+	case "mounts":
+		return w.procMounts(b), nil
+	case "mountinfo":
+		return w.procMountinfo(b)
 	}
 	return nil, fmt.Errorf("no procfs file %q", name)
 }
@@ -161,4 +171,117 @@ func cpuMask(n int) string {
 		s += ",ffffffff"
 	}
 	return s
+}
+
+// Mount table rewriting. A container's mount table shows the host: its
+// root is an overlay of snapshot directories whose paths hold the
+// snapshotter's root and snapshot numbers (a new one for every run), bind
+// mounts name the host device and the host path they come from, and
+// mount IDs, device numbers and peer groups are the host's counters.
+const (
+	rootDevice   = "/dev/root" // what the kernel calls a device it cannot name
+	firstMountID = 20
+)
+
+// OwnDir is where the shim mounts Lockstep's own directory in a container
+// (its sockets and the exec helper). Its mounts are left out of mount
+// tables: they are bind mounts of host paths, on whatever filesystem the
+// host has there.
+const OwnDir = "/.lockstep"
+
+func ownMount(mountPoint string) bool {
+	return mountPoint == OwnDir || strings.HasPrefix(mountPoint, OwnDir+"/")
+}
+
+// mountSource hides a host device's name.
+func mountSource(s string) string {
+	if strings.HasPrefix(s, "/") {
+		return rootDevice
+	}
+	return s
+}
+
+// mountOptions drops options whose value is a host path (overlay's
+// lowerdir, upperdir and workdir).
+func mountOptions(opts string) string {
+	var keep []string
+	for _, o := range strings.Split(opts, ",") {
+		if _, v, ok := strings.Cut(o, "="); ok && strings.Contains(v, "/") {
+			continue
+		}
+		keep = append(keep, o)
+	}
+	return strings.Join(keep, ",")
+}
+
+// procMounts rewrites /proc/PID/mounts: "SOURCE TARGET TYPE OPTIONS 0 0".
+func (w *World) procMounts(b []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 {
+			if ownMount(f[1]) {
+				continue
+			}
+			f[0], f[3] = mountSource(f[0]), mountOptions(f[3])
+			line = strings.Join(f, " ")
+		}
+		out.WriteString(line + "\n")
+	}
+	return out.Bytes()
+}
+
+// procMountinfo rewrites /proc/PID/mountinfo ("ID PARENT MAJ:MIN ROOT
+// MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPEROPTIONS", proc(5)):
+// mount IDs are numbered in the file's order from 20 (a parent outside
+// the table, the root's, is 19), device numbers are the virtual ones that
+// stat reports, peer groups are numbered in order of appearance, a device
+// is /dev/root, a bind mount of a host device's directory shows its mount
+// point as its root, options naming host paths are dropped, and
+// Lockstep's own mounts (OwnDir) are left out.
+func (w *World) procMountinfo(b []byte) ([]byte, error) {
+	var mounts [][]string
+	ids := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if sep := slices.Index(f, "-"); sep < 6 || len(f) < sep+4 {
+			return nil, fmt.Errorf("mountinfo: malformed line %q", line)
+		}
+		if !ownMount(f[4]) {
+			ids[f[0]] = firstMountID + len(mounts)
+			mounts = append(mounts, f)
+		}
+	}
+	groups := map[string]int{}
+	var out bytes.Buffer
+	for _, f := range mounts {
+		sep := slices.Index(f, "-")
+		var maj, min uint64
+		if _, err := fmt.Sscanf(f[2], "%d:%d", &maj, &min); err != nil {
+			return nil, fmt.Errorf("mountinfo: device %q: %v", f[2], err)
+		}
+		parent, ok := ids[f[1]]
+		if !ok {
+			parent = firstMountID - 1
+		}
+		vdev := w.Dev(Mkdev(uint32(maj), uint32(min)))
+		f[0], f[1], f[2] = strconv.Itoa(ids[f[0]]), strconv.Itoa(parent), fmt.Sprintf("%d:%d", Major(vdev), Minor(vdev))
+		for i := 6; i < sep; i++ { // shared:N, master:N, propagate_from:N
+			if tag, n, ok := strings.Cut(f[i], ":"); ok {
+				if _, seen := groups[n]; !seen {
+					groups[n] = len(groups) + 1
+				}
+				f[i] = tag + ":" + strconv.Itoa(groups[n])
+			}
+		}
+		if strings.HasPrefix(f[sep+2], "/") {
+			f[3] = f[4]
+		}
+		f[sep+2], f[sep+3] = mountSource(f[sep+2]), mountOptions(f[sep+3])
+		out.WriteString(strings.Join(f, " ") + "\n")
+	}
+	return out.Bytes(), nil
 }

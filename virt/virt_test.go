@@ -478,3 +478,35 @@ func TestCPUMask(t *testing.T) {
 		}
 	}
 }
+
+// TestMountTable rewrites a container's mount table as read on the
+// project's VM (an optional field and a bind mount of a host directory
+// put in).
+func TestMountTable(t *testing.T) {
+	w := world(t, 0)
+	info := "106 59 0:46 / / rw,relatime shared:417 - overlay overlay rw,lowerdir=/var/lib/containerd/snapshots/1/fs,upperdir=/var/lib/containerd/snapshots/2/fs,workdir=/var/lib/containerd/snapshots/2/work\n" +
+		"107 106 0:55 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw\n" +
+		"114 106 254:0 /run/containerd-lockstep-v1/5fbe0a35f36026e2 /.lockstep ro,nosuid,nodev,relatime - ext4 /dev/vda rw,discard\n" +
+		"115 114 254:0 /usr/local/bin/lockstep-shim-exec /.lockstep/exec ro,nosuid,nodev,relatime - ext4 /dev/vda rw,discard\n" +
+		"116 106 254:1 /var/lib/kubelet/pods/0f3a/volumes/data /data rw,relatime master:417 - xfs /dev/nvme0n1p2 rw,attr2\n" +
+		"60 107 0:55 /bus /proc/bus ro,nosuid,nodev,noexec,relatime - proc proc rw\n"
+	got, err := w.ProcFile("mountinfo", 1, 0, []byte(info))
+	want := "20 19 0:32 / / rw,relatime shared:1 - overlay overlay rw\n" +
+		"21 20 0:33 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw\n" +
+		"22 20 0:34 /data /data rw,relatime master:1 - xfs /dev/root rw,attr2\n" +
+		"23 21 0:33 /bus /proc/bus ro,nosuid,nodev,noexec,relatime - proc proc rw\n"
+	if err != nil || string(got) != want {
+		t.Errorf("mountinfo (%v):\n got %q\nwant %q", err, got, want)
+	}
+	mounts := "overlay / overlay rw,relatime,lowerdir=/var/lib/containerd/snapshots/1/fs,upperdir=/x/2/fs,workdir=/x/2/work 0 0\n" +
+		"/dev/vda /.lockstep ext4 ro,nosuid,nodev,relatime,discard 0 0\n" +
+		"/dev/nvme0n1p2 /data xfs rw,relatime,attr2 0 0\n"
+	got, err = w.ProcFile("mounts", 1, 0, []byte(mounts))
+	want = "overlay / overlay rw,relatime 0 0\n/dev/root /data xfs rw,relatime,attr2 0 0\n"
+	if err != nil || string(got) != want {
+		t.Errorf("mounts (%v):\n got %q\nwant %q", err, got, want)
+	}
+	if _, err := w.ProcFile("mountinfo", 1, 0, []byte("1 2 0:3 / /\n")); err == nil {
+		t.Error("a malformed mountinfo line passed")
+	}
+}

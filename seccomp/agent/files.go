@@ -53,6 +53,7 @@ func init() {
 	for _, n := range virt.ProcFileNames {
 		virtualBase[n] = true
 	}
+	virtualBase["mtab"] = true
 }
 
 // open serves reads of virtual files and entropy devices; every other open
@@ -78,6 +79,9 @@ func (a *Agent) open(r *Req, dirfd int32, pathAddr, flags uint64) (int64, error)
 	}
 	if pf, ok := virt.ParseProcFile(abs); ok {
 		return a.serveProcFile(r, abs, pf, cloexec)
+	}
+	if abs == "/etc/mtab" && mtabIsMounts(r.Tid()) {
+		return a.serveProcFile(r, abs, virt.ProcFile{PID: "self", Name: "mounts"}, cloexec)
 	}
 	if !virt.IsVirtual(abs) {
 		return 0, errContinue
@@ -127,6 +131,13 @@ func (a *Agent) serveProcFile(r *Req, abs string, pf virt.ProcFile, cloexec bool
 		return 0, err
 	}
 	return a.serveBytes(r, abs, out, cloexec)
+}
+
+// mtabIsMounts reports whether /etc/mtab in the caller's root is the usual
+// link to /proc/self/mounts.
+func mtabIsMounts(tid int) bool {
+	l, err := os.Readlink(fmt.Sprintf("/proc/%d/root/etc/mtab", tid))
+	return err == nil && (path.Clean(l) == "/proc/self/mounts" || path.Clean(l) == "../proc/self/mounts" || path.Clean(l) == "/proc/mounts")
 }
 
 // resolve turns a path as the caller named it into an absolute path in
