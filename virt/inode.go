@@ -8,11 +8,21 @@ import (
 // inodes gives files and filesystems small, stable numbers in the order
 // they are first seen, so st_ino, st_dev and d_ino do not show the host's
 // filesystem layout.
+//
+// Inode numbers are counted per device, as a filesystem counts them, so
+// that processes seeing files on different filesystems at the same time
+// do not race for numbers: in `ls -i / | cat`, cat's fstat of its pipe
+// took the next number in the middle of ls's listing when the shell
+// started cat before ls was done. The kernel's pipe, socket and anonymous
+// inode filesystems have fixed numbers, not first-seen ones, for the same
+// reason (pseudoDevs).
 type inodes struct {
-	mu    sync.Mutex
-	devs  map[uint64]uint64  // guarded by mu: host dev -> virtual dev
-	inos  map[devIno]uint64  // guarded by mu: host (dev, ino) -> virtual ino
-	times map[fileTime]int64 // guarded by mu: host time -> virtual time
+	mu     sync.Mutex
+	devs   map[uint64]uint64  // guarded by mu: host dev -> virtual dev
+	inos   map[devIno]uint64  // guarded by mu: host (dev, ino) -> virtual ino
+	counts map[uint64]uint64  // guarded by mu: host dev -> inodes numbered on it
+	times  map[fileTime]int64 // guarded by mu: host time -> virtual time
+	pseudo map[uint64]uint64  // host dev -> fixed virtual dev (read-only)
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -28,12 +38,16 @@ const (
 )
 
 func newInodes() *inodes {
-	return &inodes{devs: map[uint64]uint64{}, inos: map[devIno]uint64{}, times: map[fileTime]int64{}}
+	return &inodes{devs: map[uint64]uint64{}, inos: map[devIno]uint64{}, counts: map[uint64]uint64{},
+		times: map[fileTime]int64{}, pseudo: pseudoDevs()}
 }
 
 // Dev maps a host device number.
 func (w *World) Dev(dev uint64) uint64 {
 	m := w.ino
+	if v, ok := m.pseudo[dev]; ok {
+		return v
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.devs[dev]
@@ -52,7 +66,8 @@ func (w *World) Ino(dev, ino uint64) uint64 {
 	k := devIno{dev, ino}
 	v, ok := m.inos[k]
 	if !ok {
-		v = firstIno + uint64(len(m.inos))
+		v = firstIno + m.counts[dev]
+		m.counts[dev]++
 		m.inos[k] = v
 	}
 	return v

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -175,6 +176,27 @@ func TestInodesAreStable(t *testing.T) {
 	}
 	if w.Dev(2049) != firstDev || w.Dev(64) != firstDev+1 {
 		t.Fatal("devices not in first-seen order")
+	}
+	// Another device's files do not take numbers from this one's.
+	if c, d := w.Ino(64, 7), w.Ino(2049, 99); c != firstIno || d != firstIno+2 {
+		t.Errorf("inodes %d on another device, %d after it: want per-device counts", c, d)
+	}
+	// A pipe's device has its fixed number, whenever it is first seen.
+	var p [2]int
+	if err := syscall.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	var st syscall.Stat_t
+	if err := syscall.Fstat(p[0], &st); err != nil {
+		t.Fatal(err)
+	}
+	if v := w.Dev(st.Dev); v != pipefsDev {
+		t.Errorf("pipefs: virtual device %d, want %d", v, pipefsDev)
+	}
+	if w.Dev(2050) != firstDev+2 {
+		t.Error("a fixed device number took a first-seen one")
 	}
 }
 
