@@ -11,15 +11,15 @@ import (
 )
 
 // ProcFile names a process's own file in procfs that Lockstep rewrites:
-// /proc/PID/{stat,statm,status,mounts,mountinfo}, the same under
+// /proc/PID/{stat,statm,status,mounts,mountinfo,maps}, the same under
 // /proc/PID/task/TID, their self and thread-self forms, and /proc/mounts.
 type ProcFile struct {
 	PID  string // "self", "thread-self" or a PID in the caller's namespace
 	TID  string // the TID of a /task/TID path, or ""
-	Name string // "stat", "statm", "status", "mounts" or "mountinfo"
+	Name string // "stat", "statm", "status", "mounts", "mountinfo" or "maps"
 }
 
-var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo)$`)
+var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo|maps)$`)
 
 // ParseProcFile reports whether path names a ProcFile.
 func ParseProcFile(path string) (ProcFile, bool) {
@@ -34,7 +34,7 @@ func ParseProcFile(path string) (ProcFile, bool) {
 }
 
 // ProcFileNames are the last elements of every ProcFile path.
-var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo"}
+var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo", "maps"}
 
 // userHZ is the unit of the times in /proc/PID/stat (USER_HZ on x86_64).
 const userHZ = 100
@@ -55,7 +55,9 @@ const userHZ = 100
 //   - status: the resident sizes and page tables are 0, context switches
 //     0, the queued-signal count 0, the CPUs and memory nodes allowed
 //     those of the world, the speculation and THP lines fixed;
-//   - mounts and mountinfo: see procMountinfo.
+//   - mounts and mountinfo: see procMountinfo;
+//   - maps: a mapped file's device and inode are the virtual ones stat
+//     reports.
 //
 // nspid is the process's PID in the caller's namespace, host its host
 // thread group ID when the caller reads its own file (else 0). Sizes of
@@ -77,6 +79,8 @@ func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, erro
 		return w.procMounts(b), nil
 	case "mountinfo":
 		return w.procMountinfo(b)
+	case "maps":
+		return w.procMaps(b)
 	}
 	return nil, fmt.Errorf("no procfs file %q", name)
 }
@@ -282,6 +286,40 @@ func (w *World) procMountinfo(b []byte) ([]byte, error) {
 		}
 		f[sep+2], f[sep+3] = mountSource(f[sep+2]), mountOptions(f[sep+3])
 		out.WriteString(strings.Join(f, " ") + "\n")
+	}
+	return out.Bytes(), nil
+}
+
+// procMaps rewrites /proc/PID/maps ("ADDRESS PERMS OFFSET MAJ:MIN INODE
+// [PATH]"): a mapped file's device and inode numbers become the ones stat
+// reports. The columns keep the kernel's layout: the path starts at
+// column 73.
+func (w *World) procMaps(b []byte) ([]byte, error) {
+	var out bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		f := strings.SplitN(line, " ", 6) // the path may hold spaces
+		if len(f) < 6 {
+			out.WriteString(line)
+			continue
+		}
+		var maj, min uint32
+		ino, err := strconv.ParseUint(f[4], 10, 64)
+		if _, err2 := fmt.Sscanf(f[3], "%x:%x", &maj, &min); err != nil || err2 != nil {
+			return nil, fmt.Errorf("maps: malformed line %q", line)
+		}
+		if ino != 0 {
+			dev := Mkdev(maj, min)
+			vdev := w.Dev(dev)
+			f[3] = fmt.Sprintf("%02x:%02x", Major(vdev), Minor(vdev))
+			f[4] = strconv.FormatUint(w.Ino(dev, ino), 10)
+		}
+		head := strings.Join(f[:5], " ")
+		path := strings.TrimLeft(f[5], " ")
+		if path == "\n" || path == "" {
+			out.WriteString(head + " " + path)
+			continue
+		}
+		fmt.Fprintf(&out, "%-72s %s", head, path)
 	}
 	return out.Bytes(), nil
 }

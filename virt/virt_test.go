@@ -532,3 +532,19 @@ func TestMountTable(t *testing.T) {
 		t.Error("a malformed mountinfo line passed")
 	}
 }
+
+func TestProcMaps(t *testing.T) {
+	w := world(t, 0)
+	maps := "55f90dad4000-55f90dae4000 r--p 00000000 fe:00 247026                     /usr/bin/cat\n" +
+		"55f90dae4000-55f90dae5000 rw-p 00000000 00:00 0 \n" +
+		"7f129fcb7000-7f129fcba000 r--p 00000000 00:2e 9980335                    /usr/lib/x86_64-linux-gnu/libc.so.6\n" +
+		"7fff0000-7fff1000 r-xp 00000000 fe:00 247026                             /usr/bin/cat (deleted)\n"
+	got, err := w.ProcFile("maps", 1, 0, []byte(maps))
+	want := "55f90dad4000-55f90dae4000 r--p 00000000 00:20 2                          /usr/bin/cat\n" +
+		"55f90dae4000-55f90dae5000 rw-p 00000000 00:00 0 \n" +
+		"7f129fcb7000-7f129fcba000 r--p 00000000 00:21 2                          /usr/lib/x86_64-linux-gnu/libc.so.6\n" +
+		"7fff0000-7fff1000 r-xp 00000000 00:20 2                                  /usr/bin/cat (deleted)\n"
+	if err != nil || string(got) != want {
+		t.Errorf("maps (%v):\n got %q\nwant %q", err, got, want)
+	}
+}
