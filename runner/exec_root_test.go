@@ -301,6 +301,23 @@ func TestProcessTable(t *testing.T) {
 	}
 }
 
+// TestSysfsCPUs: listing /sys/devices/system/cpu shows the world's CPUs,
+// not the host's (this test can fail only on a host with more than one).
+func TestSysfsCPUs(t *testing.T) {
+	requireRoot(t)
+	list := "ls /sys/devices/system/cpu | grep -c '^cpu[0-9]'"
+	native, err := exec.Command("sh", "-c", list).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cpus := range []string{"1", "2"} {
+		r := lockstep(t, "", "exec", "--cpus", cpus, "--", "sh", "-c", list)
+		if r.stdout != cpus+"\n" {
+			t.Errorf("--cpus %s: %q CPUs listed (exit %d %s); the host has %s", cpus, r.stdout, r.code, r.stderr, native)
+		}
+	}
+}
+
 func TestExitStatus(t *testing.T) {
 	requireRoot(t)
 	cases := []struct {

@@ -3,6 +3,7 @@ package virt
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -186,3 +187,26 @@ func IsVirtual(path string) bool { _, ok := files[path]; return ok }
 
 // ServedIfPresent reports whether path is served only where it exists.
 func ServedIfPresent(path string) bool { return presentOnly[path] }
+
+// SysfsHidden returns what a sysfs directory listing that holds names
+// leaves out: the CPUs and memory nodes the world does not have. The
+// listing of /sys/devices/system/cpu (known by its "possible" and
+// "kernel_max" files) loses cpuN for N ≥ CPUs, that of
+// /sys/devices/system/node (its "has_cpu") nodeN for N ≥ 1; `ls` of them
+// showed the host's count.
+func (w *World) SysfsHidden(names map[string]bool) func(name string) bool {
+	var prefix string
+	var keep int
+	switch {
+	case names["possible"] && names["kernel_max"]:
+		prefix, keep = "cpu", w.cfg.CPUs
+	case names["possible"] && names["has_cpu"]:
+		prefix, keep = "node", 1
+	default:
+		return func(string) bool { return false }
+	}
+	return func(name string) bool {
+		n, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
+		return strings.HasPrefix(name, prefix) && err == nil && n >= keep
+	}
+}

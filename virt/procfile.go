@@ -40,7 +40,7 @@ var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo", "
 const userHZ = 100
 
 // ProcFile rewrites the contents b of a process's stat, statm, status,
-// mounts or mountinfo file (read from the caller's procfs) so that what
+// mounts, mountinfo or maps file (read from the caller's procfs) so that what
 // the host's scheduler, memory, clocks and storage put there does not
 // show:
 //
@@ -110,7 +110,8 @@ func (w *World) procStat(nspid, host int32, b []byte) ([]byte, error) {
 
 // state is the state letter a process shows: running when it reads its
 // own file (it waits for the agent meanwhile), and sleeping where the
-// tracer holds it (a program cannot ptrace under Lockstep).
+// tracer holds it (every process of the run has Lockstep's tracer, so no
+// other tracer can stop one).
 func state(s string, self bool) string {
 	switch {
 	case self:

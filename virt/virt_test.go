@@ -548,3 +548,24 @@ func TestProcMaps(t *testing.T) {
 		t.Errorf("maps (%v):\n got %q\nwant %q", err, got, want)
 	}
 }
+
+func TestSysfsHidden(t *testing.T) {
+	w := world(t, 0) // 1 CPU
+	cpu := map[string]bool{"cpu0": true, "cpu1": true, "cpu12": true, "cpufreq": true, "possible": true, "kernel_max": true, "online": true}
+	hidden := w.SysfsHidden(cpu)
+	var got []string
+	for _, n := range []string{"cpu0", "cpu1", "cpu12", "cpufreq", "cpuidle", "possible"} {
+		if hidden(n) {
+			got = append(got, n)
+		}
+	}
+	if strings.Join(got, " ") != "cpu1 cpu12" {
+		t.Errorf("cpu directory: hidden %v, want cpu1 cpu12", got)
+	}
+	if h := w.SysfsHidden(map[string]bool{"node0": true, "node1": true, "possible": true, "has_cpu": true}); h("node0") || !h("node1") {
+		t.Error("node directory: want node1 hidden, node0 shown")
+	}
+	if w.SysfsHidden(map[string]bool{"cpu1": true})("cpu1") {
+		t.Error("another directory lost an entry")
+	}
+}

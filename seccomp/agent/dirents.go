@@ -5,10 +5,12 @@ package agent
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
 
+	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
 )
 
@@ -78,7 +80,7 @@ func (a *Agent) getdents(r *Req, f direntFormat) (int64, error) {
 		return 0, syscall.EINVAL
 	}
 	key := dirKey{st.Dev, st.Ino}
-	ents, err := a.cache.listing(fd, key, pos == 0)
+	ents, err := a.cache.listing(fd, key, pos == 0, a.world)
 	if err != nil {
 		return 0, err
 	}
@@ -107,8 +109,9 @@ func (a *Agent) getdents(r *Req, f direntFormat) (int64, error) {
 }
 
 // listing returns the sorted entries of the directory open at fd, read
-// afresh when fresh is set or when not cached.
-func (c *dirCache) listing(fd int, key dirKey, fresh bool) ([]dirent, error) {
+// afresh when fresh is set or when not cached. A sysfs listing loses the
+// CPUs and nodes the world does not have (virt.World.SysfsHidden).
+func (c *dirCache) listing(fd int, key dirKey, fresh bool, w *virt.World) ([]dirent, error) {
 	c.mu.Lock()
 	ents, ok := c.dirs[key]
 	c.mu.Unlock()
@@ -118,6 +121,15 @@ func (c *dirCache) listing(fd int, key dirKey, fresh bool) ([]dirent, error) {
 	ents, err := readDir(fd)
 	if err != nil {
 		return nil, err
+	}
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(fd, &sfs) == nil && sfs.Type == unix.SYSFS_MAGIC {
+		names := map[string]bool{}
+		for _, e := range ents {
+			names[e.name] = true
+		}
+		hidden := w.SysfsHidden(names)
+		ents = slices.DeleteFunc(ents, func(e dirent) bool { return hidden(e.name) })
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
