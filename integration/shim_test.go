@@ -210,12 +210,13 @@ func TestCgroupPath(t *testing.T) {
 	}
 }
 
-// TestMountTable: a container's mount table and memory map are the same
-// in two runs and on two providers, without the snapshot paths (a new
+// TestMountTable: a container's mount table, memory map, memory and I/O
+// counts are the same in two runs and on two providers, without the snapshot paths (a new
 // snapshot every run), the root's device number (a new overlay every run)
 // or Lockstep's own bind mounts of host paths; df agrees with it.
 func TestMountTable(t *testing.T) {
-	r := run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sh", "-c", "cat /proc/self/mountinfo /proc/mounts /proc/self/maps; df"}}
+	r := run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "sh", "-c",
+		"cat /proc/self/mountinfo /proc/mounts /proc/self/maps /proc/self/smaps_rollup /proc/self/io /proc/vmstat; df"}}
 	first, second, other := env.providers[0].run(t, r), env.providers[0].run(t, r), env.providers[1].run(t, r)
 	if first.code != 0 || first.stderr != "" {
 		t.Fatalf("exit %d: %s%s", first.code, first.stdout, first.stderr)

@@ -3,6 +3,7 @@ package virt
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -69,6 +70,7 @@ var files = map[string]func(w *World) string{
 	"/proc/loadavg":                         func(w *World) string { return "0.00 0.00 0.00 1/1 1\n" },
 	"/proc/version":                         func(w *World) string { return "Linux version " + Release + " (lockstep@lockstep) " + Version + "\n" },
 	"/proc/swaps":                           func(w *World) string { return "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" },
+	"/proc/vmstat":                          func(w *World) string { return vmstat() },
 	"/proc/sys/kernel/hostname":             func(w *World) string { return w.cfg.Hostname + "\n" },
 	"/proc/sys/kernel/domainname":           func(w *World) string { return Domainname + "\n" },
 	"/proc/sys/kernel/osrelease":            func(w *World) string { return Release + "\n" },
@@ -209,4 +211,17 @@ func (w *World) SysfsHidden(names map[string]bool) func(name string) bool {
 		n, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
 		return strings.HasPrefix(name, prefix) && err == nil && n >= keep
 	}
+}
+
+// vmstat is /proc/vmstat with every counter 0: the kernel's names (what
+// vmstat(8) looks up), none of the host's paging, faults and reclaim.
+func vmstat() string {
+	b, _ := os.ReadFile("/proc/vmstat")
+	var out strings.Builder
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if name, _, ok := strings.Cut(line, " "); ok {
+			out.WriteString(name + " 0\n")
+		}
+	}
+	return out.String()
 }

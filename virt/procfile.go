@@ -11,15 +11,16 @@ import (
 )
 
 // ProcFile names a process's own file in procfs that Lockstep rewrites:
-// /proc/PID/{stat,statm,status,mounts,mountinfo,maps}, the same under
+// /proc/PID/{stat,statm,status,mounts,mountinfo,maps,smaps,smaps_rollup,io},
+// the same under
 // /proc/PID/task/TID, their self and thread-self forms, and /proc/mounts.
 type ProcFile struct {
 	PID  string // "self", "thread-self" or a PID in the caller's namespace
 	TID  string // the TID of a /task/TID path, or ""
-	Name string // "stat", "statm", "status", "mounts", "mountinfo" or "maps"
+	Name string // "stat", "statm", "status", "mounts", "mountinfo", "maps", "smaps", "smaps_rollup" or "io"
 }
 
-var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo|maps)$`)
+var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo|maps|smaps|smaps_rollup|io)$`)
 
 // ParseProcFile reports whether path names a ProcFile.
 func ParseProcFile(path string) (ProcFile, bool) {
@@ -34,13 +35,14 @@ func ParseProcFile(path string) (ProcFile, bool) {
 }
 
 // ProcFileNames are the last elements of every ProcFile path.
-var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo", "maps"}
+var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo", "maps", "smaps", "smaps_rollup", "io"}
 
 // userHZ is the unit of the times in /proc/PID/stat (USER_HZ on x86_64).
 const userHZ = 100
 
 // ProcFile rewrites the contents b of a process's stat, statm, status,
-// mounts, mountinfo or maps file (read from the caller's procfs) so that what
+// mounts, mountinfo, maps, smaps, smaps_rollup or io file (read from the
+// caller's procfs) so that what
 // the host's scheduler, memory, clocks and storage put there does not
 // show:
 //
@@ -56,8 +58,11 @@ const userHZ = 100
 //     0, the queued-signal count 0, the CPUs and memory nodes allowed
 //     those of the world, the speculation and THP lines fixed;
 //   - mounts and mountinfo: see procMountinfo;
-//   - maps: a mapped file's device and inode are the virtual ones stat
-//     reports.
+//   - maps, smaps and smaps_rollup: a mapped file's device and inode are
+//     the virtual ones stat reports; the resident, shared, dirty and
+//     swapped sizes are 0 (the mappings' sizes and page sizes stay);
+//   - io: the bytes read from and written to storage are 0 (what the page
+//     cache held); the bytes and calls of read and write stay.
 //
 // nspid is the process's PID in the caller's namespace, host its host
 // thread group ID when the caller reads its own file (else 0). Sizes of
@@ -79,8 +84,10 @@ func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, erro
 		return w.procMounts(b), nil
 	case "mountinfo":
 		return w.procMountinfo(b)
-	case "maps":
+	case "maps", "smaps", "smaps_rollup":
 		return w.procMaps(b)
+	case "io":
+		return procIO(b), nil
 	}
 	return nil, fmt.Errorf("no procfs file %q", name)
 }
@@ -292,15 +299,25 @@ func (w *World) procMountinfo(b []byte) ([]byte, error) {
 }
 
 // procMaps rewrites /proc/PID/maps ("ADDRESS PERMS OFFSET MAJ:MIN INODE
-// [PATH]"): a mapped file's device and inode numbers become the ones stat
-// reports. The columns keep the kernel's layout: the path starts at
-// column 73.
+// [PATH]"), and smaps and smaps_rollup, which follow each such line with
+// "Key: N kB" lines: a mapped file's device and inode numbers become the
+// ones stat reports (the path stays at column 74, as the kernel pads it),
+// and every size but a mapping's own and its page sizes becomes 0.
 func (w *World) procMaps(b []byte) ([]byte, error) {
 	var out bytes.Buffer
 	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if key, val, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(val, " kB\n") && !strings.Contains(key, " ") {
+			switch key {
+			case "Size", "KernelPageSize", "MMUPageSize":
+				out.WriteString(line)
+			default:
+				fmt.Fprintf(&out, "%-16s%8d kB\n", key+":", 0)
+			}
+			continue
+		}
 		f := strings.SplitN(line, " ", 6) // the path may hold spaces
-		if len(f) < 6 {
-			out.WriteString(line)
+		if len(f) < 6 || !strings.Contains(f[0], "-") {
+			out.WriteString(line) // VmFlags, THPeligible, ...
 			continue
 		}
 		var maj, min uint32
@@ -323,4 +340,17 @@ func (w *World) procMaps(b []byte) ([]byte, error) {
 		fmt.Fprintf(&out, "%-72s %s", head, path)
 	}
 	return out.Bytes(), nil
+}
+
+// procIO zeroes the storage traffic in /proc/PID/io.
+func procIO(b []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		switch key, _, _ := strings.Cut(line, ":"); key {
+		case "read_bytes", "write_bytes", "cancelled_write_bytes":
+			line = key + ": 0\n"
+		}
+		out.WriteString(line)
+	}
+	return out.Bytes()
 }

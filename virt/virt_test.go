@@ -569,3 +569,35 @@ func TestSysfsHidden(t *testing.T) {
 		t.Error("another directory lost an entry")
 	}
 }
+
+func TestVmstat(t *testing.T) {
+	b, ok, err := world(t, 0).File(10, "/proc/vmstat")
+	ls := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if !ok || err != nil || len(ls) < 10 || !strings.HasPrefix(string(b), "nr_free_pages 0\n") {
+		t.Fatalf("/proc/vmstat: served %v, %v:\n%s", ok, err, b)
+	}
+	for _, l := range ls {
+		if !strings.HasSuffix(l, " 0") {
+			t.Errorf("counter %q", l)
+		}
+	}
+}
+
+func TestProcSmapsAndIO(t *testing.T) {
+	w := world(t, 0)
+	smaps := "55cf061c6000-55cf061c8000 r--p 00000000 fe:00 247278                     /usr/bin/head\n" +
+		"Size:                  8 kB\nKernelPageSize:        4 kB\nRss:                   8 kB\nPrivate_Hugetlb:       4 kB\n" +
+		"THPeligible:    0\nVmFlags: rd mr mw me sd \n"
+	got, err := w.ProcFile("smaps", 1, 0, []byte(smaps))
+	want := "55cf061c6000-55cf061c8000 r--p 00000000 00:20 2                          /usr/bin/head\n" +
+		"Size:                  8 kB\nKernelPageSize:        4 kB\nRss:                   0 kB\nPrivate_Hugetlb:       0 kB\n" +
+		"THPeligible:    0\nVmFlags: rd mr mw me sd \n"
+	if err != nil || string(got) != want {
+		t.Errorf("smaps (%v):\n got %q\nwant %q", err, got, want)
+	}
+	io := "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 1744896\nwrite_bytes: 53248\ncancelled_write_bytes: 4096\n"
+	got, _ = w.ProcFile("io", 1, 0, []byte(io))
+	if want := "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n"; string(got) != want {
+		t.Errorf("io: %q", got)
+	}
+}
