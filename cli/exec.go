@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/lockstep-run/lockstep/ebpf"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/runner"
 	"github.com/lockstep-run/lockstep/virt"
 	"github.com/spf13/pflag"
@@ -20,7 +22,9 @@ Runs CMD and all its descendants deterministically: clocks, randomness,
 host identity, PIDs, directory order and inode numbers come from the seed
 and the epoch, so two runs of the same command print the same bytes. The
 exit status is CMD's (128+N if a signal N ended it); 125 means lockstep
-itself failed, or with --verify that the two runs differed.
+itself failed, or with --verify that the two runs differed. The command's
+environment is PATH and HOME (--base-env minimal) and what --env sets, not
+the caller's, which differs from host to host.
 
 Flags:
 `
@@ -39,6 +43,8 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	every := fs.Int64("digest-every", 64<<10, "a digest checkpoint every `BYTES` of a stream")
 	tracePath := fs.String("trace", "", "with --digests, also write every traced byte to `FILE`, so that lockstep diff --trace can show a divergence byte by byte")
 	audit := fs.Bool("audit", false, "list the nondeterministic syscalls and files the run touched that the profile does not answer (eBPF), on stderr")
+	baseEnv := fs.String("base-env", "minimal", "the command's environment before --env: minimal (PATH and HOME), empty, or host (lockstep's own, which differs from host to host)")
+	envs := fs.StringArray("env", nil, "set `KEY=VALUE` in the command's environment (KEY alone: the caller's value); repeatable")
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -59,15 +65,19 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	if err := cfg.Validate(); err != nil {
 		return errorf(stderr, exitUsage, "exec: %v", err)
 	}
+	env, err := commandEnv(*baseEnv, *envs)
+	if err != nil {
+		return errorf(stderr, exitUsage, "exec: %v", err)
+	}
 	if *verify {
 		if *logPath != "" {
 			return errorf(stderr, exitUsage, "exec: --verify and --log do not go together")
 		}
-		return verifyRuns(cfg, argv, stdout, stderr)
+		return verifyRuns(cfg, argv, env, stdout, stderr)
 	}
 	var log *virt.Log
 	if *logPath != "" {
-		if log, cfg, err = openLog(*logPath, cfg, argv, fs); err != nil {
+		if log, cfg, env, err = openLog(*logPath, cfg, argv, env, fs); err != nil {
 			return errorf(stderr, exitRuntime, "exec: %v", err)
 		}
 	}
@@ -91,7 +101,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	if *audit {
 		aud = ebpf.NewAudit()
 	}
-	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud, Trace: trace})
+	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Env: env, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud, Trace: trace})
 	if trace != nil {
 		if cerr := trace.Close(); err == nil {
 			err = cerr
@@ -118,17 +128,60 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	return res.ExitCode
 }
 
+// minimalEnv is the environment of a command run with --base-env minimal.
+var minimalEnv = []string{"HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+// commandEnv makes the command's environment: the base, then each
+// KEY=VALUE of --env in order (KEY alone takes the caller's value).
+func commandEnv(base string, sets []string) ([]string, error) {
+	var env []string
+	switch base {
+	case "minimal":
+		env = slices.Clone(minimalEnv)
+	case "empty":
+		env = []string{}
+	case "host":
+		env = os.Environ()
+	default:
+		return nil, fmt.Errorf("--base-env %q: want minimal, empty or host", base)
+	}
+	for _, kv := range sets {
+		k, _, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--env %q: want KEY=VALUE or KEY", kv)
+		}
+		if !ok {
+			v, found := os.LookupEnv(k)
+			if !found {
+				return nil, fmt.Errorf("--env %s: not set here (give KEY=VALUE)", k)
+			}
+			kv = k + "=" + v
+		}
+		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		env = append(env, kv)
+	}
+	return env, nil
+}
+
 // openLog records to a new log, or replays an existing one: its header
-// then gives the configuration, and flags may not contradict it.
-func openLog(path string, cfg virt.Config, argv []string, fs *pflag.FlagSet) (*virt.Log, virt.Config, error) {
+// then gives the configuration and the environment, and flags may not
+// contradict them.
+func openLog(path string, cfg virt.Config, argv, env []string, fs *pflag.FlagSet) (*virt.Log, virt.Config, []string, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		l, err := virt.CreateLog(path, virt.Header{Seed: cfg.Seed, Epoch: cfg.Epoch, CPUs: cfg.CPUs,
-			MemBytes: cfg.MemBytes, Hostname: cfg.Hostname, Argv: argv})
-		return l, cfg, err
+			MemBytes: cfg.MemBytes, Hostname: cfg.Hostname, Argv: argv, Env: env})
+		return l, cfg, env, err
 	}
 	l, h, err := virt.OpenLog(path)
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, nil, err
+	}
+	if h.Env != nil {
+		if (fs.Changed("env") || fs.Changed("base-env")) && !slices.Equal(env, h.Env) {
+			l.Close()
+			return nil, cfg, nil, fmt.Errorf("--env and --base-env give another environment than the log %s recorded; drop them to replay", path)
+		}
+		env = h.Env
 	}
 	logged := h.Config()
 	for _, f := range []struct {
@@ -142,14 +195,15 @@ func openLog(path string, cfg virt.Config, argv []string, fs *pflag.FlagSet) (*v
 		{"hostname", cfg.Hostname == logged.Hostname, cfg.Hostname, logged.Hostname},
 	} {
 		if fs.Changed(f.flag) && !f.same {
-			return nil, cfg, fmt.Errorf("--%s %v contradicts the log %s (recorded with %v); drop the flag to replay", f.flag, f.got, path, f.was)
+			l.Close()
+			return nil, cfg, nil, fmt.Errorf("--%s %v contradicts the log %s (recorded with %v); drop the flag to replay", f.flag, f.got, path, f.was)
 		}
 	}
-	return l, logged, nil
+	return l, logged, env, nil
 }
 
 // verifyRuns runs argv twice with the same stdin and compares.
-func verifyRuns(cfg virt.Config, argv []string, stdout, stderr io.Writer) int {
+func verifyRuns(cfg virt.Config, argv, env []string, stdout, stderr io.Writer) int {
 	in, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		return errorf(stderr, exitRuntime, "exec: read stdin: %v", err)
@@ -157,7 +211,7 @@ func verifyRuns(cfg virt.Config, argv []string, stdout, stderr io.Writer) int {
 	var outs [2]runner.Output
 	for i := range outs {
 		var o, e bytes.Buffer
-		res, err := runner.Run(runner.Options{Config: cfg, Argv: argv, Stdin: bytes.NewReader(in), Stdout: &o, Stderr: &e})
+		res, err := runner.Run(runner.Options{Config: cfg, Argv: argv, Env: env, Stdin: bytes.NewReader(in), Stdout: &o, Stderr: &e})
 		if err != nil {
 			return errorf(stderr, exitRuntime, "exec: run %d: %v", i+1, err)
 		}

@@ -318,6 +318,47 @@ func TestSysfsCPUs(t *testing.T) {
 	}
 }
 
+// TestEnvironment: the command's environment is the minimal one and what
+// --env sets, not the caller's; a log records it, and a replay gets it
+// from the log.
+func TestEnvironment(t *testing.T) {
+	requireRoot(t)
+	run := func(args ...string) result {
+		t.Helper()
+		c := exec.Command(bin.lockstep, args...)
+		c.Env = append(os.Environ(), "LOCKSTEP_TEST_CALLER=yes")
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		err := c.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return result{o.String(), e.String(), ee.ExitCode()}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return result{o.String(), e.String(), 0}
+	}
+	minimal := "HOME=/root\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+	if r := run("exec", "--", "env"); r.stdout != minimal {
+		t.Errorf("default environment (exit %d %s):\n%s", r.code, r.stderr, r.stdout)
+	}
+	if r := run("exec", "--base-env", "empty", "--env", "LOCKSTEP_TEST_CALLER", "--env", "X=1", "--", "/usr/bin/env"); r.stdout != "LOCKSTEP_TEST_CALLER=yes\nX=1\n" {
+		t.Errorf("--base-env empty with two --env (exit %d %s):\n%s", r.code, r.stderr, r.stdout)
+	}
+	if r := run("exec", "--base-env", "host", "--", "env"); !strings.Contains(r.stdout, "LOCKSTEP_TEST_CALLER=yes\n") {
+		t.Errorf("--base-env host (exit %d %s):\n%s", r.code, r.stderr, r.stdout)
+	}
+	log := filepath.Join(t.TempDir(), "env.log")
+	if r := run("exec", "--log", log, "--env", "X=1", "--", "env"); r.code != 0 || r.stdout != minimal+"X=1\n" {
+		t.Fatalf("record (exit %d %s):\n%s", r.code, r.stderr, r.stdout)
+	}
+	if r := run("exec", "--log", log, "--", "env"); r.code != 0 || r.stdout != minimal+"X=1\n" {
+		t.Errorf("replay (exit %d %s):\n%s", r.code, r.stderr, r.stdout)
+	}
+	if r := run("exec", "--log", log, "--env", "X=2", "--", "env"); r.code != 125 || !strings.Contains(r.stderr, "drop them to replay") {
+		t.Errorf("replay with another --env: exit %d %s", r.code, r.stderr)
+	}
+}
+
 func TestExitStatus(t *testing.T) {
 	requireRoot(t)
 	cases := []struct {

@@ -24,6 +24,7 @@ type Options struct {
 	Config virt.Config
 	Log    *virt.Log // nil: no record or replay
 	Argv   []string
+	Env    []string  // the command's environment, KEY=VALUE; its PATH finds Argv[0]
 	Stdin  io.Reader // nil: /dev/null
 	Stdout io.Writer
 	Stderr io.Writer
@@ -98,6 +99,7 @@ func Run(o Options) (Result, error) {
 		return Result{}, err
 	}
 	init, err := os.StartProcess("/proc/self/exe", append([]string{initArg0, o.Config.Hostname}, o.Argv...), &os.ProcAttr{
+		Env:   append([]string{}, o.Env...), // not nil: nil would be lockstep's own
 		Files: append(stdio, child),
 		Sys: &syscall.SysProcAttr{
 			// A cgroup namespace: /proc/self/cgroup shows "/", not the

@@ -15,6 +15,7 @@ type Options struct {
 	Config  virt.Config
 	Log     *virt.Log
 	Argv    []string
+	Env     []string
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer

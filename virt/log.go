@@ -30,6 +30,7 @@ type Header struct {
 	MemBytes uint64    `json:"mem_bytes"`
 	Hostname string    `json:"hostname"`
 	Argv     []string  `json:"argv"`
+	Env      []string  `json:"env,omitempty"` // the command's environment (absent before it was recorded)
 }
 
 // Config returns the world the header describes.
