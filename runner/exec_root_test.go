@@ -72,8 +72,15 @@ type result struct {
 func lockstep(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(bin.lockstep, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	return runCmd(t, cmd)
+}
+
+// runCmd runs cmd and returns its output and exit status.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var o, e bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
+	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -225,16 +232,7 @@ func TestResourceLimits(t *testing.T) {
 	requireRoot(t)
 	sh := func(limits string, cmd ...string) result {
 		t.Helper()
-		c := exec.Command("sh", append([]string{"-c", limits + `; exec "$@"`, "sh", bin.lockstep, "exec", "--"}, cmd...)...)
-		var o, e bytes.Buffer
-		c.Stdout, c.Stderr = &o, &e
-		err := c.Run()
-		if ee, ok := err.(*exec.ExitError); ok {
-			return result{o.String(), e.String(), ee.ExitCode()}
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return result{o.String(), e.String(), 0}
+		return runCmd(t, exec.Command("sh", append([]string{"-c", limits + `; exec "$@"`, "sh", bin.lockstep, "exec", "--"}, cmd...)...))
 	}
 	r := sh("ulimit -S -n 100; ulimit -S -s 4096", "cat", "/proc/self/limits")
 	if r.code != 0 {
@@ -327,15 +325,7 @@ func TestEnvironment(t *testing.T) {
 		t.Helper()
 		c := exec.Command(bin.lockstep, args...)
 		c.Env = append(os.Environ(), "LOCKSTEP_TEST_CALLER=yes")
-		var o, e bytes.Buffer
-		c.Stdout, c.Stderr = &o, &e
-		err := c.Run()
-		if ee, ok := err.(*exec.ExitError); ok {
-			return result{o.String(), e.String(), ee.ExitCode()}
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return result{o.String(), e.String(), 0}
+		return runCmd(t, c)
 	}
 	minimal := "HOME=/root\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
 	if r := run("exec", "--", "env"); r.stdout != minimal {
