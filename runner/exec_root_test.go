@@ -225,9 +225,10 @@ func TestProbeValues(t *testing.T) {
 	}
 }
 
-// TestResourceLimits: the command gets Lockstep's resource limits, not
-// its caller's (here lowered on purpose), or lockstep fails closed where a
-// hard limit is lower and it may not raise it.
+// TestResourceLimits: the command gets Lockstep's resource limits, file
+// mode mask and nice value, not its caller's (here changed on purpose), or
+// lockstep fails closed where a hard limit is lower and it may not raise
+// it.
 func TestResourceLimits(t *testing.T) {
 	requireRoot(t)
 	sh := func(limits string, cmd ...string) result {
@@ -240,6 +241,10 @@ func TestResourceLimits(t *testing.T) {
 	}
 	if err := virt.CheckLimits(r.stdout, virt.Rlimits[:]); err != nil {
 		t.Errorf("%v\n%s", err, r.stdout)
+	}
+	// The mode mask and the nice value are not the caller's either.
+	if r := sh("umask 077; renice -n 7 $$ >/dev/null", "sh", "-c", "umask; nice"); r.stdout != "0022\n0\n" {
+		t.Errorf("umask and nice: %q (exit %d %s), want 0022 and 0", r.stdout, r.code, r.stderr)
 	}
 
 	var caps unix.CapUserData

@@ -151,6 +151,13 @@ func stageExec(args []string) int {
 	if err := setRlimits(); err != nil {
 		return fail(exitRuntime, "%v", err)
 	}
+	// The file mode mask and the nice value are the world's too, as in a
+	// runc container: the caller's would show in the modes of the files
+	// the command makes, and in nice and getpriority.
+	unix.Umask(0o022)
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 0); err != nil {
+		return fail(exitRuntime, "set the nice value to 0: %v", err)
+	}
 	// Handshake with stage 1 (see docs/exec.md): send our PID, wait to
 	// be seized, arm rdtsc trapping (the tracer now emulates it), install
 	// the filter, send its listener, wait for the agent, exec.
