@@ -226,7 +226,8 @@ func TestProbeValues(t *testing.T) {
 }
 
 // TestResourceLimits: the command gets Lockstep's resource limits, file
-// mode mask and nice value, not its caller's (here changed on purpose), or
+// mode mask and nice value, and no open file but stdio, not its caller's
+// (here changed on purpose), or
 // lockstep fails closed where a hard limit is lower and it may not raise
 // it.
 func TestResourceLimits(t *testing.T) {
@@ -242,7 +243,10 @@ func TestResourceLimits(t *testing.T) {
 	if err := virt.CheckLimits(r.stdout, virt.Rlimits[:]); err != nil {
 		t.Errorf("%v\n%s", err, r.stdout)
 	}
-	// The mode mask and the nice value are not the caller's either.
+	// Nor are the caller's open files, mode mask and nice value.
+	if r := sh("exec 7</etc/hostname", "ls", "/proc/self/fd"); r.stdout != "0\n1\n2\n3\n" {
+		t.Errorf("open files: %q (exit %d %s), want stdio and ls's own", r.stdout, r.code, r.stderr)
+	}
 	if r := sh("umask 077; renice -n 7 $$ >/dev/null", "sh", "-c", "umask; nice"); r.stdout != "0022\n0\n" {
 		t.Errorf("umask and nice: %q (exit %d %s), want 0022 and 0", r.stdout, r.code, r.stderr)
 	}

@@ -182,9 +182,15 @@ func stageExec(args []string) int {
 	if err := await('G'); err != nil {
 		return fail(exitRuntime, "%v: not starting %s", err, args[0])
 	}
-	unix.Close(socketFD)
 	if err := setLastPID(firstChildPID - 1); err != nil {
 		return fail(exitRuntime, "%v", err)
+	}
+	// The command gets stdin, stdout and stderr only: whatever else the
+	// caller had open (a shell's redirections, a CI runner's pipes) would
+	// show in /proc/self/fd and in the first fd the command opens. The
+	// handshake socket is fd 3.
+	if err := unix.CloseRange(3, ^uint(0), 0); err != nil {
+		return fail(exitRuntime, "close inherited files: %v", err)
 	}
 	err = syscall.Exec(path, args, os.Environ())
 	return fail(exitCannotRun, "exec %s: %v", args[0], err)
