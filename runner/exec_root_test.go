@@ -226,7 +226,8 @@ func TestProbeValues(t *testing.T) {
 }
 
 // TestResourceLimits: the command gets Lockstep's resource limits, file
-// mode mask and nice value, and no open file but stdio, not its caller's
+// mode mask and nice value, default signal actions and no open file but
+// stdio, not its caller's
 // (here changed on purpose), or
 // lockstep fails closed where a hard limit is lower and it may not raise
 // it.
@@ -243,7 +244,11 @@ func TestResourceLimits(t *testing.T) {
 	if err := virt.CheckLimits(r.stdout, virt.Rlimits[:]); err != nil {
 		t.Errorf("%v\n%s", err, r.stdout)
 	}
-	// Nor are the caller's open files, mode mask and nice value.
+	// Nor are the caller's ignored signals, open files, mode mask and nice
+	// value.
+	if r := sh("trap '' INT QUIT PIPE", "grep", "SigIgn", "/proc/self/status"); r.stdout != "SigIgn:\t0000000000000000\n" {
+		t.Errorf("ignored signals: %q (exit %d %s), want none", r.stdout, r.code, r.stderr)
+	}
 	if r := sh("exec 7</etc/hostname", "ls", "/proc/self/fd"); r.stdout != "0\n1\n2\n3\n" {
 		t.Errorf("open files: %q (exit %d %s), want stdio and ls's own", r.stdout, r.code, r.stderr)
 	}

@@ -185,6 +185,7 @@ func stageExec(args []string) int {
 	if err := setLastPID(firstChildPID - 1); err != nil {
 		return fail(exitRuntime, "%v", err)
 	}
+	defaultSignals()
 	// The command gets stdin, stdout and stderr only: whatever else the
 	// caller had open (a shell's redirections, a CI runner's pipes) would
 	// show in /proc/self/fd and in the first fd the command opens. The
@@ -212,6 +213,23 @@ func setRlimits() error {
 		return fmt.Errorf("set %s: %v", l.Name, err)
 	}
 	return nil
+}
+
+// defaultSignals gives their default action back to the signals the caller
+// ignored, which execve would pass on: a script's background job ignores
+// SIGINT and SIGQUIT, and Python then installs no KeyboardInterrupt
+// handler. Go keeps SIGHUP and SIGINT ignored if they were at its start.
+func defaultSignals() {
+	type sigaction struct{ handler, flags, restorer, mask uintptr } // the kernel's, x86_64
+	const sigIgn = 1
+	for sig := 1; sig <= 64; sig++ {
+		var old sigaction
+		_, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0)
+		if e == 0 && old.handler == sigIgn {
+			var dfl sigaction
+			unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
+		}
+	}
 }
 
 // await reads one handshake byte from stage 1.
