@@ -249,6 +249,12 @@ func TestResourceLimits(t *testing.T) {
 	if r := sh("trap '' INT QUIT PIPE", "grep", "SigIgn", "/proc/self/status"); r.stdout != "SigIgn:\t0000000000000000\n" {
 		t.Errorf("ignored signals: %q (exit %d %s), want none", r.stdout, r.code, r.stderr)
 	}
+	blocked := `import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+os.execv(sys.argv[1], sys.argv[1:])`
+	if r := runCmd(t, exec.Command("python3", "-c", blocked, bin.lockstep, "exec", "--", "grep", "SigBlk", "/proc/self/status")); r.stdout != "SigBlk:\t0000000000000000\n" {
+		t.Errorf("blocked signals: %q (exit %d %s), want none", r.stdout, r.code, r.stderr)
+	}
 	if r := sh("exec 7</etc/hostname", "ls", "/proc/self/fd"); r.stdout != "0\n1\n2\n3\n" {
 		t.Errorf("open files: %q (exit %d %s), want stdio and ls's own", r.stdout, r.code, r.stderr)
 	}

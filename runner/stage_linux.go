@@ -216,10 +216,16 @@ func setRlimits() error {
 }
 
 // defaultSignals gives their default action back to the signals the caller
-// ignored, which execve would pass on: a script's background job ignores
-// SIGINT and SIGQUIT, and Python then installs no KeyboardInterrupt
-// handler. Go keeps SIGHUP and SIGINT ignored if they were at its start.
+// ignored, and unblocks those it blocked, which execve would pass on: a
+// script's background job ignores SIGINT and SIGQUIT, and Python then
+// installs no KeyboardInterrupt handler. Go keeps SIGHUP and SIGINT
+// ignored if they were at its start, and the caller's mask on its
+// threads. The calling goroutine is locked to its thread, the one that
+// execs.
 func defaultSignals() {
+	runtime.LockOSThread()
+	var none uint64
+	unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
 	type sigaction struct{ handler, flags, restorer, mask uintptr } // the kernel's, x86_64
 	const sigIgn = 1
 	for sig := 1; sig <= 64; sig++ {
