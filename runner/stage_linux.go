@@ -188,9 +188,10 @@ func stageExec(args []string) int {
 	defaultSignals()
 	// The command gets stdin, stdout and stderr only: whatever else the
 	// caller had open (a shell's redirections, a CI runner's pipes) would
-	// show in /proc/self/fd and in the first fd the command opens. The
-	// handshake socket is fd 3.
-	if err := unix.CloseRange(3, ^uint(0), 0); err != nil {
+	// show in /proc/self/fd and in the first fd the command opens. They
+	// are closed at the execve, not now: the Go runtime's own (its epoll
+	// fd) must stay open until then.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fail(exitRuntime, "close inherited files: %v", err)
 	}
 	err = syscall.Exec(path, args, os.Environ())
