@@ -550,10 +550,10 @@ func TestDigestsAndAudit(t *testing.T) {
 		t.Errorf("one flipped byte: %+v", d)
 	}
 	audit := filepath.Join(dir, "audit.json")
-	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "cat", "/proc/self/sched", "/proc/self/stat", "/proc/cpuinfo"},
+	res := env.providers[0].run(t, run{runtime: lockstepRuntime, args: []string{"/bin/busybox", "cat", "/proc/interrupts", "/proc/self/stat", "/proc/cpuinfo"},
 		annotations: map[string]string{shim.AnnotationAudit: audit}})
 	b2, err := os.ReadFile(audit)
-	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/self/sched"`) ||
+	if res.code != 0 || err != nil || !strings.Contains(string(b2), `"open /proc/interrupts"`) ||
 		strings.Contains(string(b2), "cpuinfo") || strings.Contains(string(b2), `"open /proc/self/stat"`) {
 		t.Errorf("audit (exit %d, %v):\n%s", res.code, err, b2)
 	}

@@ -623,18 +623,18 @@ func TestDigests(t *testing.T) {
 func TestAudit(t *testing.T) {
 	requireRoot(t)
 	r := lockstep(t, "", "exec", "--audit", "--", "python3", "-c",
-		`import signal; open("/proc/self/sched").read(); open("/proc/interrupts").read(); open("/proc/cpuinfo").read()
-open("/proc/self/stat").read()
+		`import signal; open("/proc/softirqs").read(); open("/proc/interrupts").read(); open("/proc/cpuinfo").read()
+open("/proc/self/stat").read(); open("/proc/self/sched").read()
 signal.setitimer(signal.ITIMER_REAL, 10); signal.getitimer(signal.ITIMER_REAL)`)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"open /proc/self/sched (1×", "open /proc/interrupts (1×", "getitimer (1×", "setitimer (1×"} {
+	for _, want := range []string{"open /proc/softirqs (1×", "open /proc/interrupts (1×", "getitimer (1×", "setitimer (1×"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("audit lacks %q:\n%s", want, r.stderr)
 		}
 	}
-	for _, served := range []string{"cpuinfo", "/proc/self/stat "} {
+	for _, served := range []string{"cpuinfo", "/proc/self/stat ", "/proc/self/sched "} {
 		if strings.Contains(r.stderr, served) {
 			t.Errorf("the audit lists %s, which the agent answers:\n%s", served, r.stderr)
 		}

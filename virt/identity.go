@@ -71,6 +71,14 @@ var files = map[string]func(w *World) string{
 	"/proc/version":                         func(w *World) string { return "Linux version " + Release + " (lockstep@lockstep) " + Version + "\n" },
 	"/proc/swaps":                           func(w *World) string { return "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" },
 	"/proc/vmstat":                          func(w *World) string { return vmstat() },
+	"/proc/pressure/cpu":                    func(w *World) string { return noPressure("some") + noPressure("full") },
+	"/proc/pressure/memory":                 func(w *World) string { return noPressure("some") + noPressure("full") },
+	"/proc/pressure/io":                     func(w *World) string { return noPressure("some") + noPressure("full") },
+	"/proc/pressure/irq":                    func(w *World) string { return noPressure("full") },
+	"/proc/sys/kernel/pid_max":              func(w *World) string { return "32768\n" },
+	"/proc/sys/kernel/threads-max":          func(w *World) string { return fmt.Sprintf("%d\n", w.cfg.MemBytes/(128<<10)) },
+	"/proc/sys/fs/file-max":                 func(w *World) string { return fmt.Sprintf("%d\n", w.fileMax()) },
+	"/proc/sys/fs/file-nr":                  func(w *World) string { return fmt.Sprintf("1024\t0\t%d\n", w.fileMax()) },
 	"/proc/sys/kernel/hostname":             func(w *World) string { return w.cfg.Hostname + "\n" },
 	"/proc/sys/kernel/domainname":           func(w *World) string { return Domainname + "\n" },
 	"/proc/sys/kernel/osrelease":            func(w *World) string { return Release + "\n" },
@@ -225,3 +233,12 @@ func vmstat() string {
 	}
 	return out.String()
 }
+
+// noPressure is a line of a /proc/pressure file with no stall.
+func noPressure(kind string) string {
+	return kind + " avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+}
+
+// fileMax is the kernel's default file-max for the world's memory: a
+// tenth of it in KiB (files_maxfiles_init).
+func (w *World) fileMax() uint64 { return max(8192, w.cfg.MemBytes>>10/10) }

@@ -11,16 +11,16 @@ import (
 )
 
 // ProcFile names a process's own file in procfs that Lockstep rewrites:
-// /proc/PID/{stat,statm,status,mounts,mountinfo,maps,smaps,smaps_rollup,io},
-// the same under
+// /proc/PID/{stat,statm,status,mounts,mountinfo,maps,smaps,smaps_rollup,io,
+// sched,schedstat}, the same under
 // /proc/PID/task/TID, their self and thread-self forms, and /proc/mounts.
 type ProcFile struct {
 	PID  string // "self", "thread-self" or a PID in the caller's namespace
 	TID  string // the TID of a /task/TID path, or ""
-	Name string // "stat", "statm", "status", "mounts", "mountinfo", "maps", "smaps", "smaps_rollup" or "io"
+	Name string // "stat", "status", "maps", "io", "sched", ...: ProcFileNames
 }
 
-var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo|maps|smaps|smaps_rollup|io)$`)
+var procFileRE = regexp.MustCompile(`^/proc/(self|thread-self|[1-9][0-9]*)(?:/task/([1-9][0-9]*))?/(stat|statm|status|mounts|mountinfo|maps|smaps|smaps_rollup|io|sched|schedstat)$`)
 
 // ParseProcFile reports whether path names a ProcFile.
 func ParseProcFile(path string) (ProcFile, bool) {
@@ -35,14 +35,14 @@ func ParseProcFile(path string) (ProcFile, bool) {
 }
 
 // ProcFileNames are the last elements of every ProcFile path.
-var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo", "maps", "smaps", "smaps_rollup", "io"}
+var ProcFileNames = []string{"stat", "statm", "status", "mounts", "mountinfo", "maps", "smaps", "smaps_rollup", "io", "sched", "schedstat"}
 
 // userHZ is the unit of the times in /proc/PID/stat (USER_HZ on x86_64).
 const userHZ = 100
 
 // ProcFile rewrites the contents b of a process's stat, statm, status,
-// mounts, mountinfo, maps, smaps, smaps_rollup or io file (read from the
-// caller's procfs) so that what
+// mounts, mountinfo, maps, smaps, smaps_rollup, io, sched or schedstat
+// file (read from the caller's procfs) so that what
 // the host's scheduler, memory, clocks and storage put there does not
 // show:
 //
@@ -62,7 +62,8 @@ const userHZ = 100
 //     the virtual ones stat reports; the resident, shared, dirty and
 //     swapped sizes are 0 (the mappings' sizes and page sizes stay);
 //   - io: the bytes read from and written to storage are 0 (what the page
-//     cache held); the bytes and calls of read and write stay.
+//     cache held); the bytes and calls of read and write stay;
+//   - sched and schedstat: every scheduler statistic is 0.
 //
 // nspid is the process's PID in the caller's namespace, host its host
 // thread group ID when the caller reads its own file (else 0). Sizes of
@@ -88,6 +89,10 @@ func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, erro
 		return w.procMaps(b)
 	case "io":
 		return procIO(b), nil
+	case "sched":
+		return procSched(b), nil
+	case "schedstat":
+		return []byte("0 0 0\n"), nil
 	}
 	return nil, fmt.Errorf("no procfs file %q", name)
 }
@@ -349,6 +354,21 @@ func procIO(b []byte) []byte {
 		switch key, _, _ := strings.Cut(line, ":"); key {
 		case "read_bytes", "write_bytes", "cancelled_write_bytes":
 			line = key + ": 0\n"
+		}
+		out.WriteString(line)
+	}
+	return out.Bytes()
+}
+
+// procSched zeroes the values of /proc/PID/sched ("name : value" lines
+// under a header), keeping the kernel's column widths.
+func procSched(b []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if ok && strings.HasSuffix(key, " ") && strings.TrimSpace(val) != "" {
+			v := strings.TrimRight(val, "\n")
+			line = key + ":" + fmt.Sprintf("%*s", len(v), "0") + "\n"
 		}
 		out.WriteString(line)
 	}

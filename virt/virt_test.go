@@ -601,3 +601,26 @@ func TestProcSmapsAndIO(t *testing.T) {
 		t.Errorf("io: %q", got)
 	}
 }
+
+func TestSchedAndKernelFiles(t *testing.T) {
+	w := world(t, 0)
+	sched := "cat (100, #threads: 1)\n-------------------------------------------------------------------\n" +
+		"se.exec_start                                :       8395157.775109\nnr_switches                                  :                    3\n" +
+		"current_node=0, numa_group_id=0\n"
+	got, err := w.ProcFile("sched", 100, 0, []byte(sched))
+	want := "cat (100, #threads: 1)\n-------------------------------------------------------------------\n" +
+		"se.exec_start                                :                    0\nnr_switches                                  :                    0\n" +
+		"current_node=0, numa_group_id=0\n"
+	if err != nil || string(got) != want {
+		t.Errorf("sched (%v):\n got %q\nwant %q", err, got, want)
+	}
+	for path, want := range map[string]string{
+		"/proc/sys/kernel/threads-max": "32768\n",
+		"/proc/sys/fs/file-nr":         "1024\t0\t419430\n",
+		"/proc/pressure/irq":           "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+	} {
+		if b, ok, _ := w.File(10, path); !ok || string(b) != want {
+			t.Errorf("%s: %q, want %q", path, b, want)
+		}
+	}
+}
