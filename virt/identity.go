@@ -69,6 +69,9 @@ var files = map[string]func(w *World) string{
 	"/proc/uptime":                          nil, // per process: File
 	"/proc/loadavg":                         func(w *World) string { return "0.00 0.00 0.00 1/1 1\n" },
 	"/proc/version":                         func(w *World) string { return "Linux version " + Release + " (lockstep@lockstep) " + Version + "\n" },
+	"/proc/cmdline":                         func(w *World) string { return "BOOT_IMAGE=/boot/vmlinuz-" + Release + " root=/dev/root ro quiet\n" },
+	"/proc/partitions":                      func(w *World) string { return "major minor  #blocks  name\n\n" },
+	"/proc/diskstats":                       func(w *World) string { return "" },
 	"/proc/swaps":                           func(w *World) string { return "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" },
 	"/proc/vmstat":                          func(w *World) string { return vmstat() },
 	"/proc/pressure/cpu":                    func(w *World) string { return noPressure("some") + noPressure("full") },

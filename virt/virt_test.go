@@ -618,6 +618,8 @@ func TestSchedAndKernelFiles(t *testing.T) {
 		"/proc/sys/kernel/threads-max": "32768\n",
 		"/proc/sys/fs/file-nr":         "1024\t0\t419430\n",
 		"/proc/pressure/irq":           "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		"/proc/cmdline":                "BOOT_IMAGE=/boot/vmlinuz-6.1.0-lockstep root=/dev/root ro quiet\n",
+		"/proc/diskstats":              "",
 	} {
 		if b, ok, _ := w.File(10, path); !ok || string(b) != want {
 			t.Errorf("%s: %q, want %q", path, b, want)
