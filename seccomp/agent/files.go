@@ -98,10 +98,11 @@ func (a *Agent) open(r *Req, dirfd int32, pathAddr, flags uint64) (int64, error)
 	return a.serveBytes(r, abs, b, cloexec)
 }
 
-// serveProcFile serves a process's stat, statm or status file as the
-// caller's procfs has it, rewritten by the world (virt.World.ProcFile).
-// Where the file cannot be read the open runs natively and fails or
-// races as it would.
+// serveProcFile serves a process's procfs file (virt.ProcFile: stat,
+// status, mountinfo, maps, ...) as the caller's procfs has it, rewritten by
+// the world (virt.World.ProcFile). Where the file cannot be read (the
+// process is gone) the open runs natively and fails as it would; a file
+// the world cannot parse stops the agent, as any answer it cannot make.
 func (a *Agent) serveProcFile(r *Req, abs string, pf virt.ProcFile, cloexec bool) (int64, error) {
 	pid, task := pf.PID, ""
 	if pf.TID != "" {
