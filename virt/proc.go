@@ -160,20 +160,21 @@ func NSPid(pid int32) int32 {
 
 // startOf returns the monotonic time at which a process started: host's, if
 // not 0, else that of the live process with PID nspid in the run's
-// namespace. A process Lockstep did not see start (a container's runtime
-// init) started with the run.
-func (p *procs) startOf(nspid, host int32) time.Duration {
+// namespace; and whether the process is the run's. One Lockstep did not
+// see start (`lockstep exec`'s own init) started with the run.
+func (p *procs) startOf(nspid, host int32) (time.Duration, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if host != 0 {
-		return p.get(host).start
+		pr := p.get(host)
+		return pr.start, pr != p.unknown
 	}
 	for _, pr := range p.byTgid {
 		if pr.nspid == nspid {
-			return pr.start
+			return pr.start, true
 		}
 	}
-	return monoStart
+	return monoStart, false
 }
 
 func nsPIDs(pid int32) []int32 {

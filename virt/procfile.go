@@ -67,7 +67,10 @@ const userHZ = 100
 //
 // nspid is the process's PID in the caller's namespace, host its host
 // thread group ID when the caller reads its own file (else 0). Sizes of
-// the address space (VmSize, VmData, ...) are the program's own and stay.
+// the address space (VmSize, VmData, ...) are the program's own and stay,
+// but for a process that is not the run's (`lockstep exec`'s init, a Go
+// program whose threads and arenas vary): it shows no memory and one
+// thread.
 func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, error) {
 	switch name {
 	case "stat":
@@ -78,9 +81,13 @@ func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, erro
 			return nil, fmt.Errorf("statm: %d fields, want 7", len(f))
 		}
 		f[1], f[2] = "0", "0"
+		if _, ours := w.pr.startOf(nspid, host); !ours {
+			f = []string{"0", "0", "0", "0", "0", "0", "0"}
+		}
 		return []byte(strings.Join(f, " ") + "\n"), nil
 	case "status":
-		return w.procStatus(b, host != 0), nil
+		_, ours := w.pr.startOf(nspid, host)
+		return w.procStatus(b, host != 0, ours), nil
 	case "mounts":
 		return w.procMounts(b), nil
 	case "mountinfo":
@@ -110,10 +117,13 @@ func (w *World) procStat(nspid, host int32, b []byte) ([]byte, error) {
 	if len(f) < 44-first+1 {
 		return nil, fmt.Errorf("stat: %d fields, want at least 44", len(f)+2)
 	}
-	start := w.pr.startOf(nspid, host)
+	start, ours := w.pr.startOf(nspid, host)
 	f[0] = state(f[0], host != 0)
 	for _, k := range []int{10, 11, 12, 13, 14, 15, 16, 17, 24, 39, 42, 43, 44} {
 		f[k-first] = "0"
+	}
+	if !ours { // Lockstep's own init: a Go runtime's threads and arenas
+		f[20-first], f[23-first] = "1", "0"
 	}
 	f[22-first] = strconv.FormatInt(int64(start/(time.Second/userHZ)), 10)
 	out := append([]byte{}, b[:i+2]...)
@@ -136,7 +146,7 @@ func state(s string, self bool) string {
 
 var stateNames = map[string]string{"R": "R (running)", "S": "S (sleeping)"}
 
-func (w *World) procStatus(b []byte, self bool) []byte {
+func (w *World) procStatus(b []byte, self, ours bool) []byte {
 	var out bytes.Buffer
 	for _, line := range strings.SplitAfter(string(b), "\n") {
 		key, val, ok := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
@@ -153,6 +163,14 @@ func (w *World) procStatus(b []byte, self bool) []byte {
 			}
 		case "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmPTE":
 			val = fmt.Sprintf("\t%8d kB", 0)
+		case "VmPeak", "VmSize", "VmData", "VmStk", "VmExe", "VmLib":
+			if !ours {
+				val = fmt.Sprintf("\t%8d kB", 0)
+			}
+		case "Threads":
+			if !ours {
+				val = "\t1"
+			}
 		case "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches":
 			val = "\t0"
 		case "SigQ":

@@ -441,19 +441,23 @@ func TestProcFile(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("stat:\n got %q\nwant %q", got, want)
 	}
-	// Another process's file: a tracing stop shows as sleep; an unknown
-	// PID started with the run.
+	// Another process's file: a tracing stop shows as sleep. A PID the
+	// world does not know (lockstep exec's init) started with the run and
+	// has no memory.
 	got, _ = w.ProcFile("stat", 77, 0, []byte(strings.Replace(stat, ") S ", ") t ", 1)))
-	if string(got) != strings.Replace(want, ") R ", ") S ", 1) {
+	if string(got) != strings.Replace(strings.Replace(want, ") R ", ") S ", 1), " 10000 3133440 ", " 10000 0 ", 1) {
 		t.Errorf("another process: %q", got)
 	}
 	if _, err := w.ProcFile("stat", 1, 0, []byte("1 (x) S 0\n")); err == nil {
 		t.Error("a short stat line passed")
 	}
 
-	got, err = w.ProcFile("statm", 1, 0, []byte("731 358 300 5 0 89 0\n"))
+	got, err = w.ProcFile("statm", 4850, 1<<30, []byte("731 358 300 5 0 89 0\n"))
 	if err != nil || string(got) != "731 0 0 5 0 89 0\n" {
 		t.Errorf("statm: %q, %v", got, err)
+	}
+	if got, _ = w.ProcFile("statm", 1, 0, []byte("731 358 300 5 0 89 0\n")); string(got) != "0 0 0 0 0 0 0\n" {
+		t.Errorf("statm of a process not the run's: %q", got)
 	}
 
 	status := "Name:\tcat\nState:\tS (sleeping)\nVmSize:\t    3060 kB\nVmRSS:\t    1632 kB\nVmPTE:\t      52 kB\n" +
