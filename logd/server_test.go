@@ -7,21 +7,36 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
+// freePort returns a free loopback port for a daemon that a test starts
+// with its address on the command line (a cluster's peers must know each
+// other's). The port is released before the daemon binds it, so it is
+// taken below the kernel's ephemeral range, which connect() draws from:
+// an ephemeral port taken by any test's connection in between failed a
+// bind in CI.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 100 {
+		port := 10000 + rand.IntN(max(low-10000, 1))
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatalf("no free port below %d", low)
+	return 0
 }
 
 // startLogd runs one embedded etcd member and the API on loopback.
