@@ -74,10 +74,10 @@ var files = map[string]func(w *World) string{
 	"/proc/diskstats":                       func(w *World) string { return "" },
 	"/proc/swaps":                           func(w *World) string { return "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" },
 	"/proc/vmstat":                          func(w *World) string { return vmstat() },
-	"/proc/pressure/cpu":                    func(w *World) string { return noPressure("some") + noPressure("full") },
-	"/proc/pressure/memory":                 func(w *World) string { return noPressure("some") + noPressure("full") },
-	"/proc/pressure/io":                     func(w *World) string { return noPressure("some") + noPressure("full") },
-	"/proc/pressure/irq":                    func(w *World) string { return noPressure("full") },
+	"/proc/pressure/cpu":                    func(w *World) string { return noStall("some") + noStall("full") },
+	"/proc/pressure/memory":                 func(w *World) string { return noStall("some") + noStall("full") },
+	"/proc/pressure/io":                     func(w *World) string { return noStall("some") + noStall("full") },
+	"/proc/pressure/irq":                    func(w *World) string { return noStall("full") },
 	"/proc/sys/kernel/pid_max":              func(w *World) string { return "32768\n" },
 	"/proc/sys/kernel/threads-max":          func(w *World) string { return fmt.Sprintf("%d\n", w.cfg.MemBytes/(128<<10)) },
 	"/proc/sys/fs/file-max":                 func(w *World) string { return fmt.Sprintf("%d\n", w.fileMax()) },
@@ -237,8 +237,8 @@ func vmstat() string {
 	return out.String()
 }
 
-// noPressure is a line of a /proc/pressure file with no stall.
-func noPressure(kind string) string {
+// noStall is a line of a /proc/pressure file with no stall.
+func noStall(kind string) string {
 	return kind + " avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
 }
 

@@ -39,7 +39,7 @@ const (
 
 func newInodes() *inodes {
 	return &inodes{devs: map[uint64]uint64{}, inos: map[devIno]uint64{}, counts: map[uint64]uint64{},
-		times: map[fileTime]int64{}, pseudo: pseudoDevs()}
+		times: map[fileTime]int64{}, pseudo: kernelPseudoDevs()}
 }
 
 // Dev maps a host device number.
@@ -99,6 +99,10 @@ func (w *World) FileTime(tgid int32, dev, ino uint64, ns int64) int64 {
 	m.times[k] = now
 	return now
 }
+
+// kernelPseudoDevs finds the kernel's pseudo filesystems once per
+// process: they are the same for every world.
+var kernelPseudoDevs = sync.OnceValue(pseudoDevs)
 
 // Mkdev is the glibc encoding of device numbers, which the kernel's stat
 // uses too.

@@ -73,23 +73,11 @@ const userHZ = 100
 // thread.
 func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, error) {
 	switch name {
-	case "stat":
-		return w.procStat(nspid, host, b)
-	case "statm":
-		f := strings.Fields(string(b))
-		if len(f) != 7 {
-			return nil, fmt.Errorf("statm: %d fields, want 7", len(f))
-		}
-		f[1], f[2] = "0", "0"
-		if _, ours := w.pr.startOf(nspid, host); !ours {
-			f = []string{"0", "0", "0", "0", "0", "0", "0"}
-		}
-		return []byte(strings.Join(f, " ") + "\n"), nil
-	case "status":
-		_, ours := w.pr.startOf(nspid, host)
-		return w.procStatus(b, host != 0, ours), nil
+	case "stat", "statm", "status":
+		start, ours := w.pr.startOf(nspid, host)
+		return w.procStatus(name, b, start, host != 0, ours)
 	case "mounts":
-		return w.procMounts(b), nil
+		return procMounts(b), nil
 	case "mountinfo":
 		return w.procMountinfo(b)
 	case "maps", "smaps", "smaps_rollup":
@@ -104,10 +92,78 @@ func (w *World) ProcFile(name string, nspid, host int32, b []byte) ([]byte, erro
 	return nil, fmt.Errorf("no procfs file %q", name)
 }
 
+// procStatus rewrites a process's stat, statm or status file; start is
+// its virtual start, self whether it reads its own file, ours whether it
+// is the run's.
+func (w *World) procStatus(name string, b []byte, start time.Duration, self, ours bool) ([]byte, error) {
+	switch name {
+	case "stat":
+		return procStat(b, start, self, ours)
+	case "statm":
+		f := strings.Fields(string(b))
+		if len(f) != 7 {
+			return nil, fmt.Errorf("statm: %d fields, want 7", len(f))
+		}
+		f[1], f[2] = "0", "0"
+		if !ours {
+			f = []string{"0", "0", "0", "0", "0", "0", "0"}
+		}
+		return []byte(strings.Join(f, " ") + "\n"), nil
+	}
+	return eachLine(b, func(line string) string {
+		key, val, ok := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
+		if !ok {
+			return line
+		}
+		switch key {
+		case "State":
+			if st := strings.Fields(val); len(st) > 0 {
+				if s := state(st[0], self); s != st[0] {
+					val = "\t" + stateNames[s] // state only changes to R or S
+				}
+			}
+		case "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmPTE":
+			val = zeroKB
+		case "VmPeak", "VmSize", "VmData", "VmStk", "VmExe", "VmLib":
+			if !ours {
+				val = zeroKB
+			}
+		case "Threads":
+			if !ours {
+				val = "\t1"
+			}
+		case "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches":
+			val = "\t0"
+		case "SigQ":
+			if _, limit, ok := strings.Cut(val, "/"); ok {
+				val = "\t0/" + limit
+			}
+		case "Cpus_allowed":
+			val = "\t" + cpuMask(w.cfg.CPUs)
+		case "Cpus_allowed_list":
+			val = "\t" + strings.TrimSuffix(w.cpuList(), "\n")
+		case "Mems_allowed":
+			val = "\t1"
+		case "Mems_allowed_list":
+			val = "\t0"
+		case "Speculation_Store_Bypass":
+			val = "\tthread vulnerable"
+		case "SpeculationIndirectBranch":
+			val = "\tconditional enabled"
+		case "THP_enabled":
+			val = "\t1"
+		}
+		return key + ":" + val + "\n"
+	}), nil
+}
+
+// zeroKB is a status file's size of 0.
+const zeroKB = "\t       0 kB"
+
 // procStat rewrites a stat line. Its second field, the command name in
 // parentheses, may hold spaces and parentheses: fields are counted from
 // the last ')'.
-func (w *World) procStat(nspid, host int32, b []byte) ([]byte, error) {
+func procStat(b []byte, start time.Duration, self, ours bool) ([]byte, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 > len(b) {
 		return nil, fmt.Errorf("stat: no command name in %q", b)
@@ -117,8 +173,7 @@ func (w *World) procStat(nspid, host int32, b []byte) ([]byte, error) {
 	if len(f) < 44-first+1 {
 		return nil, fmt.Errorf("stat: %d fields, want at least 44", len(f)+2)
 	}
-	start, ours := w.pr.startOf(nspid, host)
-	f[0] = state(f[0], host != 0)
+	f[0] = state(f[0], self)
 	for _, k := range []int{10, 11, 12, 13, 14, 15, 16, 17, 24, 39, 42, 43, 44} {
 		f[k-first] = "0"
 	}
@@ -146,53 +201,14 @@ func state(s string, self bool) string {
 
 var stateNames = map[string]string{"R": "R (running)", "S": "S (sleeping)"}
 
-func (w *World) procStatus(b []byte, self, ours bool) []byte {
+// eachLine rewrites b a line at a time: f gets each line with its newline
+// and returns what takes its place ("" leaves it out).
+func eachLine(b []byte, f func(line string) string) []byte {
 	var out bytes.Buffer
 	for _, line := range strings.SplitAfter(string(b), "\n") {
-		key, val, ok := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
-		if !ok {
-			out.WriteString(line)
-			continue
+		if line != "" {
+			out.WriteString(f(line))
 		}
-		switch key {
-		case "State":
-			if st := strings.Fields(val); len(st) > 0 {
-				if s := state(st[0], self); s != st[0] {
-					val = "\t" + stateNames[s] // state only changes to R or S
-				}
-			}
-		case "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmPTE":
-			val = fmt.Sprintf("\t%8d kB", 0)
-		case "VmPeak", "VmSize", "VmData", "VmStk", "VmExe", "VmLib":
-			if !ours {
-				val = fmt.Sprintf("\t%8d kB", 0)
-			}
-		case "Threads":
-			if !ours {
-				val = "\t1"
-			}
-		case "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches":
-			val = "\t0"
-		case "SigQ":
-			if _, limit, ok := strings.Cut(val, "/"); ok {
-				val = "\t0/" + limit
-			}
-		case "Cpus_allowed":
-			val = "\t" + cpuMask(w.cfg.CPUs)
-		case "Cpus_allowed_list":
-			val = "\t" + strings.TrimSuffix(w.cpuList(), "\n")
-		case "Mems_allowed":
-			val = "\t1"
-		case "Mems_allowed_list":
-			val = "\t0"
-		case "Speculation_Store_Bypass":
-			val = "\tthread vulnerable"
-		case "SpeculationIndirectBranch":
-			val = "\tconditional enabled"
-		case "THP_enabled":
-			val = "\t1"
-		}
-		out.WriteString(key + ":" + val + "\n")
 	}
 	return out.Bytes()
 }
@@ -250,20 +266,18 @@ func mountOptions(opts string) string {
 }
 
 // procMounts rewrites /proc/PID/mounts: "SOURCE TARGET TYPE OPTIONS 0 0".
-func (w *World) procMounts(b []byte) []byte {
-	var out bytes.Buffer
-	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+func procMounts(b []byte) []byte {
+	return eachLine(b, func(line string) string {
 		f := strings.Fields(line)
-		if len(f) >= 4 {
-			if ownMount(f[1]) {
-				continue
-			}
-			f[0], f[3] = mountSource(f[0]), mountOptions(f[3])
-			line = strings.Join(f, " ")
+		switch {
+		case len(f) < 4:
+			return line
+		case ownMount(f[1]):
+			return ""
 		}
-		out.WriteString(line + "\n")
-	}
-	return out.Bytes()
+		f[0], f[3] = mountSource(f[0]), mountOptions(f[3])
+		return strings.Join(f, " ") + "\n"
+	})
 }
 
 // procMountinfo rewrites /proc/PID/mountinfo ("ID PARENT MAJ:MIN ROOT
@@ -327,26 +341,24 @@ func (w *World) procMountinfo(b []byte) ([]byte, error) {
 // ones stat reports (the path stays at column 74, as the kernel pads it),
 // and every size but a mapping's own and its page sizes becomes 0.
 func (w *World) procMaps(b []byte) ([]byte, error) {
-	var out bytes.Buffer
-	for _, line := range strings.SplitAfter(string(b), "\n") {
+	var err error
+	out := eachLine(b, func(line string) string {
 		if key, val, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(val, " kB\n") && !strings.Contains(key, " ") {
 			switch key {
 			case "Size", "KernelPageSize", "MMUPageSize":
-				out.WriteString(line)
-			default:
-				fmt.Fprintf(&out, "%-16s%8d kB\n", key+":", 0)
+				return line
 			}
-			continue
+			return fmt.Sprintf("%-16s%8d kB\n", key+":", 0)
 		}
 		f := strings.SplitN(line, " ", 6) // the path may hold spaces
 		if len(f) < 6 || !strings.Contains(f[0], "-") {
-			out.WriteString(line) // VmFlags, THPeligible, ...
-			continue
+			return line // VmFlags, THPeligible, ...
 		}
 		var maj, min uint32
-		ino, err := strconv.ParseUint(f[4], 10, 64)
-		if _, err2 := fmt.Sscanf(f[3], "%x:%x", &maj, &min); err != nil || err2 != nil {
-			return nil, fmt.Errorf("maps: malformed line %q", line)
+		ino, err1 := strconv.ParseUint(f[4], 10, 64)
+		if _, err2 := fmt.Sscanf(f[3], "%x:%x", &maj, &min); err1 != nil || err2 != nil {
+			err = fmt.Errorf("maps: malformed line %q", line)
+			return line
 		}
 		if ino != 0 {
 			dev := Mkdev(maj, min)
@@ -355,40 +367,34 @@ func (w *World) procMaps(b []byte) ([]byte, error) {
 			f[4] = strconv.FormatUint(w.Ino(dev, ino), 10)
 		}
 		head := strings.Join(f[:5], " ")
-		path := strings.TrimLeft(f[5], " ")
-		if path == "\n" || path == "" {
-			out.WriteString(head + " " + path)
-			continue
+		if path := strings.TrimLeft(f[5], " "); path != "\n" && path != "" {
+			return fmt.Sprintf("%-72s %s", head, path)
 		}
-		fmt.Fprintf(&out, "%-72s %s", head, path)
-	}
-	return out.Bytes(), nil
+		return head + " " + f[5]
+	})
+	return out, err
 }
 
 // procIO zeroes the storage traffic in /proc/PID/io.
 func procIO(b []byte) []byte {
-	var out bytes.Buffer
-	for _, line := range strings.SplitAfter(string(b), "\n") {
+	return eachLine(b, func(line string) string {
 		switch key, _, _ := strings.Cut(line, ":"); key {
 		case "read_bytes", "write_bytes", "cancelled_write_bytes":
-			line = key + ": 0\n"
+			return key + ": 0\n"
 		}
-		out.WriteString(line)
-	}
-	return out.Bytes()
+		return line
+	})
 }
 
 // procSched zeroes the values of /proc/PID/sched ("name : value" lines
 // under a header), keeping the kernel's column widths.
 func procSched(b []byte) []byte {
-	var out bytes.Buffer
-	for _, line := range strings.SplitAfter(string(b), "\n") {
+	return eachLine(b, func(line string) string {
 		key, val, ok := strings.Cut(line, ":")
-		if ok && strings.HasSuffix(key, " ") && strings.TrimSpace(val) != "" {
-			v := strings.TrimRight(val, "\n")
-			line = key + ":" + fmt.Sprintf("%*s", len(v), "0") + "\n"
+		if !ok || !strings.HasSuffix(key, " ") || strings.TrimSpace(val) == "" {
+			return line
 		}
-		out.WriteString(line)
-	}
-	return out.Bytes()
+		v := strings.TrimRight(val, "\n")
+		return key + ":" + fmt.Sprintf("%*s", len(v), "0") + "\n"
+	})
 }

@@ -537,22 +537,6 @@ func TestMountTable(t *testing.T) {
 	}
 }
 
-func TestProcMaps(t *testing.T) {
-	w := world(t, 0)
-	maps := "55f90dad4000-55f90dae4000 r--p 00000000 fe:00 247026                     /usr/bin/cat\n" +
-		"55f90dae4000-55f90dae5000 rw-p 00000000 00:00 0 \n" +
-		"7f129fcb7000-7f129fcba000 r--p 00000000 00:2e 9980335                    /usr/lib/x86_64-linux-gnu/libc.so.6\n" +
-		"7fff0000-7fff1000 r-xp 00000000 fe:00 247026                             /usr/bin/cat (deleted)\n"
-	got, err := w.ProcFile("maps", 1, 0, []byte(maps))
-	want := "55f90dad4000-55f90dae4000 r--p 00000000 00:20 2                          /usr/bin/cat\n" +
-		"55f90dae4000-55f90dae5000 rw-p 00000000 00:00 0 \n" +
-		"7f129fcb7000-7f129fcba000 r--p 00000000 00:21 2                          /usr/lib/x86_64-linux-gnu/libc.so.6\n" +
-		"7fff0000-7fff1000 r-xp 00000000 00:20 2                                  /usr/bin/cat (deleted)\n"
-	if err != nil || string(got) != want {
-		t.Errorf("maps (%v):\n got %q\nwant %q", err, got, want)
-	}
-}
-
 func TestSysfsHidden(t *testing.T) {
 	w := world(t, 0) // 1 CPU
 	cpu := map[string]bool{"cpu0": true, "cpu1": true, "cpu12": true, "cpufreq": true, "possible": true, "kernel_max": true, "online": true}
@@ -587,37 +571,45 @@ func TestVmstat(t *testing.T) {
 	}
 }
 
-func TestProcSmapsAndIO(t *testing.T) {
-	w := world(t, 0)
-	smaps := "55cf061c6000-55cf061c8000 r--p 00000000 fe:00 247278                     /usr/bin/head\n" +
-		"Size:                  8 kB\nKernelPageSize:        4 kB\nRss:                   8 kB\nPrivate_Hugetlb:       4 kB\n" +
-		"THPeligible:    0\nVmFlags: rd mr mw me sd \n"
-	got, err := w.ProcFile("smaps", 1, 0, []byte(smaps))
-	want := "55cf061c6000-55cf061c8000 r--p 00000000 00:20 2                          /usr/bin/head\n" +
-		"Size:                  8 kB\nKernelPageSize:        4 kB\nRss:                   0 kB\nPrivate_Hugetlb:       0 kB\n" +
-		"THPeligible:    0\nVmFlags: rd mr mw me sd \n"
-	if err != nil || string(got) != want {
-		t.Errorf("smaps (%v):\n got %q\nwant %q", err, got, want)
-	}
-	io := "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 1744896\nwrite_bytes: 53248\ncancelled_write_bytes: 4096\n"
-	got, _ = w.ProcFile("io", 1, 0, []byte(io))
-	if want := "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n"; string(got) != want {
-		t.Errorf("io: %q", got)
+// TestProcFileRewrites rewrites files as read on the project's VM.
+func TestProcFileRewrites(t *testing.T) {
+	for _, c := range []struct{ name, in, want string }{
+		{"maps",
+			"55f90dad4000-55f90dae4000 r--p 00000000 fe:00 247026                     /usr/bin/cat\n" +
+				"55f90dae4000-55f90dae5000 rw-p 00000000 00:00 0 \n" +
+				"7f129fcb7000-7f129fcba000 r--p 00000000 00:2e 9980335                    /usr/lib/x86_64-linux-gnu/libc.so.6\n" +
+				"7fff0000-7fff1000 r-xp 00000000 fe:00 247026                             /usr/bin/cat (deleted)\n",
+			"55f90dad4000-55f90dae4000 r--p 00000000 00:20 2                          /usr/bin/cat\n" +
+				"55f90dae4000-55f90dae5000 rw-p 00000000 00:00 0 \n" +
+				"7f129fcb7000-7f129fcba000 r--p 00000000 00:21 2                          /usr/lib/x86_64-linux-gnu/libc.so.6\n" +
+				"7fff0000-7fff1000 r-xp 00000000 00:20 2                                  /usr/bin/cat (deleted)\n"},
+		{"smaps",
+			"55cf061c6000-55cf061c8000 r--p 00000000 fe:00 247278                     /usr/bin/head\n" +
+				"Size:                  8 kB\nKernelPageSize:        4 kB\nRss:                   8 kB\nPrivate_Hugetlb:       4 kB\n" +
+				"THPeligible:    0\nVmFlags: rd mr mw me sd \n",
+			"55cf061c6000-55cf061c8000 r--p 00000000 00:20 2                          /usr/bin/head\n" +
+				"Size:                  8 kB\nKernelPageSize:        4 kB\nRss:                   0 kB\nPrivate_Hugetlb:       0 kB\n" +
+				"THPeligible:    0\nVmFlags: rd mr mw me sd \n"},
+		{"io",
+			"rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 1744896\nwrite_bytes: 53248\ncancelled_write_bytes: 4096\n",
+			"rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n"},
+		{"sched",
+			"cat (100, #threads: 1)\n-------------------------------------------------------------------\n" +
+				"se.exec_start                                :       8395157.775109\nnr_switches                                  :                    3\n" +
+				"current_node=0, numa_group_id=0\n",
+			"cat (100, #threads: 1)\n-------------------------------------------------------------------\n" +
+				"se.exec_start                                :                    0\nnr_switches                                  :                    0\n" +
+				"current_node=0, numa_group_id=0\n"},
+	} {
+		got, err := world(t, 0).ProcFile(c.name, 100, 0, []byte(c.in))
+		if err != nil || string(got) != c.want {
+			t.Errorf("%s (%v):\n got %q\nwant %q", c.name, err, got, c.want)
+		}
 	}
 }
 
-func TestSchedAndKernelFiles(t *testing.T) {
+func TestKernelFiles(t *testing.T) {
 	w := world(t, 0)
-	sched := "cat (100, #threads: 1)\n-------------------------------------------------------------------\n" +
-		"se.exec_start                                :       8395157.775109\nnr_switches                                  :                    3\n" +
-		"current_node=0, numa_group_id=0\n"
-	got, err := w.ProcFile("sched", 100, 0, []byte(sched))
-	want := "cat (100, #threads: 1)\n-------------------------------------------------------------------\n" +
-		"se.exec_start                                :                    0\nnr_switches                                  :                    0\n" +
-		"current_node=0, numa_group_id=0\n"
-	if err != nil || string(got) != want {
-		t.Errorf("sched (%v):\n got %q\nwant %q", err, got, want)
-	}
 	for path, want := range map[string]string{
 		"/proc/sys/kernel/threads-max": "32768\n",
 		"/proc/sys/fs/file-nr":         "1024\t0\t419430\n",
