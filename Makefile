@@ -28,7 +28,7 @@ test: vet ## unprivileged unit tests (fast)
 
 root-test: ## tests that need root: the tracer and the agent on this kernel
 	@test "$$(id -u)" = 0 || { echo "root-test: run as root"; exit 1; }
-	LOCKSTEP_ROOT_TESTS=1 $(GO) test -count=1 -v -run . ./runner/ ./seccomp/... ./tracer/ 2>&1 | tee /tmp/lockstep-root-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+exec_root_test)' ; test $${PIPESTATUS[0]} -eq 0
+	LOCKSTEP_ROOT_TESTS=1 $(GO) test -count=1 -v -run . ./runner/ ./seccomp/... ./tracer/ ./hostcap/ 2>&1 | tee /tmp/lockstep-root-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+exec_root_test)' ; test $${PIPESTATUS[0]} -eq 0
 
 integration: ## tests against real containerd and runc (private containerd instances, the shim)
 	@test "$$(id -u)" = 0 || { echo "integration: run as root"; exit 1; }

@@ -25,6 +25,7 @@ func commands() []command {
 		{"pipe", "a verified stage of a pipeline: cmd0 | lockstep pipe IMAGE -- cmd1 | ...", pipeMain},
 		{"provider", "serve replicas on this host's containerd to lockstep run --provider", providerMain},
 		{"replay", "start one more copy of a recorded run and check it reproduces the output", replayMain},
+		{"doctor", "measure what this host can make deterministic (rdtsc, cpuid, seccomp, ptrace, BPF, ...)", doctorMain},
 		{"diff", "compare two runs' digest chains (lockstep exec --digests)", diffMain},
 		{"log", "the replicated input log: create, append, cat, verify, export, import, status", logMain},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println(Version); return 0 }},

@@ -5,11 +5,11 @@ package tracer
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strings"
+	"slices"
 	"time"
 	"unsafe"
 
+	"github.com/lockstep-run/lockstep/hostcap"
 	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
 )
@@ -64,23 +64,16 @@ type Throttle interface {
 	Behind() bool
 }
 
-// New returns a tracer serving w.
+// New returns a tracer serving w. It arms CPUID faulting at every exec
+// where this host can (hostcap measures it once per process).
 func New(w *virt.World) *Tracer {
-	return &Tracer{world: w, cpuidFault: CPUIDFaultingSupported(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}}
+	return &Tracer{world: w, cpuidFault: CPUIDFaulting(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}}
 }
 
-// CPUIDFaultingSupported reports whether this CPU can make cpuid fault.
-func CPUIDFaultingSupported() bool {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "flags") {
-			return strings.Contains(line+" ", " cpuid_fault ")
-		}
-	}
-	return false
+// CPUIDFaulting reports whether cpuid faults on this host once armed.
+func CPUIDFaulting() bool {
+	leaks, err := hostcap.Leaks()
+	return err == nil && !slices.Contains(leaks, hostcap.CPUID)
 }
 
 // Seize attaches to thread tid, the root of the tree; its status is the
