@@ -45,6 +45,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	audit := fs.Bool("audit", false, "list the nondeterministic syscalls and files the run touched that the profile does not answer (eBPF), on stderr")
 	baseEnv := fs.String("base-env", "minimal", "the command's environment before --env: minimal (PATH and HOME), empty, or host (lockstep's own, which differs from host to host)")
 	envs := fs.StringArray("env", nil, "set `KEY=VALUE` in the command's environment (KEY alone: the caller's value); repeatable")
+	require := requireFlag(fs)
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -68,6 +69,13 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	env, err := commandEnv(*baseEnv, *envs)
 	if err != nil {
 		return errorf(stderr, exitUsage, "exec: %v", err)
+	}
+	required, code := parseRequire("exec", *require, stderr)
+	if code >= 0 {
+		return code
+	}
+	if code := hostGuard("exec", required, stderr); code >= 0 {
+		return code
 	}
 	if *verify {
 		if *logPath != "" {

@@ -70,6 +70,11 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
+	// Said once here; each job's leaks go into its reports and verdict,
+	// and a job that requires a leaking source is refused.
+	if code := hostGuard("provider", nil, stderr); code >= 0 {
+		return code
+	}
 	p := &replicate.Local{ProviderName: *name, Containerd: *address, Namespace: *ns, Logd: logd.NewClient(*logdAddr), Key: key, Annotations: ann}
 	defer p.Close()
 	ln, err := net.Listen("tcp", *listen)

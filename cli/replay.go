@@ -19,7 +19,9 @@ Starts one more copy of a recorded run (lockstep run --record LOG) from its
 input log, and checks that it reproduces the recorded output and exit
 status (LOG.digests); where it does not, names the first differing
 checkpoint. The log is verified first (signatures, roots, order). Exit
-status 0: reproduced; 3: it differs. See docs/run.md.
+status 0: reproduced; 3: it differs; 4: it differs on a host that cannot
+make a source deterministic (rdtsc, cpuid: lockstep doctor), which can
+explain it. See docs/run.md.
 
 Flags:
 `
@@ -30,6 +32,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's `SOCKET`")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
 	keyFile := fs.String("key", "", "trust only this public key `FILE` for the log's checkpoints")
+	require := requireFlag(fs)
 	fs.Usage = func() { io.WriteString(stderr, replayUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -40,6 +43,10 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() < 2 {
 		fs.Usage()
 		return exitUsage
+	}
+	required, code := parseRequire("replay", *require, stderr)
+	if code >= 0 {
+		return code
 	}
 	logPath := fs.Arg(0)
 	pub, err := loadPublicKey(*keyFile)
@@ -56,6 +63,9 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	recorded, err := ebpf.ReadCheckpoints(logPath + ".digests")
 	if err != nil {
 		return errorf(stderr, exitUsage, "replay: %v (lockstep run --record writes it)", err)
+	}
+	if code := hostGuard("replay", required, stderr); code >= 0 {
+		return code
 	}
 	if err := batchScheduling(); err != nil {
 		fmt.Fprintf(stderr, "replay: warning: %v (the replay goes on, slower)\n", err)
@@ -96,6 +106,10 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		default:
 			fmt.Fprintf(stderr, "lockstep replay: DIFFERS: %s at checkpoint %d, bytes %d..%d\n", d.Stream, d.Index, d.A.Start, max(d.A.End, d.B.End))
 		}
+	}
+	if len(verdict.Leaks) > 0 {
+		fmt.Fprintf(stderr, "lockstep replay: not blamed on the log: %s\n", leakList(verdict.Leaks))
+		return exitHostLimited
 	}
 	return 3
 }

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/lockstep-run/lockstep/ebpf"
@@ -32,7 +34,11 @@ agreed. Replicas run on the local containerd (--address), or on the
 provider hosts given by --provider (each runs lockstep provider and reads
 the log from the logd given by --logd). The exit status is the agreed one;
 if a replica differs from the majority, or no majority forms, the replicas
-are named on stderr and the exit status is 3. See docs/run.md.
+are named on stderr and the exit status is 3; where the replicas differ
+and a host of theirs cannot make a source deterministic (rdtsc, cpuid:
+lockstep doctor), none is blamed and the exit status is 4. Exit 125: the
+run could not start (image, containerd, logd, a provider; --require).
+See docs/run.md.
 
 Flags:
 `
@@ -71,6 +77,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
+	require := requireFlag(fs)
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
 	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +89,10 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	if fs.NArg() < 1 || *replicas < 1 || *checkpoint < 1 {
 		fs.Usage()
 		return exitUsage
+	}
+	required, code := parseRequire(name, *require, stderr)
+	if code >= 0 {
+		return code
 	}
 	if len(*providers) > 0 && *logdAddr == "" {
 		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", name)
@@ -112,6 +123,9 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 		ps = append(ps, &replicate.Remote{Addr: a, Token: token})
 	}
 	if len(ps) == 0 {
+		if code := hostGuard(name, required, stderr); code >= 0 {
+			return code
+		}
 		local := localProvider(*address, *ns, client)
 		defer local.Close()
 		ps = append(ps, local)
@@ -124,6 +138,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 		Providers: ps, Image: fs.Arg(0), Args: fs.Args()[1:],
 		Replicas: *replicas, Seed: *seed, Logd: client, Stream: stream,
 		Stdin: os.Stdin, Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: *checkpoint,
+		Require: required,
 	}
 	if showProgress {
 		o.Progress = func(p replicate.Progress) {
@@ -150,7 +165,17 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	} else {
 		printVerdict(stderr, name, v)
 	}
-	if !v.Agreed {
+	return verdictExit(v)
+}
+
+// verdictExit is a run's exit status: the agreed one, exitHostLimited
+// where the replicas differ as their hosts can explain, 3 where they
+// diverge otherwise.
+func verdictExit(v replicate.Verdict) int {
+	switch {
+	case v.HostLimited:
+		return exitHostLimited
+	case !v.Agreed:
 		return 3
 	}
 	return v.ExitCode
@@ -159,10 +184,16 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 // printVerdict says what went wrong, if anything.
 func printVerdict(w io.Writer, name string, v replicate.Verdict) {
 	if v.Agreed && len(v.Lost) == 0 {
+		if len(v.Leaks) > 0 {
+			fmt.Fprintf(w, "lockstep %s: %s, though %s\n", name, v.Detail, leakList(v.Leaks))
+		}
 		return
 	}
 	word := "DIVERGED"
-	if v.Agreed {
+	switch {
+	case v.HostLimited:
+		word = "NOT VERIFIED"
+	case v.Agreed:
 		word = "verified by a majority"
 	}
 	fmt.Fprintf(w, "lockstep %s: %s: %s\n", name, word, v.Detail)
@@ -174,6 +205,16 @@ func printVerdict(w io.Writer, name string, v replicate.Verdict) {
 	if v.Log.State != "" {
 		fmt.Fprintf(w, "lockstep %s:   log verdict: %s, %s\n", name, v.Log.State, v.Log.Detail)
 	}
+}
+
+// leakList says which replicas' hosts could not make what deterministic.
+func leakList(leaks map[string][]string) string {
+	var who []string
+	for r, l := range leaks {
+		who = append(who, r+" ("+strings.Join(l, ", ")+")")
+	}
+	slices.Sort(who)
+	return "the hosts of " + strings.Join(who, ", ") + " cannot make these sources deterministic (lockstep doctor)"
 }
 
 // localProvider runs replicas on the containerd at address, with a key

@@ -295,3 +295,26 @@ func TestTraces(t *testing.T) {
 		t.Errorf("a trace under the reports' key: %v", err)
 	}
 }
+
+// A report's leaks are signed with it and reach the verdict, whose detail
+// says a divergence may be the hosts'.
+func TestReportLeaks(t *testing.T) {
+	r := Report{Stream: "s", Replica: "a", Size: 1, Digest: "x", Leaks: []string{"rdtsc"}}
+	r.Sign(key(t, 3))
+	plain := r
+	plain.Leaks = nil
+	if !ed25519.Verify(mustKey(t, r.Key), r.text(), r.Sig) || ed25519.Verify(mustKey(t, r.Key), plain.text(), r.Sig) {
+		t.Error("the leaks are not part of the signed text")
+	}
+	if d := HostLimited(map[string][]string{"b": {"rdtsc", "cpuid"}, "a": {"rdtsc"}}); !strings.HasPrefix(d, "the hosts of a (rdtsc), b (rdtsc, cpuid) cannot") {
+		t.Errorf("detail: %s", d)
+	}
+}
+
+func mustKey(t *testing.T, s string) ed25519.PublicKey {
+	k, err := DecodeKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -27,13 +27,20 @@ type Report struct {
 	Root    tlog.Hash `json:"root"`
 	Digest  string    `json:"digest"` // hex of the output digest chain at this point
 	Final   bool      `json:"final,omitempty"`
-	Sig     []byte    `json:"sig"`
+	// Leaks are the sources the replica's host cannot make deterministic
+	// (hostcap: rdtsc, cpuid), so that a verifier does not take a
+	// difference they explain for a cheating replica.
+	Leaks []string `json:"leaks,omitempty"`
+	Sig   []byte   `json:"sig"`
 }
 
 func (r *Report) text() []byte {
 	t := fmt.Sprintf("lockstep-log digest v1\n%s\n%s\n%d\n%s\n%s\n", r.Stream, r.Replica, r.Size, r.Root, r.Digest)
 	if r.Final {
 		t += "final\n"
+	}
+	if len(r.Leaks) > 0 {
+		t += "leaks " + strings.Join(r.Leaks, ",") + "\n"
 	}
 	return []byte(t)
 }
@@ -109,6 +116,9 @@ type Verdict struct {
 	Replicas []string `json:"replicas"`
 	Odd      []string `json:"odd,omitempty"` // diverged: the replicas outside the majority
 	Detail   string   `json:"detail"`
+	// Leaks: replica -> the sources its host could not make deterministic.
+	// Where a diverged verdict has any, the difference may be the hosts'.
+	Leaks map[string][]string `json:"leaks,omitempty"`
 }
 
 // Verdict compares the replicas' digests at each reported size. want is
@@ -123,6 +133,7 @@ func (s *Store) Verdict(ctx context.Context, stream string, want int) (Verdict, 
 	bySize := map[int64]map[string]string{} // size -> replica -> digest
 	finals := map[string]string{}           // replica -> final digest
 	replicas := map[string]bool{}
+	leaks := map[string][]string{}
 	for _, kv := range resp.Kvs {
 		if strings.HasSuffix(string(kv.Key), "/key") {
 			continue
@@ -132,6 +143,9 @@ func (s *Store) Verdict(ctx context.Context, stream string, want int) (Verdict, 
 			return Verdict{}, err
 		}
 		replicas[r.Replica] = true
+		if len(r.Leaks) > 0 {
+			leaks[r.Replica] = r.Leaks
+		}
 		if r.Final {
 			finals[r.Replica] = r.Digest
 			continue
@@ -141,7 +155,26 @@ func (s *Store) Verdict(ctx context.Context, stream string, want int) (Verdict, 
 		}
 		bySize[r.Size][r.Replica] = r.Digest
 	}
-	return judge(bySize, finals, replicas, want), nil
+	v := judge(bySize, finals, replicas, want)
+	if len(leaks) > 0 {
+		v.Leaks = leaks
+		if v.State == "diverged" {
+			v.Detail += "; " + HostLimited(leaks)
+		}
+	}
+	return v, nil
+}
+
+// HostLimited says that a difference between replicas may be their hosts'
+// doing: leaks maps replicas to what their hosts cannot make
+// deterministic.
+func HostLimited(leaks map[string][]string) string {
+	var who []string
+	for r, l := range leaks {
+		who = append(who, r+" ("+strings.Join(l, ", ")+")")
+	}
+	sort.Strings(who)
+	return "the hosts of " + strings.Join(who, ", ") + " cannot make these sources deterministic: the difference may be the hosts', so no replica is named a cheater (lockstep doctor; --require refuses such hosts)"
 }
 
 // judge compares the reports at each size in order; the first size where

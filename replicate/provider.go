@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
+	"github.com/lockstep-run/lockstep/hostcap"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/shim"
 )
@@ -30,12 +31,18 @@ type Job struct {
 	Key     string   `json:"key"` // the stream's checkpoint key (logd.EncodeKey): trust no other
 	Image   string   `json:"image"`
 	Args    []string `json:"args,omitempty"` // nil: the image's command
+	// Require names sources (hostcap: rdtsc, cpuid) the provider's host
+	// must make deterministic: one that cannot refuses the job.
+	Require []string `json:"require,omitempty"`
 }
 
 // Result is how a replica ended.
 type Result struct {
 	Exit   int    `json:"exit"`
 	Digest string `json:"digest"` // Digest(output, exit), as reported to logd
+	// Leaks are the sources the provider's host could not make
+	// deterministic for this run (hostcap.Leaks), as signed in its report.
+	Leaks []string `json:"leaks,omitempty"`
 }
 
 // Sink receives a replica's output and progress. Write may block: that is
@@ -43,6 +50,9 @@ type Result struct {
 type Sink interface {
 	io.Writer
 	Consumed(entries int64) // the container has read the stream's first entries
+	// HostLeaks names, before the run starts, the sources the provider's
+	// host cannot make deterministic (hostcap.Leaks), if any.
+	HostLeaks(sources []string)
 }
 
 // digestingSink is a Sink that digests every byte it is given (the
@@ -119,6 +129,16 @@ func (p *Local) Close() error {
 // its seed, its input entries are its stdin, its stdout goes to out. Then
 // it reports the signed digest of the output to logd.
 func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
+	leaks, err := hostcap.Leaks()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := hostcap.Require(j.Require, leaks); err != nil {
+		return Result{}, fmt.Errorf("provider %s: %w", p.Name(), err)
+	}
+	if len(leaks) > 0 {
+		out.HostLeaks(leaks)
+	}
 	client, err := p.containerd()
 	if err != nil {
 		return Result{}, err
@@ -237,7 +257,7 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Exit: int(code), Digest: digest.Sum(int(code))}
+	res := Result{Exit: int(code), Digest: digest.Sum(int(code)), Leaks: leaks}
 	return res, p.report(context.WithoutCancel(ctx), j, f, read, res)
 }
 
@@ -248,7 +268,7 @@ func (p *Local) report(ctx context.Context, j Job, f *streamReader, size int64, 
 	if err != nil {
 		return err
 	}
-	r := logd.Report{Stream: j.Stream, Replica: j.Replica, Size: size, Root: root, Digest: res.Digest, Final: true}
+	r := logd.Report{Stream: j.Stream, Replica: j.Replica, Size: size, Root: root, Digest: res.Digest, Final: true, Leaks: res.Leaks}
 	r.Sign(p.Key)
 	if err := p.Logd.Report(ctx, r); err != nil {
 		return fmt.Errorf("report the digest: %w", err)

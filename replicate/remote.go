@@ -21,6 +21,7 @@ import (
 const (
 	frameOutput   = 'o' // the container's stdout bytes
 	frameConsumed = 'c' // 8 bytes: entries of the stream the container has read
+	frameLeaks    = 'l' // the sources the host cannot make deterministic, comma-separated
 	frameResult   = 'r' // the Result as JSON; the last frame
 	frameError    = 'e' // why the replica failed; the last frame
 
@@ -106,6 +107,10 @@ func (f *frameWriter) Consumed(n int64) {
 	f.frame(frameConsumed, b[:])
 }
 
+func (f *frameWriter) HostLeaks(sources []string) {
+	f.frame(frameLeaks, []byte(strings.Join(sources, ",")))
+}
+
 // Remote is a provider host running `lockstep provider`.
 type Remote struct {
 	Addr  string // host:port or URL
@@ -174,6 +179,8 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 			if n == 8 {
 				out.Consumed(int64(binary.BigEndian.Uint64(b)))
 			}
+		case frameLeaks:
+			out.HostLeaks(strings.Split(string(b), ","))
 		case frameResult:
 			var res Result
 			if err := json.Unmarshal(b, &res); err != nil {

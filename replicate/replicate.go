@@ -36,6 +36,10 @@ type Options struct {
 	// Progress, if set, gets a status line now and then.
 	Progress func(Progress)
 
+	// Require names sources every replica's host must make deterministic
+	// (hostcap); a provider whose host cannot refuses the job.
+	Require []string
+
 	// Replay, if set, is a recorded stream already imported into Logd:
 	// the replicas read it instead of a new stream fed from Stdin.
 	Replay *logd.Verified
@@ -58,17 +62,23 @@ type Verdict struct {
 	Replicas []ReplicaReport `json:"replicas"`
 	Detail   string          `json:"detail"`
 	Log      logd.Verdict    `json:"log_verdict"` // logd's verifier, from the providers' signed reports
+	// Leaks: replica -> the sources its host could not make deterministic.
+	Leaks map[string][]string `json:"leaks,omitempty"`
+	// HostLimited: the replicas differ, and hosts that could not make a
+	// source deterministic can explain it: no replica is named odd for it.
+	HostLimited bool `json:"host_limited,omitempty"`
 }
 
 // ReplicaReport is one replica's part in the verdict.
 type ReplicaReport struct {
-	Name     string `json:"name"`
-	Provider string `json:"provider"`
-	State    string `json:"state"` // "agreed", "odd", "lost" or "stopped" (no majority)
-	Bytes    int64  `json:"bytes"` // output received
-	Exit     int    `json:"exit"`
-	Digest   string `json:"digest,omitempty"`
-	Why      string `json:"why,omitempty"`
+	Name     string   `json:"name"`
+	Provider string   `json:"provider"`
+	State    string   `json:"state"` // "agreed", "odd", "differs" (HostLimited), "lost" or "stopped" (no majority)
+	Bytes    int64    `json:"bytes"` // output received
+	Exit     int      `json:"exit"`
+	Digest   string   `json:"digest,omitempty"`
+	Why      string   `json:"why,omitempty"`
+	Leaks    []string `json:"leaks,omitempty"` // what its host could not make deterministic
 }
 
 // ErrStdout is the run's end when its stdout fails (a closed pipe).
@@ -97,7 +107,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	v := newVoter(o, cancel)
 	var wg sync.WaitGroup
 	for i, r := range v.reps {
-		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Args: o.Args}
+		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Args: o.Args, Require: o.Require}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -116,6 +126,9 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if err != nil {
 		cancel()
 		<-replicasDone
+		return Verdict{}, err
+	}
+	if err := v.noneRan(); err != nil {
 		return Verdict{}, err
 	}
 	out := v.verdict()
@@ -262,8 +275,9 @@ type replica struct {
 	digest   *Digest
 	total    int64
 	consumed int64
-	odd      string // why it is out of the vote
-	closed   bool   // the vote is over
+	odd      string   // why it is out of the vote
+	leaks    []string // what its provider's host cannot make deterministic
+	closed   bool     // the vote is over
 	done     bool
 	res      Result
 	err      error
@@ -295,6 +309,12 @@ func (r *replica) Consumed(n int64) {
 	r.consumed = max(r.consumed, n)
 	r.mu.Unlock()
 	r.changed()
+}
+
+func (r *replica) HostLeaks(sources []string) {
+	r.mu.Lock()
+	r.leaks = sources
+	r.mu.Unlock()
 }
 
 func (r *replica) finish(res Result, err error) {
@@ -684,74 +704,4 @@ func names(rs []*replica) string {
 	}
 	sort.Strings(s)
 	return strings.Join(s, ", ")
-}
-
-// verdict judges the ended run: the majority is the replicas with the same
-// output digest and exit status, checked against what each provider
-// reported.
-func (v *voter) verdict() Verdict {
-	out := Verdict{Bytes: v.sent, ExitCode: 1}
-	groups := map[string][]*replica{}
-	for _, r := range v.reps {
-		rep := ReplicaReport{Name: r.name, Provider: r.provider, Bytes: r.total, Exit: r.res.Exit, Digest: r.res.Digest}
-		received := r.digest.Sum(r.res.Exit)
-		switch {
-		case r.err != nil && v.over && errors.Is(r.err, context.Canceled):
-			rep.State, rep.Why = "stopped", v.fault
-		case r.err != nil:
-			rep.State, rep.Why = "lost", r.err.Error()
-			out.Lost = append(out.Lost, r.name)
-		case r.res.Digest != received:
-			// The provider signed a digest of other output than it sent.
-			rep.State, rep.Why = "odd", fmt.Sprintf("its provider reported digest %.16s… for output whose digest is %.16s…", r.res.Digest, received)
-		default:
-			groups[received] = append(groups[received], r)
-		}
-		out.Replicas = append(out.Replicas, rep)
-	}
-	majority := ""
-	for d, rs := range groups {
-		if len(rs) >= v.need {
-			majority = d
-			out.ExitCode = rs[0].res.Exit
-		}
-	}
-	for i, r := range v.reps {
-		rep := &out.Replicas[i]
-		if rep.State != "" {
-			if rep.State == "odd" {
-				out.Odd = append(out.Odd, r.name)
-			}
-			continue
-		}
-		if r.digest.Sum(r.res.Exit) == majority && r.odd == "" && !v.over {
-			rep.State = "agreed"
-			continue
-		}
-		rep.State, rep.Why = "odd", r.odd
-		if rep.Why == "" {
-			rep.Why = "its output or exit status differs from the majority's"
-		}
-		out.Odd = append(out.Odd, r.name)
-	}
-	out.Agreed = majority != "" && len(out.Odd) == 0 && !v.over
-	agreed := len(v.reps) - len(out.Odd) - len(out.Lost)
-	switch {
-	case out.Agreed && len(out.Lost) == 0:
-		out.Detail = fmt.Sprintf("%d replicas agree: %d bytes, exit status %d", len(v.reps), v.sent, out.ExitCode)
-	case majority != "" && !v.over:
-		var why []string
-		for _, r := range out.Replicas {
-			if r.State != "agreed" {
-				why = append(why, fmt.Sprintf("%s on %s is %s: %s", r.Name, r.Provider, r.State, r.Why))
-			}
-		}
-		out.Detail = fmt.Sprintf("a majority of %d of %d agrees (%d bytes, exit status %d); %s", agreed, len(v.reps), v.sent, out.ExitCode, strings.Join(why, "; "))
-	default:
-		out.Detail = "no majority: " + v.fault
-		if len(out.Lost) > 0 {
-			out.Detail += fmt.Sprintf(" (%d of %d replicas lost)", len(out.Lost), len(v.reps))
-		}
-	}
-	return out
 }

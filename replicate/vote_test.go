@@ -177,3 +177,42 @@ func TestVoteChecksALateReplicaAtEachCheckpoint(t *testing.T) {
 		t.Errorf("a late replica that ended early: %q", odd)
 	}
 }
+
+// A difference between replicas whose hosts could not make rdtsc
+// deterministic names no replica odd: the verdict says the host can
+// explain it. The same difference with no such host names the replica.
+func TestVerdictHostLimited(t *testing.T) {
+	for _, leaky := range []bool{false, true} {
+		v := newVote(t)
+		if leaky {
+			for _, r := range v.reps {
+				r.HostLeaks([]string{"rdtsc"})
+			}
+		}
+		want := output(1000)
+		bad := bytes.Clone(want)
+		bad[10] = 'X'
+		v.writeAll(want, want, bad)
+		v.end(t)
+		for _, r := range v.reps {
+			r.res.Digest = r.digest.Sum(0)
+		}
+		out := v.verdict()
+		if !leaky {
+			if out.Agreed || out.HostLimited || len(out.Odd) != 1 || out.Replicas[2].State != "odd" {
+				t.Errorf("no leaks: %+v", out)
+			}
+			continue
+		}
+		if out.Agreed || !out.HostLimited || len(out.Odd) != 0 || out.Replicas[2].State != "differs" ||
+			!strings.HasPrefix(out.Detail, "host cannot make rdtsc deterministic") || len(out.Leaks) != 3 {
+			t.Errorf("rdtsc leaks: %+v", out)
+		}
+		// A provider that signs a digest of other output is named whatever
+		// its host.
+		v.reps[1].res.Digest = "forged"
+		if out := v.verdict(); len(out.Odd) != 1 || out.Odd[0] != "replica-1" || out.Replicas[1].State != "odd" {
+			t.Errorf("a forged digest on a leaky host: %+v", out)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/hostcap"
 	"github.com/lockstep-run/lockstep/logd/wire"
 	"github.com/lockstep-run/lockstep/seccomp/agent"
 	"github.com/lockstep-run/lockstep/tracer"
@@ -87,6 +88,12 @@ func runAgent(arg string) int {
 	if err := json.Unmarshal([]byte(arg), &cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "lockstep agent: bad configuration: %v\n", err)
 		return 2
+	}
+	// Measured before anything is traced: the probes are children, and
+	// the tracer reaps every child.
+	if _, err := hostcap.Leaks(); err != nil {
+		fmt.Fprintf(os.Stderr, "lockstep agent: %v\n", err)
+		return 1
 	}
 	a := &containerAgent{cfg: cfg, fatal: make(chan error, 1)}
 	for i := range cfg.Stdio {
@@ -413,7 +420,8 @@ func reportTrace(st Settings, cps []ebpf.Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	t := wire.Trace{Stream: st.Stream, Replica: st.Replica, Checkpoints: b}
+	leaks, _ := hostcap.Leaks() // measured when the agent started
+	t := wire.Trace{Stream: st.Stream, Replica: st.Replica, Checkpoints: b, Leaks: leaks}
 	t.Sign(key)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -27,6 +27,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	"github.com/lockstep-run/lockstep/hostcap"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -37,7 +38,12 @@ const RuntimeName = "io.containerd.lockstep.v1"
 // Register registers the Lockstep task service as the shim's "task" TTRPC
 // plugin: runc's task service with Create, Exec, Wait and Delete wrapped,
 // and its TaskExit events held until the output is drained.
+//
+// It measures what the host cannot make deterministic first
+// (hostcap.Leaks runs probe programs as children): the shim reaps every
+// child once it serves.
 func Register() {
+	hostcap.Leaks()
 	plugin.Register(&plugin.Registration{
 		Type:     plugin.TTRPCPlugin,
 		ID:       "task",
@@ -133,6 +139,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := settings.ApplyAnnotations(spec.Annotations); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "lockstep: %v", err)
 	}
+	if err := checkHost(ctx, r.ID, settings.Require); err != nil {
+		return nil, err
+	}
 	helper, err := helperPath()
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "lockstep: %v", err)
@@ -179,6 +188,22 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.stdio.add(r.ID, "", stdout, stderr)
 	go s.watch(r.ID, ap)
 	return resp, nil
+}
+
+// checkHost refuses a container that requires a source this host cannot
+// make deterministic, and otherwise says in the shim's log what leaks.
+func checkHost(ctx context.Context, id string, required []string) error {
+	leaks, err := hostcap.Leaks()
+	if err != nil {
+		return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "lockstep: %v", err)
+	}
+	if err := hostcap.Require(required, leaks); err != nil {
+		return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "lockstep: %s: %v", AnnotationRequire, err)
+	}
+	if w := hostcap.Warning(leaks); w != "" {
+		log.G(ctx).WithField("id", id).Warn("lockstep: " + w)
+	}
+	return nil
 }
 
 func applyRuntimeOptions(s *Settings, o *runtimeoptions.Options) error {

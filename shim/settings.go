@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lockstep-run/lockstep/hostcap"
 	"github.com/lockstep-run/lockstep/virt"
 	"github.com/pelletier/go-toml"
 )
@@ -24,6 +25,7 @@ const (
 	AnnotationLog      = "io.lockstep.log"      // absolute host path: record, or replay if it exists
 	AnnotationDigests  = "io.lockstep.digests"  // absolute host path: the I/O digest chains (eBPF), written at delete
 	AnnotationAudit    = "io.lockstep.audit"    // absolute host path: the audit's findings (eBPF), written at delete
+	AnnotationRequire  = "io.lockstep.require"  // sources the host must make deterministic (rdtsc, cpuid, all): create fails where it cannot
 
 	// The digest chains reported to logd as a replica's trace at delete
 	// (all four, or none).
@@ -39,6 +41,8 @@ type Settings struct {
 	Log     string // exec log path on the host, "" for none
 	Digests string // where to write the digest chains, "" for none
 	Audit   string // where to write the audit, "" for none
+	// Require names sources (hostcap) the host must make deterministic.
+	Require []string
 
 	// Where to report the digest chains as a trace ("" for nowhere).
 	Logd, Stream, Replica, Key string
@@ -83,7 +87,7 @@ func (s *Settings) applyTOML(name string, b []byte) error {
 	for _, k := range tree.Keys() {
 		key, ok := optionKeys[k]
 		if !ok {
-			return fmt.Errorf("runtime options %s: unknown key %q (want seed, epoch, cpus, memory, hostname, log, digests, audit, logd, stream, replica, key)", name, k)
+			return fmt.Errorf("runtime options %s: unknown key %q (want seed, epoch, cpus, memory, hostname, log, digests, audit, require, logd, stream, replica, key)", name, k)
 		}
 		values[key] = fmt.Sprint(tree.Get(k))
 	}
@@ -93,7 +97,7 @@ func (s *Settings) applyTOML(name string, b []byte) error {
 var optionKeys = map[string]string{
 	"seed": AnnotationSeed, "epoch": AnnotationEpoch, "cpus": AnnotationCPUs,
 	"memory": AnnotationMemory, "hostname": AnnotationHostname, "log": AnnotationLog,
-	"digests": AnnotationDigests, "audit": AnnotationAudit,
+	"digests": AnnotationDigests, "audit": AnnotationAudit, "require": AnnotationRequire,
 	"logd": AnnotationLogd, "stream": AnnotationStream, "replica": AnnotationReplica, "key": AnnotationKey,
 }
 
@@ -137,6 +141,8 @@ func (s *Settings) apply(values map[string]string, where string) error {
 				err = fmt.Errorf("want logd's URL, http://HOST:PORT")
 			}
 			s.Logd = v
+		case AnnotationRequire:
+			s.Require, err = hostcap.ParseRequire(v)
 		case AnnotationStream, AnnotationReplica:
 			*map[string]*string{AnnotationStream: &s.Stream, AnnotationReplica: &s.Replica}[key] = v
 		default:

@@ -68,12 +68,20 @@ type Trace struct {
 	Replica     string          `json:"replica"`
 	Key         string          `json:"key"` // the replica's ed25519 public key, base64
 	Checkpoints json.RawMessage `json:"checkpoints"`
-	Sig         []byte          `json:"sig"`
+	// Leaks are the sources the replica's host could not make
+	// deterministic (hostcap), so that a difference they explain is not
+	// taken for a lie.
+	Leaks []string `json:"leaks,omitempty"`
+	Sig   []byte   `json:"sig"`
 }
 
 func (t *Trace) text() []byte {
 	sum := sha256.Sum256(t.Checkpoints)
-	return fmt.Appendf(nil, "lockstep-log trace v1\n%s\n%s\n%x\n", t.Stream, t.Replica, sum)
+	b := fmt.Appendf(nil, "lockstep-log trace v1\n%s\n%s\n%x\n", t.Stream, t.Replica, sum)
+	if len(t.Leaks) > 0 {
+		b = fmt.Appendf(b, "leaks %s\n", strings.Join(t.Leaks, ","))
+	}
+	return b
 }
 
 // Sign signs t with the replica's key.
