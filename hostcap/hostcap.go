@@ -43,8 +43,18 @@ func ParseRequire(s string) ([]string, error) {
 			return nil, fmt.Errorf("unknown source %q (want %s or all)", f, strings.Join(Sources, ", "))
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
+	return Order(out), nil
+}
+
+// Order returns sources deduplicated, in the order of Sources.
+func Order(sources []string) []string {
+	var out []string
+	for _, s := range Sources {
+		if slices.Contains(sources, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // ErrRequired is the error of a run that requires a source this host

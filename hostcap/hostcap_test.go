@@ -11,7 +11,7 @@ import (
 )
 
 func TestParseRequire(t *testing.T) {
-	for in, want := range map[string]string{"": "", "rdtsc": "rdtsc", "cpuid, rdtsc,rdtsc": "cpuid rdtsc", "all": "cpuid rdtsc"} {
+	for in, want := range map[string]string{"": "", "rdtsc": "rdtsc", "cpuid, rdtsc,rdtsc": "rdtsc cpuid", "all": "rdtsc cpuid"} {
 		got, err := ParseRequire(in)
 		if err != nil || strings.Join(got, " ") != want {
 			t.Errorf("ParseRequire(%q) = %q, %v; want %q", in, got, err, want)

@@ -115,3 +115,10 @@ func measureLeaks() ([]string, error) {
 	}
 	return out, nil
 }
+
+// IA32Emulation reports whether int $0x80 reaches the kernel's i386
+// syscalls here (without it, the caller gets SIGSEGV).
+func IA32Emulation() (bool, error) {
+	o, err := run(progInt80, nil)
+	return err == nil && o == outcome{}, err
+}

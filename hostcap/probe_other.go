@@ -11,3 +11,6 @@ func measureLeaks() ([]string, error) { return nil, ErrUnsupported }
 
 // Doctor measures nothing off Linux.
 func Doctor(Options) Report { return Report{} }
+
+// IA32Emulation is not measured off Linux.
+func IA32Emulation() (bool, error) { return false, ErrUnsupported }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lockstep-run/lockstep/hostcap"
 	"github.com/lockstep-run/lockstep/logd"
 )
 
@@ -101,8 +102,7 @@ func (v *voter) hostLimited(out *Verdict, lied map[string]bool) {
 		return
 	}
 	out.Leaks = leaks
-	slices.Sort(sources)
-	sources = slices.Compact(sources)
+	sources = hostcap.Order(sources)
 	differ := len(out.Odd) > 0 || v.over
 	if !differ {
 		return

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/hostcap"
 	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
 )
@@ -148,6 +149,7 @@ func TestProbesAreDeterministic(t *testing.T) {
 			if probe == "goprobe" {
 				first, second = splitThreadDependent(t, first, second)
 			}
+			first, second = splitHostDependent(t, first, second)
 			if first != second {
 				t.Fatalf("two runs differ:\n--- run 1\n%s--- run 2\n%s", first, second)
 			}
@@ -187,17 +189,48 @@ func splitThreadDependent(t *testing.T, a, b string) (string, string) {
 			t.Logf("KNOWN GAP: Go %s differs between runs (the goroutine changed runtime threads)", k)
 		}
 	}
-	drop := func(s string) string {
-		var keep []string
-		for _, l := range strings.Split(s, "\n") {
-			k, _, _ := strings.Cut(l, " ")
-			if !slices.Contains(goThreadDependent, k) {
-				keep = append(keep, l)
-			}
-		}
-		return strings.Join(keep, "\n")
+	return dropKeys(a, goThreadDependent), dropKeys(b, goThreadDependent)
+}
+
+// splitHostDependent removes from two runs' outputs the probe lines this
+// host cannot make deterministic, as hostcap measures it (rdtsc where the
+// kernel's trap does not work): each such line must differ between the
+// runs, and the run must have said why on stderr (in a).
+func splitHostDependent(t *testing.T, a, b string) (string, string) {
+	leaks, err := hostcap.Leaks()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return drop(a), drop(b)
+	var keys []string
+	if slices.Contains(leaks, hostcap.Rdtsc) {
+		keys = append(keys, "rdtsc")
+	}
+	la, lb := lines(a), lines(b)
+	for _, k := range keys {
+		if _, ok := la[k]; !ok {
+			continue
+		}
+		if la[k] == lb[k] {
+			t.Errorf("%s %s in both runs, though this host cannot make %s deterministic: the measurement is wrong", k, la[k], k)
+		}
+		if !strings.Contains(a, "cannot make "+k) {
+			t.Errorf("no warning that this host cannot make %s deterministic:\n%s", k, a)
+		}
+		t.Logf("this host cannot make %s deterministic: its line differs (%s, %s), as expected", k, la[k], lb[k])
+	}
+	return dropKeys(a, keys), dropKeys(b, keys)
+}
+
+// dropKeys removes the lines whose first word is one of keys.
+func dropKeys(s string, keys []string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		k, _, _ := strings.Cut(l, " ")
+		if !slices.Contains(keys, k) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func TestProbeValues(t *testing.T) {
@@ -210,7 +243,14 @@ func TestProbeValues(t *testing.T) {
 		"pid":            "10 ppid 1",
 		"fork_child":     "100",
 		"io_uring_setup": "-1 errno=38",
-		"int80_getpid":   "-38",
+		// The filter denies i386 calls with ENOSYS; without IA32
+		// emulation the kernel kills the caller first (never a bypass).
+		"int80_getpid": "killed by signal 11",
+	}
+	if ia32, err := hostcap.IA32Emulation(); err != nil {
+		t.Fatal(err)
+	} else if ia32 {
+		want["int80_getpid"] = "-38"
 	}
 	for k, v := range want {
 		if m[k] != v {
@@ -678,5 +718,40 @@ func TestBackPressure(t *testing.T) {
 	r = lockstep(t, "", "exec", "--digests", out, "--", filepath.Join(bin.probes, "threads"), "flood")
 	if want := "flood: 268435456 bytes, 0 short writes, epoll_wait 1 (ok), read 1 (ok), SIGCONT 0\n"; r.code != 0 || r.stdout != want {
 		t.Errorf("threads flood: exit %d, %q, want %q: %s", r.code, r.stdout, want, r.stderr)
+	}
+}
+
+// TestHostLimits: what this host cannot make deterministic (hostcap) is
+// said once on stderr, and --require refuses to run it; where the host can,
+// rdtsc gives the same value in two runs and --require runs.
+func TestHostLimits(t *testing.T) {
+	requireRoot(t)
+	leaks, err := hostcap.Leaks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := filepath.Join(bin.probes, "probe-static")
+	r := lockstep(t, "", "exec", "--", "true")
+	if n := strings.Count(r.stderr, "warning: this host cannot make"); r.code != 0 || n != min(len(leaks), 1) {
+		t.Errorf("leaks %v: exit %d, the warning %d times: %s", leaks, r.code, n, r.stderr)
+	}
+	for _, src := range hostcap.Sources {
+		r := lockstep(t, "", "exec", "--require", src, "--", probe)
+		if !slices.Contains(leaks, src) {
+			if r.code != 0 || strings.Contains(r.stderr, "cannot make "+src) {
+				t.Errorf("--require %s on a host that makes it deterministic: exit %d: %s", src, r.code, r.stderr)
+			}
+			continue
+		}
+		if r.code != 125 || r.stdout != "" || !strings.Contains(r.stderr, "refused") || !strings.Contains(r.stderr, hostcap.Consequence(src)) {
+			t.Errorf("--require %s on a host that cannot: exit %d, stdout %q, stderr %q", src, r.code, r.stdout, r.stderr)
+		}
+	}
+	if slices.Contains(leaks, hostcap.Rdtsc) {
+		return // TestProbesAreDeterministic checks that the rdtsc line differs
+	}
+	a, b := lines(lockstep(t, "", "exec", "--", probe).stdout), lines(lockstep(t, "", "exec", "--", probe).stdout)
+	if a["rdtsc"] == "" || a["rdtsc"] != b["rdtsc"] {
+		t.Errorf("rdtsc traps here, yet two runs read %q and %q", a["rdtsc"], b["rdtsc"])
 	}
 }
