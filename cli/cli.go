@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
 
 // Exit statuses of lockstep itself (the command's own otherwise).
@@ -36,9 +39,11 @@ func commands() []command {
 var Version = "dev"
 
 // Main runs the lockstep command line and returns the exit status.
-func Main(args []string) int {
+func Main(args []string) int { return dispatch(args, os.Stdout, os.Stderr) }
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(os.Stdout)
+		usage(stdout)
 		if len(args) == 0 {
 			return exitUsage
 		}
@@ -46,10 +51,10 @@ func Main(args []string) int {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(args[1:], os.Stdout, os.Stderr)
+			return c.run(args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "lockstep: unknown command %q (see lockstep --help)\n", args[0])
+	fmt.Fprintf(stderr, "lockstep: unknown command %q (see lockstep --help)\n", args[0])
 	return exitUsage
 }
 
@@ -66,4 +71,19 @@ func usage(w io.Writer) {
 func errorf(w io.Writer, code int, format string, args ...any) int {
 	fmt.Fprintf(w, "lockstep: "+format+"\n", args...)
 	return code
+}
+
+// parseFlags parses a command's flags. It returns -1 when the command may
+// go on, 0 after --help, and exitUsage after one line naming the bad flag
+// or value (pflag's ContinueOnError prints nothing itself).
+func parseFlags(fs *pflag.FlagSet, args []string, stderr io.Writer) int {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return -1
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	}
+	name := strings.TrimPrefix(fs.Name(), "lockstep ")
+	return errorf(stderr, exitUsage, "%s: %v (lockstep %s --help lists the flags)", name, err, name)
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -24,11 +23,8 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lockstep diff [--json] [--trace TRACE-A,TRACE-B] DIGESTS-A DIGESTS-B\n       lockstep diff [--json] --logd URL --stream STREAM REPLICA-A REPLICA-B\n\nCompares two runs' digest chains (lockstep exec --digests, the shim's\nio.lockstep.digests, or the traces shims reported to logd) and names, for\neach stream that differs, the first differing checkpoint and its byte range.\nExit status 0: identical, 1: they differ.\n\nFlags:\n%s", fs.FlagUsages())
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -30,11 +29,8 @@ func doctorMain(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	containers := fs.Bool("containers", false, "also require runc and containerd (lockstep run, pipe, provider and the shim need them)")
 	fs.Usage = func() { io.WriteString(stderr, doctorUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return errorf(stderr, exitUsage, "doctor: takes no arguments, got %q", fs.Arg(0))

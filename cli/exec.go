@@ -47,16 +47,12 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	envs := fs.StringArray("env", nil, "set `KEY=VALUE` in the command's environment (KEY alone: the caller's value); repeatable")
 	require := requireFlag(fs)
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
-		fs.Usage()
-		return errorf(stderr, exitUsage, "exec: no command given (lockstep exec [FLAGS] -- CMD [ARGS...])")
+		return errorf(stderr, exitUsage, "exec: no command given (lockstep exec [FLAGS] -- CMD [ARGS...]; --help lists the flags)")
 	}
 	t, err := time.Parse(time.RFC3339Nano, *epoch)
 	if err != nil {

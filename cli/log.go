@@ -81,11 +81,8 @@ func envOr(k, def string) string {
 
 // parse parses args and wants n positional arguments.
 func (f *logFlags) parse(args []string, n int, stderr io.Writer) ([]string, int, bool) {
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil, 0, false
-		}
-		return nil, exitUsage, false
+	if code := parseFlags(f.fs, args, stderr); code >= 0 {
+		return nil, code, false
 	}
 	if f.fs.NArg() != n {
 		f.fs.Usage()
@@ -239,8 +236,11 @@ func logCat(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	pub, err := loadPublicKey(*f.keyFile)
-	if err != nil || pub == nil {
-		return errorf(stderr, exitUsage, "log cat: --key: the trusted public key is required (%v)", err)
+	switch {
+	case err != nil:
+		return errorf(stderr, exitUsage, "log cat: --key %s: %v", *f.keyFile, err)
+	case pub == nil:
+		return errorf(stderr, exitUsage, "log cat: --key FILE is required, so that only entries the stream's key signed come out: the key file given to lockstep log create, or a file with the line \"public KEY\" it printed")
 	}
 	ctx := context.Background()
 	fl, err := logd.NewClient(*f.addr).Follow(ctx, pos[0], pub)

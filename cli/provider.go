@@ -41,11 +41,8 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	tokenFile := fs.String("token-file", "", "run jobs only for clients that present the token in `FILE` (lockstep run --provider-token-file); without it, anyone who can reach --listen can run containers here")
 	annotations := fs.StringArray("annotation", nil, "add `KEY=VALUE` to every container's annotations (this host's settings, e.g. io.lockstep.memory=512M)")
 	fs.Usage = func() { io.WriteString(stderr, providerUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
 	}
 	if fs.NArg() > 0 || *logdAddr == "" {
 		fs.Usage()

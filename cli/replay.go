@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,11 +33,8 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	keyFile := fs.String("key", "", "trust only this public key `FILE` for the log's checkpoints")
 	require := requireFlag(fs)
 	fs.Usage = func() { io.WriteString(stderr, replayUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
 	}
 	if fs.NArg() < 2 {
 		fs.Usage()

@@ -80,15 +80,16 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	require := requireFlag(fs)
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
 	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
 	}
-	if fs.NArg() < 1 || *replicas < 1 || *checkpoint < 1 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case fs.NArg() < 1:
+		return errorf(stderr, exitUsage, "%s: no IMAGE given (lockstep %s [FLAGS] IMAGE [-- CMD ARGS...]; --help lists the flags)", name, name)
+	case *replicas < 1:
+		return errorf(stderr, exitUsage, "%s: --replicas %d: want at least 1 (3 or more to name an odd replica)", name, *replicas)
+	case *checkpoint < 1:
+		return errorf(stderr, exitUsage, "%s: --checkpoint %d: want at least 1 byte", name, *checkpoint)
 	}
 	required, code := parseRequire(name, *require, stderr)
 	if code >= 0 {
