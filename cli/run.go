@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/lockstep-run/lockstep/ebpf"
@@ -102,7 +103,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	if !ok {
 		return errorf(stderr, exitUsage, "%s: --progress is auto, always or never, not %q", name, *progress)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, interrupted, stop := cancelOnSignal()
 	defer stop()
 	// A closed stdout is an error of Write (the run stops, its containers
 	// are removed), not a signal that kills lockstep mid-run.
@@ -152,6 +153,9 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	}
 	if errors.Is(err, replicate.ErrStdout) {
 		return 141 // as a shell reports a stage killed by SIGPIPE
+	}
+	if errors.Is(err, replicate.ErrInterrupted) {
+		return errorf(stderr, 128+int(interrupted()), "%s: %v", name, err)
 	}
 	if err != nil {
 		return errorf(stderr, exitRuntime, "%s: %v", name, err)
@@ -206,6 +210,24 @@ func printVerdict(w io.Writer, name string, v replicate.Verdict) {
 	if v.Log.State != "" {
 		fmt.Fprintf(w, "lockstep %s:   log verdict: %s, %s\n", name, v.Log.State, v.Log.Detail)
 	}
+}
+
+// cancelOnSignal returns a context that SIGINT or SIGTERM cancels, and
+// which of them did (as a shell reports it: exit 128+N).
+func cancelOnSignal() (context.Context, func() syscall.Signal, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	var got atomic.Int32
+	go func() {
+		select {
+		case s := <-ch:
+			got.Store(int32(s.(syscall.Signal)))
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() syscall.Signal { return syscall.Signal(got.Load()) }, func() { signal.Stop(ch); cancel() }
 }
 
 // leakList says which replicas' hosts could not make what deterministic.

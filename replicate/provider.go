@@ -111,7 +111,7 @@ func (p *Local) containerd() (*containerd.Client, error) {
 	p.once.Do(func() {
 		p.client, p.err = containerd.New(p.Containerd)
 		if p.err != nil {
-			p.err = fmt.Errorf("containerd at %s: %w", p.Containerd, p.err)
+			p.err = fmt.Errorf("containerd at %s: %w (is containerd running? give its socket with --address)", p.Containerd, p.err)
 		}
 	})
 	return p.client, p.err

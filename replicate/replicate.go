@@ -102,6 +102,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if err != nil {
 		return Verdict{}, err
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	v := newVoter(o, cancel)
@@ -127,6 +128,9 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 		cancel()
 		<-replicasDone
 		return Verdict{}, err
+	}
+	if parent.Err() != nil {
+		return Verdict{}, fmt.Errorf("%w: the replicas were stopped and removed", ErrInterrupted)
 	}
 	if err := v.noneRan(); err != nil {
 		return Verdict{}, err

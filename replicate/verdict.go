@@ -127,17 +127,31 @@ func (v *voter) hostLimited(out *Verdict, lied map[string]bool) {
 
 // noneRan is the run's error when every replica failed before it wrote a
 // byte: a set-up failure (no image, no containerd, a provider refused or
-// unreachable), not a divergence.
+// unreachable), not a divergence. Replicas that failed alike are named
+// together.
 func (v *voter) noneRan() error {
-	var why []string
+	var causes []string
+	who := map[string][]string{}
 	for _, r := range v.reps {
 		if r.err == nil || r.total > 0 || errors.Is(r.err, context.Canceled) {
 			return nil
 		}
-		why = append(why, fmt.Sprintf("%s on %s: %v", r.name, r.provider, r.err))
+		c := r.err.Error()
+		if who[c] == nil {
+			causes = append(causes, c)
+		}
+		who[c] = append(who[c], r.name+" on "+r.provider)
+	}
+	var why []string
+	for _, c := range causes {
+		why = append(why, strings.Join(who[c], ", ")+": "+c)
 	}
 	return fmt.Errorf("%w: %s", ErrNoneRan, strings.Join(why, "; "))
 }
 
 // ErrNoneRan is the error of a run whose replicas all failed to start.
 var ErrNoneRan = errors.New("no replica ran")
+
+// ErrInterrupted is the error of a run whose context was cancelled (the
+// user's Ctrl-C or SIGTERM): its replicas were stopped, not judged.
+var ErrInterrupted = errors.New("interrupted")

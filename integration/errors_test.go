@@ -1,0 +1,58 @@
+package integration
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSetupFailures: a run that cannot start (a missing image, no
+// containerd) says why in one line and exits 125, not as a divergence; a
+// run interrupted by SIGINT says so, exits 130 and leaves no container.
+func TestSetupFailures(t *testing.T) {
+	p := env.providers[0]
+	sock := filepath.Join(p.dir, "containerd.sock")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--address", sock, "nosuch/image:1"}, `replica-0 on local:`},
+		{[]string{"--address", filepath.Join(t.TempDir(), "none.sock"), probeImage}, "is containerd running"},
+	} {
+		args := append([]string{"run", "--replicas", "3", "--namespace", namespace}, c.args...)
+		_, errs, code := runCLI(t, "", nil, append(args, "--", "/bin/busybox", "true")...)
+		if code != 125 || !strings.Contains(errs, "no replica ran: replica-0 on local:") || !strings.Contains(errs, "replica-2 on local:") || !strings.Contains(errs, c.want) || strings.Contains(errs, "DIVERGED") {
+			t.Errorf("%v: exit %d: %s", c.args, code, errs)
+		}
+		t.Logf("%v: exit %d: %s", c.args, code, strings.TrimSpace(errs))
+	}
+
+	cmd := exec.Command(lockstepBinary(t), "run", "--replicas", "3", "--address", sock, "--namespace", namespace, probeImage, "--", "/bin/busybox", "sleep", "60")
+	var errs bytes.Buffer
+	cmd.Stderr = &errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	cmd.Process.Signal(syscall.SIGINT)
+	start := time.Now()
+	cmd.Wait()
+	code := cmd.ProcessState.ExitCode()
+	if code != 130 || !strings.Contains(errs.String(), "interrupted: the replicas were stopped and removed") || strings.Contains(errs.String(), "DIVERGED") {
+		t.Errorf("SIGINT: exit %d after %v: %s", code, time.Since(start), errs.String())
+	}
+	ctx := p.ctx()
+	cs, err := p.client.Containers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if strings.HasPrefix(c.ID(), "run-") {
+			t.Errorf("container %s left behind after SIGINT", c.ID())
+		}
+	}
+}
