@@ -104,7 +104,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(verdict.Leaks) > 0 {
-		fmt.Fprintf(stderr, "lockstep replay: not blamed on the log: %s\n", leakList(verdict.Leaks))
+		fmt.Fprintf(stderr, "lockstep replay: not blamed on the log: %s\n", logd.LeakList(verdict.Leaks))
 		return exitHostLimited
 	}
 	return 3

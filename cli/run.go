@@ -12,9 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -190,7 +188,7 @@ func verdictExit(v replicate.Verdict) int {
 func printVerdict(w io.Writer, name string, v replicate.Verdict) {
 	if v.Agreed && len(v.Lost) == 0 {
 		if len(v.Leaks) > 0 {
-			fmt.Fprintf(w, "lockstep %s: %s, though %s\n", name, v.Detail, leakList(v.Leaks))
+			fmt.Fprintf(w, "lockstep %s: %s, though %s\n", name, v.Detail, logd.LeakList(v.Leaks)+" (lockstep doctor)")
 		}
 		return
 	}
@@ -228,16 +226,6 @@ func cancelOnSignal() (context.Context, func() syscall.Signal, func()) {
 		}
 	}()
 	return ctx, func() syscall.Signal { return syscall.Signal(got.Load()) }, func() { signal.Stop(ch); cancel() }
-}
-
-// leakList says which replicas' hosts could not make what deterministic.
-func leakList(leaks map[string][]string) string {
-	var who []string
-	for r, l := range leaks {
-		who = append(who, r+" ("+strings.Join(l, ", ")+")")
-	}
-	slices.Sort(who)
-	return "the hosts of " + strings.Join(who, ", ") + " cannot make these sources deterministic (lockstep doctor)"
 }
 
 // localProvider runs replicas on the containerd at address, with a key

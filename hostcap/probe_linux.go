@@ -67,36 +67,29 @@ func run(p program, attr *syscall.SysProcAttr) (outcome, error) {
 // errnoOf reads a guarded program's failed set-up from its exit status.
 func errnoOf(status int) syscall.Errno { return syscall.Errno(256 - status) }
 
-// rdtscTraps runs rdtsc after PR_SET_TSC(PR_TSC_SIGSEGV) in a child.
-func rdtscTraps() (bool, string, error) {
-	o, err := run(progRdtsc, nil)
+// faults runs p, a guarded program that makes setup and then executes
+// insn, and reports whether insn raised SIGSEGV, with what was seen.
+func faults(p program, setup, insn string) (bool, string, error) {
+	o, err := run(p, nil)
 	switch {
 	case err != nil:
 		return false, "", err
 	case o.signal == syscall.SIGSEGV:
-		return true, "rdtsc raised SIGSEGV", nil
+		return true, insn + " raised SIGSEGV", nil
 	case o.exit == 0:
-		return false, "prctl(PR_SET_TSC) succeeded, yet rdtsc ran untrapped", nil
+		return false, setup + " succeeded, yet " + insn + " ran untrapped", nil
 	case o.signal == 0:
-		return false, fmt.Sprintf("prctl(PR_SET_TSC): %v", errnoOf(o.exit)), nil
+		return false, fmt.Sprintf("%s: %v", setup, errnoOf(o.exit)), nil
 	}
 	return false, "the probe was " + o.String(), nil
 }
 
+// rdtscTraps runs rdtsc after PR_SET_TSC(PR_TSC_SIGSEGV) in a child.
+func rdtscTraps() (bool, string, error) { return faults(progRdtsc, "prctl(PR_SET_TSC)", "rdtsc") }
+
 // cpuidFaults runs cpuid after arch_prctl(ARCH_SET_CPUID, 0) in a child.
 func cpuidFaults() (bool, string, error) {
-	o, err := run(progCPUID, nil)
-	switch {
-	case err != nil:
-		return false, "", err
-	case o.signal == syscall.SIGSEGV:
-		return true, "cpuid raised SIGSEGV", nil
-	case o.exit == 0:
-		return false, "arch_prctl(ARCH_SET_CPUID, 0) succeeded, yet cpuid ran untrapped", nil
-	case o.signal == 0:
-		return false, fmt.Sprintf("arch_prctl(ARCH_SET_CPUID, 0): %v", errnoOf(o.exit)), nil
-	}
-	return false, "the probe was " + o.String(), nil
+	return faults(progCPUID, "arch_prctl(ARCH_SET_CPUID, 0)", "cpuid")
 }
 
 func measureLeaks() ([]string, error) {

@@ -169,12 +169,17 @@ func (s *Store) Verdict(ctx context.Context, stream string, want int) (Verdict, 
 // doing: leaks maps replicas to what their hosts cannot make
 // deterministic.
 func HostLimited(leaks map[string][]string) string {
+	return LeakList(leaks) + ": the difference may be the hosts', so no replica is named a cheater (lockstep doctor; --require refuses such hosts)"
+}
+
+// LeakList says which replicas' hosts could not make what deterministic.
+func LeakList(leaks map[string][]string) string {
 	var who []string
 	for r, l := range leaks {
 		who = append(who, r+" ("+strings.Join(l, ", ")+")")
 	}
 	sort.Strings(who)
-	return "the hosts of " + strings.Join(who, ", ") + " cannot make these sources deterministic: the difference may be the hosts', so no replica is named a cheater (lockstep doctor; --require refuses such hosts)"
+	return "the hosts of " + strings.Join(who, ", ") + " cannot make these sources deterministic"
 }
 
 // judge compares the reports at each size in order; the first size where
