@@ -203,6 +203,10 @@ func openLog(path string, cfg virt.Config, argv, env []string, fs *pflag.FlagSet
 			return nil, cfg, nil, fmt.Errorf("--%s %v contradicts the log %s (recorded with %v); drop the flag to replay", f.flag, f.got, path, f.was)
 		}
 	}
+	if !slices.Equal(argv, h.Argv) {
+		l.Close()
+		return nil, cfg, nil, fmt.Errorf("the log %s recorded the command %q, not %q: replay it with that command, or record this one in another --log", path, h.Argv, argv)
+	}
 	return l, logged, env, nil
 }
 

@@ -460,14 +460,24 @@ func TestLogRecordAndReplay(t *testing.T) {
 		t.Fatalf("replay: exit %d, stdout %q, recorded %q: %s", rep.code, rep.stdout, rec.stdout, rep.stderr)
 	}
 	bad := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", "od -An -N8 -tx1 /dev/urandom; date")
-	if bad.code != 125 || !strings.Contains(bad.stderr, "replay mismatch at event") {
-		t.Fatalf("a different command replayed: exit %d: %s", bad.code, bad.stderr)
+	if bad.code != 125 || bad.stdout != "" || !strings.Contains(bad.stderr, "recorded the command") {
+		t.Fatalf("a different command replayed: exit %d, stdout %q: %s", bad.code, bad.stdout, bad.stderr)
+	}
+	// An edited header (the epoch) is found at the first value it
+	// changes, before the program sees that value: nothing reaches stdout.
+	b, _ := os.ReadFile(log)
+	edited := filepath.Join(t.TempDir(), "edited.log")
+	os.WriteFile(edited, []byte(strings.Replace(string(b), `"epoch":"2025-01-01T00:00:00Z"`, `"epoch":"1970-01-01T00:00:00Z"`, 1)), 0o644)
+	for range 3 {
+		e := lockstep(t, "", "exec", "--log", edited, "--", "sh", "-c", script)
+		if e.code != 125 || e.stdout != "" || !strings.Contains(e.stderr, "replay mismatch at event") {
+			t.Fatalf("an edited epoch: exit %d, stdout %q: %s", e.code, e.stdout, e.stderr)
+		}
 	}
 	conflict := lockstep(t, "", "exec", "--seed", "6", "--log", log, "--", "true")
 	if conflict.code != 125 || !strings.Contains(conflict.stderr, "contradicts the log") {
 		t.Fatalf("--seed against the log: exit %d: %s", conflict.code, conflict.stderr)
 	}
-	b, _ := os.ReadFile(log)
 	os.WriteFile(log, b[:len(b)-7], 0o644)
 	trunc := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
 	if trunc.code != 125 || !strings.Contains(trunc.stderr, "malformed or truncated") {

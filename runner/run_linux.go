@@ -185,9 +185,7 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if agentErr = serveListener(sock, world); agentErr != nil {
-			killTree() // fail closed
-		}
+		agentErr = serveListener(sock, world, killTree)
 	}()
 	ws, err := tr.Wait()
 	if err != nil {
@@ -204,8 +202,11 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result
 }
 
 // serveListener finishes the handshake and runs the agent until every
-// process using the filter has exited.
-func serveListener(sock int, world *virt.World) error {
+// process using the filter has exited. If the agent fails it kills the
+// tree (fail closed) before it closes the listener: closed first, the
+// kernel would answer a caller waiting on an unanswered notification with
+// ENOSYS, and the caller would run on (a replay mismatch reached stdout).
+func serveListener(sock int, world *virt.World, kill func()) error {
 	if _, err := unix.Write(sock, []byte{'S'}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
@@ -218,9 +219,15 @@ func serveListener(sock int, world *virt.World) error {
 	done := make(chan error, 1)
 	go func() { done <- a.Run() }()
 	if _, err := unix.Write(sock, []byte{'G'}); err != nil {
+		kill()
+		<-done
 		return fmt.Errorf("handshake: %w", err)
 	}
-	return <-done
+	err = <-done
+	if err != nil {
+		kill()
+	}
+	return err
 }
 
 // receivePID reads stage 3's (host) PID from its credentials.

@@ -146,6 +146,17 @@ func (a *Agent) serve(r *Req, e entry) {
 		resp.Val, resp.Error = 0, -int32(errno)
 	default:
 		a.fail(fmt.Errorf("%s: %w", e.name, err))
+		if !e.blocking {
+			// No answer, and the caller killed: with SIGKILL pending it
+			// never returns to user space, even once the listener closes
+			// (the kernel answers ENOSYS then). Run sees failed() before
+			// the next notification and the tree is killed, so a replay
+			// mismatch never reaches the program's output. (A blocking
+			// handler's failure is answered ENOSYS: Run sees it only at
+			// the next notification.)
+			unix.Kill(int(r.Pid), unix.SIGKILL)
+			return
+		}
 		resp.Val, resp.Error = 0, -int32(unix.ENOSYS)
 	}
 	a.respond(&resp)
