@@ -89,6 +89,7 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitRuntime, "replay: %v", err)
 	}
+	showStderr(stderr, "replay", "majority", verdict)
 	chains.Write("exit", []byte(fmt.Sprint(verdict.ExitCode)))
 	diffs := ebpf.Diff(recorded, chains.Finish())
 	if len(diffs) == 0 {

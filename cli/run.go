@@ -77,6 +77,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
 	require := requireFlag(fs)
+	stderrMode := fs.String("stderr", "majority", "the replicas' stderr to show after the run: majority (what most replicas wrote; the vote is on stdout), replica-N, or none")
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
 	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
@@ -93,6 +94,9 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	required, code := parseRequire(name, *require, stderr)
 	if code >= 0 {
 		return code
+	}
+	if err := checkStderrMode(*stderrMode, *replicas); err != nil {
+		return errorf(stderr, exitUsage, "%s: --stderr: %v", name, err)
 	}
 	if len(*providers) > 0 && *logdAddr == "" {
 		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", name)
@@ -163,6 +167,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 			return errorf(stderr, exitRuntime, "%s: record: %v", name, err)
 		}
 	}
+	showStderr(stderr, name, *stderrMode, v)
 	if *asJSON {
 		printJSON(stderr, v)
 	} else {

@@ -3,6 +3,8 @@ package cli
 import (
 	"strings"
 	"testing"
+
+	"github.com/lockstep-run/lockstep/replicate"
 )
 
 // TestUsageErrors: every command answers a bad flag, a flag without its
@@ -22,6 +24,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--replicas", "0", "img"}, "--replicas 0: want at least 1"},
 		{[]string{"run", "--replicas", "x", "img"}, `invalid argument "x" for "--replicas"`},
 		{[]string{"run"}, "run: no IMAGE given"},
+		{[]string{"run", "--stderr", "some", "img"}, `--stderr: "some": want majority, none or replica-N`},
 		{[]string{"pipe", "--checkpoint"}, "pipe: flag needs an argument: --checkpoint"},
 		{[]string{"pipe", "--require", "rdtsc,nope", "img"}, `unknown source "nope"`},
 		{[]string{"replay", "--bogus"}, "replay: unknown flag: --bogus"},
@@ -48,5 +51,36 @@ func TestUsageErrors(t *testing.T) {
 		if errs, code := lockstep(cmd, "--help"); code != 0 || !strings.Contains(errs, "Usage: ") || !strings.Contains(errs, "lockstep "+cmd) {
 			t.Errorf("lockstep %s --help: exit %d: %s", cmd, code, errs)
 		}
+	}
+}
+
+// TestShowStderr: the stderr most agreeing replicas wrote is shown once;
+// replica-N shows one; none shows none; a split is said.
+func TestShowStderr(t *testing.T) {
+	v := replicate.Verdict{Replicas: []replicate.ReplicaReport{
+		{Name: "replica-0", State: "agreed", Stderr: "sh: /bin/nonexistent: not found\n"},
+		{Name: "replica-1", State: "agreed", Stderr: "sh: /bin/nonexistent: not found\n"},
+		{Name: "replica-2", State: "odd", Stderr: "other\n"},
+	}}
+	show := func(mode string, v replicate.Verdict) string {
+		var b strings.Builder
+		showStderr(&b, "run", mode, v)
+		return b.String()
+	}
+	if got := show("majority", v); got != "sh: /bin/nonexistent: not found\n" {
+		t.Errorf("majority: %q", got)
+	}
+	if got := show("replica-2", v); got != "other\n" {
+		t.Errorf("replica-2: %q", got)
+	}
+	if got := show("none", v); got != "" {
+		t.Errorf("none: %q", got)
+	}
+	v.Replicas[1].Stderr = "third\n"
+	if got := show("majority", v); !strings.Contains(got, "different stderr") {
+		t.Errorf("a split: %q", got)
+	}
+	if err := checkStderrMode("replica-3", 3); err == nil {
+		t.Error("replica-3 of 3 accepted")
 	}
 }

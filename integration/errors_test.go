@@ -31,6 +31,23 @@ func TestSetupFailures(t *testing.T) {
 		t.Logf("%v: exit %d: %s", c.args, code, strings.TrimSpace(errs))
 	}
 
+	// What the replicas wrote to stderr is shown (the majority's, once),
+	// so a failing command says why.
+	for _, c := range []struct {
+		argv []string
+		code int
+		want string
+	}{
+		{[]string{"/bin/busybox", "sh", "-c", "echo oops >&2; exit 3"}, 3, "oops\n"},
+		{[]string{"/bin/nonexistent"}, 127, "/bin/nonexistent"},
+	} {
+		args := append([]string{"run", "--replicas", "3", "--address", sock, "--namespace", namespace, probeImage, "--"}, c.argv...)
+		_, errs, code := runCLI(t, "", nil, args...)
+		if code != c.code || strings.Count(errs, c.want) != 1 {
+			t.Errorf("%v: exit %d (want %d), stderr %q (want %q once)", c.argv, code, c.code, errs, c.want)
+		}
+	}
+
 	cmd := exec.Command(lockstepBinary(t), "run", "--replicas", "3", "--address", sock, "--namespace", namespace, probeImage, "--", "/bin/busybox", "sleep", "60")
 	var errs bytes.Buffer
 	cmd.Stderr = &errs

@@ -53,6 +53,9 @@ type Sink interface {
 	// HostLeaks names, before the run starts, the sources the provider's
 	// host cannot make deterministic (hostcap.Leaks), if any.
 	HostLeaks(sources []string)
+	// Stderr takes the container's stderr as it comes; it must not block
+	// (the vote is on stdout: stderr is shown, not verified).
+	Stderr(p []byte)
 }
 
 // digestingSink is a Sink that digests every byte it is given (the
@@ -212,7 +215,11 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		io.CopyBuffer(output, dio.Stdout, make([]byte, 256<<10))
 		close(copied)
 	}()
-	go io.Copy(io.Discard, dio.Stderr)
+	errCopied := make(chan struct{})
+	go func() {
+		io.CopyBuffer(stderrSink{out}, dio.Stderr, make([]byte, 32<<10))
+		close(errCopied)
+	}()
 	var closeStdin sync.Once
 	stdin := func() { closeStdin.Do(func() { dio.Stdin.Close() }) }
 	status, err := task.Wait(ctx)
@@ -243,6 +250,7 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	// Its output is complete when the shim has closed it: wait for that
 	// before Delete, which closes the FIFOs.
 	<-copied
+	<-errCopied
 	stdin() // the feeder stops if it still waits on stdin
 	if _, err := task.Delete(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
@@ -274,6 +282,14 @@ func (p *Local) report(ctx context.Context, j Job, f *streamReader, size int64, 
 		return fmt.Errorf("report the digest: %w", err)
 	}
 	return nil
+}
+
+// stderrSink passes a container's stderr to its Sink.
+type stderrSink struct{ out Sink }
+
+func (s stderrSink) Write(p []byte) (int, error) {
+	s.out.Stderr(p)
+	return len(p), nil
 }
 
 // errStdinClosed ends a feed whose container closed its stdin or exited.

@@ -22,6 +22,7 @@ const (
 	frameOutput   = 'o' // the container's stdout bytes
 	frameConsumed = 'c' // 8 bytes: entries of the stream the container has read
 	frameLeaks    = 'l' // the sources the host cannot make deterministic, comma-separated
+	frameStderr   = 's' // the container's stderr bytes
 	frameResult   = 'r' // the Result as JSON; the last frame
 	frameError    = 'e' // why the replica failed; the last frame
 
@@ -107,6 +108,16 @@ func (f *frameWriter) Consumed(n int64) {
 	f.frame(frameConsumed, b[:])
 }
 
+func (f *frameWriter) Stderr(p []byte) {
+	for len(p) > 0 {
+		n := min(len(p), maxFrame)
+		if f.frame(frameStderr, p[:n]) != nil {
+			return
+		}
+		p = p[n:]
+	}
+}
+
 func (f *frameWriter) HostLeaks(sources []string) {
 	f.frame(frameLeaks, []byte(strings.Join(sources, ",")))
 }
@@ -179,6 +190,8 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 			if n == 8 {
 				out.Consumed(int64(binary.BigEndian.Uint64(b)))
 			}
+		case frameStderr:
+			out.Stderr(b)
 		case frameLeaks:
 			out.HostLeaks(strings.Split(string(b), ","))
 		case frameResult:

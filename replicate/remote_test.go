@@ -15,6 +15,7 @@ type echo struct{}
 func (echo) Name() string { return "echo" }
 func (echo) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	out.HostLeaks(j.Require)
+	out.Stderr([]byte("to stderr"))
 	out.Write([]byte(strings.Join(j.Args, " ")))
 	out.Consumed(2)
 	return Result{Exit: 4, Digest: "d"}, nil
@@ -24,11 +25,14 @@ type sink struct {
 	bytes.Buffer
 	consumed int64
 	leaks    []string
+	stderr   []byte
 }
 
 func (s *sink) Consumed(n int64) { s.consumed = n }
 
 func (s *sink) HostLeaks(l []string) { s.leaks = l }
+
+func (s *sink) Stderr(p []byte) { s.stderr = append(s.stderr, p...) }
 
 // A provider with a token runs jobs only for clients that present it.
 func TestRemoteToken(t *testing.T) {
@@ -44,7 +48,7 @@ func TestRemoteToken(t *testing.T) {
 	}
 	var out sink
 	res, err := (&Remote{Addr: srv.URL, Token: token}).Run(context.Background(), Job{Args: []string{"hi", "there"}, Require: []string{"rdtsc", "cpuid"}}, &out)
-	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" {
+	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" {
 		t.Errorf("with the token: %+v, %v, output %q, consumed %d, host leaks %q", res, err, out.String(), out.consumed, out.leaks)
 	}
 }

@@ -79,6 +79,10 @@ type ReplicaReport struct {
 	Digest   string   `json:"digest,omitempty"`
 	Why      string   `json:"why,omitempty"`
 	Leaks    []string `json:"leaks,omitempty"` // what its host could not make deterministic
+	// Stderr is the first MaxStderr bytes of its stderr (shown, not
+	// voted: the vote is on stdout and the exit status).
+	Stderr    string `json:"stderr,omitempty"`
+	StderrCut bool   `json:"stderr_cut,omitempty"`
 }
 
 // ErrStdout is the run's end when its stdout fails (a closed pipe).
@@ -281,6 +285,8 @@ type replica struct {
 	consumed int64
 	odd      string   // why it is out of the vote
 	leaks    []string // what its provider's host cannot make deterministic
+	stderr   []byte   // the first MaxStderr bytes of its stderr
+	errCut   bool     // its stderr was longer
 	closed   bool     // the vote is over
 	done     bool
 	res      Result
@@ -313,6 +319,17 @@ func (r *replica) Consumed(n int64) {
 	r.consumed = max(r.consumed, n)
 	r.mu.Unlock()
 	r.changed()
+}
+
+// MaxStderr is how much of each replica's stderr a run keeps.
+const MaxStderr = 64 << 10
+
+func (r *replica) Stderr(p []byte) {
+	r.mu.Lock()
+	n := min(len(p), MaxStderr-len(r.stderr))
+	r.stderr = append(r.stderr, p[:n]...)
+	r.errCut = r.errCut || n < len(p)
+	r.mu.Unlock()
 }
 
 func (r *replica) HostLeaks(sources []string) {

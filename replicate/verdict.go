@@ -19,7 +19,7 @@ func (v *voter) verdict() Verdict {
 	groups := map[string][]*replica{}
 	lied := map[string]bool{} // replicas whose provider signed a digest of other output
 	for _, r := range v.reps {
-		rep := ReplicaReport{Name: r.name, Provider: r.provider, Bytes: r.total, Exit: r.res.Exit, Digest: r.res.Digest, Leaks: r.leaks}
+		rep := ReplicaReport{Name: r.name, Provider: r.provider, Bytes: r.total, Exit: r.res.Exit, Digest: r.res.Digest, Leaks: r.leaks, Stderr: string(r.stderr), StderrCut: r.errCut}
 		received := r.digest.Sum(r.res.Exit)
 		switch {
 		case r.err != nil && v.over && errors.Is(r.err, context.Canceled):
