@@ -15,7 +15,7 @@ import (
 
 // Doctor measures every capability the runtime depends on.
 func Doctor(o Options) Report {
-	r := Report{CPU: cpuModel(), Kernel: kernel()}
+	r := Report{CPU: cpuModel(), Kernel: kernel(), Leaks: []string{}, Missing: []string{}}
 	add := func(c Check) {
 		r.Checks = append(r.Checks, c)
 		switch {
