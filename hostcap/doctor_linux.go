@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -15,7 +16,8 @@ import (
 
 // Doctor measures every capability the runtime depends on.
 func Doctor(o Options) Report {
-	r := Report{CPU: cpuModel(), Kernel: kernel(), Leaks: []string{}, Missing: []string{}}
+	info := cpuinfo()
+	r := Report{CPU: info["model name"], Kernel: kernel(), Leaks: []string{}, Missing: []string{}}
 	add := func(c Check) {
 		r.Checks = append(r.Checks, c)
 		switch {
@@ -33,7 +35,7 @@ func Doctor(o Options) Report {
 	add(instructionCheck("cpuid-fault", CPUID, cpuidFaults,
 		"a child arms arch_prctl(ARCH_SET_CPUID, 0) and runs cpuid",
 		"use a host with CPUID faulting (cpuid_fault), or accept the leak"))
-	add(rdrandCheck())
+	add(rdrandCheck(strings.Fields(info["flags"])))
 	add(abiCheck("ia32-emulation", progInt80, "killed by SIGSEGV", "a child makes the i386 getpid with int $0x80",
 		"int $0x80 kills the caller with SIGSEGV instead of ENOSYS (the filter denies it where emulation is on): safe, but a program that tries it ends differently than on a host with emulation"))
 	add(abiCheck("x32-abi", progX32, "the call returned ENOSYS", "a child makes the x32 getpid (syscall number | 0x40000000)",
@@ -78,12 +80,11 @@ func abiCheck(name string, p program, off, how, without string) Check {
 	return c
 }
 
-func rdrandCheck() Check {
+func rdrandCheck(flags []string) Check {
 	c := Check{Name: "rdrand", Need: Info, How: "the rdrand and rdseed flags in /proc/cpuinfo"}
-	flags := cpuFlags()
 	var has []string
 	for _, f := range []string{"rdrand", "rdseed"} {
-		if flags[f] {
+		if slices.Contains(flags, f) {
 			has = append(has, f)
 		}
 	}
@@ -165,16 +166,6 @@ func cpuinfo() map[string]string {
 	for s.Scan() && s.Text() != "" {
 		k, v, _ := strings.Cut(s.Text(), ":")
 		m[strings.TrimSpace(k)] = strings.TrimSpace(v)
-	}
-	return m
-}
-
-func cpuModel() string { return cpuinfo()["model name"] }
-
-func cpuFlags() map[string]bool {
-	m := map[string]bool{}
-	for _, f := range strings.Fields(cpuinfo()["flags"]) {
-		m[f] = true
 	}
 	return m
 }

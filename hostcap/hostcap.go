@@ -147,7 +147,3 @@ type Report struct {
 type Options struct {
 	Containers bool // also require runc and containerd
 }
-
-// Deterministic reports whether Lockstep can run here and make every
-// source deterministic.
-func (r Report) Deterministic() bool { return len(r.Leaks) == 0 && len(r.Missing) == 0 }

@@ -67,11 +67,11 @@ type Throttle interface {
 // New returns a tracer serving w. It arms CPUID faulting at every exec
 // where this host can (hostcap measures it once per process).
 func New(w *virt.World) *Tracer {
-	return &Tracer{world: w, cpuidFault: CPUIDFaulting(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}}
+	return &Tracer{world: w, cpuidFault: cpuidFaulting(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}}
 }
 
-// CPUIDFaulting reports whether cpuid faults on this host once armed.
-func CPUIDFaulting() bool {
+// cpuidFaulting reports whether cpuid faults on this host once armed.
+func cpuidFaulting() bool {
 	leaks, err := hostcap.Leaks()
 	return err == nil && !slices.Contains(leaks, hostcap.CPUID)
 }
