@@ -225,6 +225,7 @@ func serveListener(sock int, world *virt.World, kill func()) error {
 	}
 	err = <-done
 	if err != nil {
+		a.KillStuck()
 		kill()
 	}
 	return err

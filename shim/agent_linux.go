@@ -67,11 +67,12 @@ func MaybeRunAgent() {
 // listener runc sends (init and every exec), and a tracer, on its own OS
 // thread, per process the exec helper hands over. All share one world.
 type containerAgent struct {
-	cfg   agentConfig
-	world *virt.World
-	log   *virt.Log
-	fatal chan error
-	once  sync.Once
+	cfg       agentConfig
+	world     *virt.World
+	log       *virt.Log
+	fatal     chan error
+	once      sync.Once
+	killStuck func() // set before fatal is sent: the callers a failed agent left waiting
 
 	mu        sync.Mutex
 	handovers int        // guarded by mu: processes handed over so far
@@ -135,8 +136,12 @@ func runAgent(arg string) int {
 		return 0
 	case err := <-a.fatal:
 		// Exiting kills every traced process (PTRACE_O_EXITKILL); the
-		// shim sees this exit and kills the rest of the container.
+		// shim sees this exit and kills the rest of the container. The
+		// reason goes to the container's stderr first, while it is read.
 		a.report(err)
+		if a.killStuck != nil {
+			a.killStuck()
+		}
 		return 1
 	}
 }
@@ -173,8 +178,14 @@ func (a *containerAgent) openWorld() error {
 	return nil
 }
 
-func (a *containerAgent) die(err error) {
-	a.once.Do(func() { a.fatal <- err })
+func (a *containerAgent) die(err error) { a.dieKilling(err, nil) }
+
+// dieKilling is die, with kill to run once the reason is reported.
+func (a *containerAgent) dieKilling(err error, kill func()) {
+	a.once.Do(func() {
+		a.killStuck = kill
+		a.fatal <- err
+	})
 }
 
 // report says why the container is being killed, in the shim's log and on
@@ -217,10 +228,16 @@ func (a *containerAgent) acceptSeccomp(ln *net.UnixListener) {
 			return
 		}
 		go func() {
-			defer unix.Close(fd)
-			if err := agent.New(fd, a.world).Run(); err != nil {
-				a.die(err)
+			ag := agent.New(fd, a.world)
+			if err := ag.Run(); err != nil {
+				// fd stays open until the agent exits: closed now, it would
+				// answer the caller left waiting ENOSYS, and the caller
+				// would run on before the reason is reported and it is
+				// killed (runAgent).
+				a.dieKilling(err, ag.KillStuck)
+				return
 			}
+			unix.Close(fd)
 		}()
 	}
 }

@@ -42,6 +42,7 @@ type Agent struct {
 
 	mu    sync.Mutex
 	fatal error          // guarded by mu: first fatal error
+	stuck []int          // guarded by mu: callers left unanswered by a fatal error
 	wg    sync.WaitGroup // blocking handlers in flight
 	cache dirCache
 
@@ -147,14 +148,15 @@ func (a *Agent) serve(r *Req, e entry) {
 	default:
 		a.fail(fmt.Errorf("%s: %w", e.name, err))
 		if !e.blocking {
-			// No answer, and the caller killed: with SIGKILL pending it
-			// never returns to user space, even once the listener closes
-			// (the kernel answers ENOSYS then). Run sees failed() before
-			// the next notification and the tree is killed, so a replay
-			// mismatch never reaches the program's output. (A blocking
-			// handler's failure is answered ENOSYS: Run sees it only at
-			// the next notification.)
-			unix.Kill(int(r.Pid), unix.SIGKILL)
+			// No answer: the caller waits in its syscall, and Run returns
+			// before the next notification. Its owner kills the caller
+			// (KillStuck) and the tree before it closes the listener, which
+			// would answer ENOSYS: a replay mismatch so never reaches the
+			// program's output. (A blocking handler's failure is answered
+			// ENOSYS: Run sees it only at the next notification.)
+			a.mu.Lock()
+			a.stuck = append(a.stuck, int(r.Pid))
+			a.mu.Unlock()
 			return
 		}
 		resp.Val, resp.Error = 0, -int32(unix.ENOSYS)
@@ -173,6 +175,17 @@ func (a *Agent) fail(err error) {
 	defer a.mu.Unlock()
 	if a.fatal == nil {
 		a.fatal = err
+	}
+}
+
+// KillStuck kills the callers a fatal error left unanswered. With SIGKILL
+// pending they never return to user space, so the listener may close
+// after it. Call it once Run has returned an error.
+func (a *Agent) KillStuck() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, tid := range a.stuck {
+		unix.Kill(tid, unix.SIGKILL)
 	}
 }
 
