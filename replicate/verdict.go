@@ -128,19 +128,26 @@ func (v *voter) hostLimited(out *Verdict, lied map[string]bool) {
 // noneRan is the run's error when every replica failed before it wrote a
 // byte: a set-up failure (no image, no containerd, a provider refused or
 // unreachable), not a divergence. Replicas that failed alike are named
-// together.
+// together; one the vote stopped meanwhile, having written nothing,
+// hides no cause.
 func (v *voter) noneRan() error {
 	var causes []string
 	who := map[string][]string{}
 	for _, r := range v.reps {
-		if r.err == nil || r.total > 0 || errors.Is(r.err, context.Canceled) {
+		if r.err == nil || r.total > 0 {
 			return nil
+		}
+		if errors.Is(r.err, context.Canceled) {
+			continue // stopped by the vote once the others had failed
 		}
 		c := r.err.Error()
 		if who[c] == nil {
 			causes = append(causes, c)
 		}
 		who[c] = append(who[c], r.name+" on "+r.provider)
+	}
+	if len(causes) == 0 {
+		return nil
 	}
 	var why []string
 	for _, c := range causes {

@@ -2,6 +2,8 @@ package replicate
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -214,5 +216,23 @@ func TestVerdictHostLimited(t *testing.T) {
 		if out := v.verdict(); len(out.Odd) != 1 || out.Odd[0] != "replica-1" || out.Replicas[1].State != "odd" {
 			t.Errorf("a forged digest on a leaky host: %+v", out)
 		}
+	}
+}
+
+// A run whose replicas wrote nothing, two failing and the third stopped
+// by the vote meanwhile, is a set-up failure naming the cause once.
+func TestNoneRan(t *testing.T) {
+	v := newVote(t)
+	bad := errors.New(`image "nosuch": not found`)
+	v.reps[0].finish(Result{}, context.Canceled)
+	v.reps[1].finish(Result{}, bad)
+	v.reps[2].finish(Result{}, bad)
+	err := v.noneRan()
+	if !errors.Is(err, ErrNoneRan) || strings.Count(err.Error(), "not found") != 1 || !strings.Contains(err.Error(), "replica-1 on here, replica-2 on here") {
+		t.Errorf("%v", err)
+	}
+	v.reps[2].finish(Result{}, nil) // one ran
+	if err := v.noneRan(); err != nil {
+		t.Errorf("a replica ran: %v", err)
 	}
 }
