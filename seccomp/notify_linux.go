@@ -5,6 +5,7 @@ package seccomp
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -83,23 +84,36 @@ func IDValid(fd int, id uint64) error {
 
 // AddFDSend installs src in the caller as its syscall's result (the new fd
 // number), atomically answering notification id.
+//
+// The ioctl marks the notification answered, then waits for the caller to
+// take the fd. A signal in that wait (a SIGCHLD, the Go runtime's own)
+// makes the kernel drop the fd but leave the answer: restarted, the ioctl
+// fails EINPROGRESS, and the caller's syscall returns 0 with no fd. So the
+// calling thread blocks every signal for the ioctl's length.
 func AddFDSend(fd int, id uint64, src int, cloexec bool) (int, error) {
 	a := notifAddFD{ID: id, Flags: unix.SECCOMP_ADDFD_FLAG_SEND, SrcFD: uint32(src)}
 	if cloexec {
 		a.NewFDFlags = unix.O_CLOEXEC
 	}
-	for {
-		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_ADDFD, uintptr(unsafe.Pointer(&a)))
-		switch e {
-		case 0:
-			return int(r), nil
-		case unix.EINTR:
-			continue
-		case unix.ENOENT:
-			return -1, ErrGone
-		}
-		return -1, fmt.Errorf("seccomp addfd: %w", e)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	all := unix.Sigset_t{}
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
 	}
+	var old unix.Sigset_t
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old); err != nil {
+		return -1, fmt.Errorf("seccomp addfd: block signals: %w", err)
+	}
+	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_ADDFD, uintptr(unsafe.Pointer(&a)))
+	switch e {
+	case 0:
+		return int(r), nil
+	case unix.ENOENT, unix.ESRCH: // gone before, or interrupted while it waited
+		return -1, ErrGone
+	}
+	return -1, fmt.Errorf("seccomp addfd: %w", e)
 }
 
 // Install loads rules as a seccomp filter on the calling thread (which
