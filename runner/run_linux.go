@@ -160,7 +160,7 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result
 		}
 	}
 	tr.Reap(initPid)
-	killTree := func() { unix.Kill(initPid, unix.SIGKILL) }
+	killTree := func() { tracer.KillNamespace(initPid) }
 	pid, err := receivePID(sock)
 	if err != nil {
 		// Stage 3 failed before it could exec, and said why: its status
@@ -192,8 +192,8 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result
 		killTree()
 	}
 	wg.Wait()
-	if err == nil {
-		err = agentErr
+	if agentErr != nil {
+		err = agentErr // the cause: what the tracer saw next came of the kill
 	}
 	if err != nil {
 		return Result{}, err
@@ -203,9 +203,10 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result
 
 // serveListener finishes the handshake and runs the agent until every
 // process using the filter has exited. If the agent fails it kills the
-// tree (fail closed) before it closes the listener: closed first, the
-// kernel would answer a caller waiting on an unanswered notification with
-// ENOSYS, and the caller would run on (a replay mismatch reached stdout).
+// tree (fail closed), then the callers it left unanswered, before it
+// closes the listener: closed first, the kernel would answer a waiting
+// caller ENOSYS and it would run on (a replay mismatch reached stdout);
+// killed before the tree, its parent could see it die and run on.
 func serveListener(sock int, world *virt.World, kill func()) error {
 	if _, err := unix.Write(sock, []byte{'S'}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
@@ -225,8 +226,8 @@ func serveListener(sock int, world *virt.World, kill func()) error {
 	}
 	err = <-done
 	if err != nil {
-		a.KillStuck()
 		kill()
+		a.KillStuck()
 	}
 	return err
 }

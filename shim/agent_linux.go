@@ -76,6 +76,7 @@ type containerAgent struct {
 
 	mu        sync.Mutex
 	handovers int        // guarded by mu: processes handed over so far
+	nsPid     int        // guarded by mu: the first one, in the container's PID namespace
 	stdio     []*os.File // the init's stdio, until it is handed over
 
 	// The eBPF tracer, when digests or an audit were asked for.
@@ -135,10 +136,16 @@ func runAgent(arg string) int {
 		}
 		return 0
 	case err := <-a.fatal:
-		// Exiting kills every traced process (PTRACE_O_EXITKILL); the
-		// shim sees this exit and kills the rest of the container. The
-		// reason goes to the container's stderr first, while it is read.
+		// The reason goes to the container's stderr first, while it is
+		// read. Then the container's processes die, and only after them
+		// the callers the agent left waiting (see runner's serveListener).
+		// The shim sees this exit and kills whatever is left.
 		a.report(err)
+		a.mu.Lock()
+		if a.nsPid != 0 {
+			tracer.KillNamespace(a.nsPid)
+		}
+		a.mu.Unlock()
 		if a.killStuck != nil {
 			a.killStuck()
 		}
@@ -306,6 +313,7 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	var stdio []*os.File
 	if n == 0 {
 		stdio, a.stdio = a.stdio, nil
+		a.nsPid = pid
 	}
 	a.mu.Unlock()
 	// Whatever happens, the agent holds the init's stdio no longer: the

@@ -13,7 +13,16 @@ import (
 )
 
 // exec prepares a freshly exec'd image before its first instruction runs.
+// A process killed meanwhile (its tree is being killed) is let go.
 func (t *Tracer) exec(tid int, th *thread) error {
+	err := t.prepareExec(tid, th)
+	if err != nil && dying(tid) {
+		return ignoreGone(resume(tid, 0))
+	}
+	return err
+}
+
+func (t *Tracer) prepareExec(tid int, th *thread) error {
 	auxv, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", tid))
 	if err != nil {
 		return ignoreGone(resume(tid, 0)) // killed during exec
