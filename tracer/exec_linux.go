@@ -33,7 +33,8 @@ func (t *Tracer) prepareExec(tid int, th *thread) error {
 		return fmt.Errorf("exec: open tracee memory: %w", err)
 	}
 	defer mem.Close()
-	stub, err := patchVDSO(tid, mem, aux[atSysinfoEhdr])
+	base := aux[atSysinfoEhdr]
+	patches, err := patchVDSO(tid, mem, base)
 	if err != nil {
 		return fmt.Errorf("exec of pid %d: %w", tid, err)
 	}
@@ -48,39 +49,147 @@ func (t *Tracer) prepareExec(tid int, th *thread) error {
 	if _, err := mem.WriteAt(rnd[:], int64(aux[atRandom])); err != nil {
 		return fmt.Errorf("exec of %s: rewrite AT_RANDOM: %w", exe, err)
 	}
-	if !t.cpuidFault || stub == 0 {
+	if len(patches) == 0 {
+		return resume(tid, 0) // no vDSO mapped: every clock read is a syscall already
+	}
+	// The rest runs syscalls in the new program before its first
+	// instruction, from its execve's exit stop.
+	if err := t.toSyscallStop(tid); err != nil {
+		return err
+	}
+	var regs unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+		return err
+	}
+	stub := patches[0].Addr + stubSyscallOffset
+	if t.cpuidFault {
+		// CPUID faulting is cleared by execve: re-arm it.
+		if r, err := t.syscallIn(tid, regs, stub, unix.SYS_ARCH_PRCTL, archSetCPUID, 0); err != nil {
+			return err
+		} else if r != 0 {
+			return fmt.Errorf("exec: arm CPUID faulting in pid %d: errno %d", tid, -r)
+		}
+	}
+	cm := clockMap{insn: stub, name: base + elfPadding}
+	page, addr, err := t.mapClock(tid, regs, cm, false)
+	if err != nil {
+		return err
+	}
+	cm.page = addr
+	if cm.insn, err = writeClock(mem, patches, addr); err != nil {
+		unix.Munmap(page)
+		return fmt.Errorf("exec of %s: %w", exe, err)
+	}
+	t.clocks[int32(tid)] = cm
+	if err := t.world.AttachClock(int32(tid), page, func() { unix.Munmap(page) }, true); err != nil {
+		return err
+	}
+	if err := unix.PtraceSetRegs(tid, &regs); err != nil {
+		return ignoreGone(err)
+	}
+	t.redeliver(tid)
+	return resume(tid, 0)
+}
+
+// elfPadding is the offset of a NUL byte in any ELF image (e_ident's
+// padding): the vDSO's serves as memfd_create's empty name.
+const elfPadding = 9
+
+// writeClock writes the clock block for a page at addr over the vDSO's
+// clock_gettime, and jumps to it over gettimeofday and time. It returns
+// the address of a syscall instruction in the block.
+func writeClock(mem *os.File, patches []Patch, addr uint64) (uint64, error) {
+	block, err := assembleClock(addr)
+	if err != nil {
+		return 0, err
+	}
+	at := map[string]Patch{}
+	for _, p := range patches {
+		at[p.Symbol] = p
+	}
+	cg := at["__vdso_clock_gettime"]
+	if cg.Size != 0 && cg.Size < uint64(len(block.code)) {
+		return 0, fmt.Errorf("vdso: clock_gettime has %d bytes, the clock code needs %d", cg.Size, len(block.code))
+	}
+	writes := []Patch{
+		{Addr: cg.Addr, Code: block.code},
+		{Addr: at["__vdso_gettimeofday"].Addr, Code: jmpRel32(at["__vdso_gettimeofday"].Addr, cg.Addr+uint64(block.gettimeofday))},
+		{Addr: at["__vdso_time"].Addr, Code: jmpRel32(at["__vdso_time"].Addr, cg.Addr+uint64(block.time))},
+	}
+	for _, w := range writes {
+		if _, err := mem.WriteAt(w.Code, int64(w.Addr)); err != nil {
+			return 0, fmt.Errorf("write clock code: %w", err)
+		}
+	}
+	return cg.Addr + uint64(block.syscall), nil
+}
+
+// firstRun resumes a new thread at its first stop. A new process with
+// memory of its own first gets a clock page of its own, at the address of
+// the parent's it inherited (whose code reads it there).
+func (t *Tracer) firstRun(tid int, th *thread) error {
+	parent := th.forkedBy
+	th.forkedBy = 0
+	cm, ok := t.clocks[parent]
+	if !ok {
 		return resume(tid, 0)
 	}
-	// CPUID faulting is cleared by execve: re-arm it by running
-	// arch_prctl(ARCH_SET_CPUID, 0) in the tracee once execve returns.
-	th.exit = func(tid int, regs *unix.PtraceRegs) error { return t.injectCPUIDFault(tid, regs, stub) }
-	return ignoreGone(unix.PtraceSyscall(tid, 0))
+	if sameMemory(tid, int(parent)) { // clone(CLONE_VM) without CLONE_VFORK
+		return resume(tid, 0)
+	}
+	var regs unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+		return ignoreGone(err)
+	}
+	page, _, err := t.mapClock(tid, regs, cm, true)
+	if err == errGone || err != nil && dying(tid) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	t.clocks[int32(tid)] = cm
+	if err := t.world.AttachClock(int32(tid), page, func() { unix.Munmap(page) }, false); err != nil {
+		return err
+	}
+	if err := unix.PtraceSetRegs(tid, &regs); err != nil {
+		return ignoreGone(err)
+	}
+	t.redeliver(tid)
+	return resume(tid, 0)
+}
+
+// sameMemory reports whether processes a and b share their memory.
+func sameMemory(a, b int) bool {
+	const kcmpVM = 1
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(a), uintptr(b), kcmpVM, 0, 0, 0)
+	return e == 0 && r == 0
 }
 
 // patchVDSO turns the vDSO at base into syscall stubs and returns the
-// address of one stub's syscall instruction (for injecting syscalls).
-func patchVDSO(tid int, mem *os.File, base uint64) (uint64, error) {
+// patches (none if no vDSO is mapped).
+func patchVDSO(tid int, mem *os.File, base uint64) ([]Patch, error) {
 	if base == 0 {
-		return 0, nil // no vDSO mapped: every clock read is a syscall already
+		return nil, nil
 	}
 	size, err := vdsoSize(tid, base)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	img := make([]byte, size)
 	if _, err := mem.ReadAt(img, int64(base)); err != nil {
-		return 0, fmt.Errorf("read vdso: %w", err)
+		return nil, fmt.Errorf("read vdso: %w", err)
 	}
 	patches, err := PlanVDSO(img, base)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, p := range patches {
 		if _, err := mem.WriteAt(p.Code, int64(p.Addr)); err != nil {
-			return 0, fmt.Errorf("patch %s: %w", p.Symbol, err)
+			return nil, fmt.Errorf("patch %s: %w", p.Symbol, err)
 		}
 	}
-	return patches[0].Addr + stubSyscallOffset, nil
+	return patches, nil
 }
 
 // vdsoSize finds the vDSO mapping's length in /proc/PID/maps.
@@ -102,30 +211,6 @@ func vdsoSize(tid int, base uint64) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no [vdso] mapping at %#x", base)
-}
-
-// injectCPUIDFault runs at execve's syscall-exit stop: it saves the
-// registers, points the thread at a syscall instruction with
-// arch_prctl(ARCH_SET_CPUID, 0) loaded, and restores them once that
-// syscall has run.
-func (t *Tracer) injectCPUIDFault(tid int, regs *unix.PtraceRegs, syscallInsn uint64) error {
-	saved := *regs
-	inj := *regs
-	inj.Rip = syscallInsn
-	inj.Rax, inj.Orig_rax = unix.SYS_ARCH_PRCTL, unix.SYS_ARCH_PRCTL
-	inj.Rdi, inj.Rsi = archSetCPUID, 0
-	if err := unix.PtraceSetRegs(tid, &inj); err != nil {
-		return ignoreGone(err)
-	}
-	th := t.thread(tid)
-	th.exit = func(tid int, regs *unix.PtraceRegs) error {
-		if int64(regs.Rax) != 0 {
-			return fmt.Errorf("exec: arm CPUID faulting in pid %d: errno %d", tid, -int64(regs.Rax))
-		}
-		return ignoreGone(unix.PtraceSetRegs(tid, &saved))
-	}
-	th.injecting = true
-	return nil
 }
 
 const archSetCPUID = 0x1012

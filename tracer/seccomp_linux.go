@@ -88,11 +88,7 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 	case unix.SYS_FUTEX_WAITV:
 		return t.absoluteWait(tid, regs, int32(regs.R8))
 	case unix.SYS_ARCH_PRCTL:
-		if th.injecting {
-			th.injecting = false
-			return th.exit, nil // the tracer's own: run it, keep its fixup
-		}
-		return deny(tid, regs, unix.EPERM)
+		return deny(tid, regs, unix.EPERM) // the tracer's own come through syscallIn
 	case unix.SYS_PRCTL: // PR_SET_TSC, by the profile
 		if regs.Rsi == unix.PR_TSC_SIGSEGV {
 			return nil, nil

@@ -23,11 +23,12 @@ const syscallStop = unix.SIGTRAP | 0x80 // PTRACE_O_TRACESYSGOOD
 type exitFixup func(tid int, regs *unix.PtraceRegs) error
 
 type thread struct {
-	announced bool      // its creator's fork or clone stop has been seen (or it is the root)
-	parked    time.Time // when stopped at its first stop until it is announced, else zero
-	exit      exitFixup // pending syscall-exit work, or nil
-	busyTG    int32     // thread group marked busy in the world's Quiet until the exit, or 0
-	injecting bool      // the next arch_prctl(ARCH_SET_CPUID) is the tracer's own
+	announced bool          // its creator's fork or clone stop has been seen (or it is the root)
+	parked    time.Time     // when stopped at its first stop until it is announced, else zero
+	exit      exitFixup     // pending syscall-exit work, or nil
+	busyTG    int32         // thread group marked busy in the world's Quiet until the exit, or 0
+	deferred  []unix.Signal // signals that stopped it while the tracer ran syscalls in it
+	forkedBy  int32         // a new process with memory of its own: its parent's (give it a clock page)
 }
 
 // Tracer traces one process tree. All its methods must be called from the
@@ -46,7 +47,9 @@ type Tracer struct {
 	root     int
 	status   unix.WaitStatus // root's, once it has exited
 	exited   bool
-	Execs    int // execve calls seen
+	clocks   map[int32]clockMap // by process: where its clock page is
+	pending  []waited           // statuses an injection took from wait4, for the loop
+	Execs    int                // execve calls seen
 	// OnFirstExec, if set, runs at the first execve's stop, before the
 	// new program runs (the I/O tracer starts recording there).
 	OnFirstExec func()
@@ -67,7 +70,7 @@ type Throttle interface {
 // New returns a tracer serving w. It arms CPUID faulting at every exec
 // where this host can (hostcap measures it once per process).
 func New(w *virt.World) *Tracer {
-	return &Tracer{world: w, cpuidFault: cpuidFaulting(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}}
+	return &Tracer{world: w, cpuidFault: cpuidFaulting(), threads: map[int]*thread{}, others: map[int]bool{}, held: map[int]*hold{}, throttle: map[int]bool{}, clocks: map[int32]clockMap{}}
 }
 
 // cpuidFaulting reports whether cpuid faults on this host once armed.
@@ -104,7 +107,14 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		if len(t.held) > 0 || t.parked > 0 || len(t.throttle) > 0 {
 			flags |= unix.WNOHANG
 		}
-		tid, err := unix.Wait4(-1, &ws, flags, nil)
+		var tid int
+		var err error
+		if len(t.pending) > 0 {
+			tid, ws = t.pending[0].tid, t.pending[0].ws
+			t.pending = t.pending[1:]
+		} else {
+			tid, err = unix.Wait4(-1, &ws, flags, nil)
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -142,6 +152,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			}
 			t.world.Exit(int32(tid))
 			t.world.Quiet().Forget(int32(tid))
+			delete(t.clocks, int32(tid))
 			continue
 		}
 		if !ws.Stopped() {
@@ -225,6 +236,7 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 			t.parked++
 			return nil
 		}
+		return t.firstRun(tid, th)
 	case unix.PTRACE_EVENT_CLONE, unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK:
 		msg, err := unix.PtraceGetEventMsg(tid)
 		if err != nil {
@@ -234,10 +246,13 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		q := t.world.Quiet()
 		parent := q.Tgid(uint32(tid))
 		process := event != unix.PTRACE_EVENT_CLONE || q.Tgid(uint32(child)) != parent
+		ch := t.thread(child)
 		if process {
 			t.world.Fork(parent, int32(child))
+			if event != unix.PTRACE_EVENT_VFORK {
+				ch.forkedBy = parent
+			}
 		}
-		ch := t.thread(child)
 		ch.announced = true
 		if err := t.unpark(child, ch); err != nil {
 			return err
@@ -348,7 +363,7 @@ func (t *Tracer) unpark(tid int, th *thread) error {
 	}
 	th.parked = time.Time{}
 	t.parked--
-	return resume(tid, 0)
+	return t.firstRun(tid, th)
 }
 
 // release resumes the held threads whose process has gone quiet (every

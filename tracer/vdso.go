@@ -12,6 +12,7 @@ import (
 type Patch struct {
 	Symbol string
 	Addr   uint64
+	Size   uint64 // the symbol's
 	Code   []byte
 }
 
@@ -77,7 +78,7 @@ func PlanVDSO(img []byte, base uint64) ([]Patch, error) {
 			return nil, fmt.Errorf("vdso: %s is too small to patch (%d bytes)", s.Name, s.Size)
 		}
 		seen[addr] = true
-		patches = append(patches, Patch{Symbol: s.Name, Addr: addr, Code: syscallStub(nr)})
+		patches = append(patches, Patch{Symbol: s.Name, Addr: addr, Size: s.Size, Code: syscallStub(nr)})
 	}
 	for _, need := range []string{"__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time"} {
 		if !hasSymbol(patches, need) {

@@ -23,7 +23,8 @@ import (
 // with its parent's time at fork, each process advances its own clocks by
 // its reads and sleeps, and a parent's clocks move up to a child's when it
 // reaps the child with wait (Reaped), the point where the parent learns
-// what the child did.
+// what the child did. Reads do not move a process's time (see SpinReads):
+// its waits do.
 type proc struct {
 	name      string
 	parent    *proc
@@ -36,6 +37,38 @@ type proc struct {
 	getrandom *rand.ChaCha8    // made at the first getrandom
 	clk       [3]time.Duration // each class's counter, from its origin
 	exited    []*proc          // children that exited and were not waited for, oldest first
+	page      clockPage        // its clock page (AttachClock), or nil
+	release   func()           // unmaps page
+	reads     uint64           // wall and monotonic reads since its time moved, without a page
+}
+
+// change applies f to pr's clocks, after taking in its spinning reads
+// (each read past SpinReads moved its time by one step), and publishes
+// them to its page, all under the page's sequence lock; p.mu is held.
+func (p *procs) change(pr *proc, f func()) {
+	apply := func(reads uint64) (time.Duration, time.Duration) {
+		if reads > SpinReads {
+			extra := time.Duration(reads-SpinReads) * p.step
+			pr.clk[Wall] += extra
+			pr.clk[Mono] += extra
+		}
+		f()
+		return p.wallOrigin + pr.clk[Wall], pr.clk[Mono]
+	}
+	if pr.page == nil {
+		apply(pr.reads)
+	} else {
+		pr.page.publish(apply)
+	}
+	pr.reads = 0
+}
+
+// detach unmaps pr's page.
+func (pr *proc) detach() {
+	if pr.release != nil {
+		pr.release()
+	}
+	pr.page, pr.release = nil, nil
 }
 
 // maxExited bounds the exited children a process keeps for its waits: a
@@ -50,13 +83,14 @@ type procs struct {
 	roots   uint64          // processes given by Root so far
 	unknown *proc           // processes never announced (not traced from their start)
 
-	step   time.Duration
-	run    bool             // the command has started: clocks move
-	latest [3]time.Duration // the latest time of each class any process has seen: a new root's start
+	step       time.Duration
+	wallOrigin time.Duration    // the epoch, from the Unix epoch: what a page's wall clock adds
+	run        bool             // the command has started: clocks move
+	latest     [3]time.Duration // the latest time of each class any process has seen: a new root's start
 }
 
-func newProcs() *procs {
-	p := &procs{byTgid: map[int32]*proc{}, step: defaultStep}
+func newProcs(epoch time.Time) *procs {
+	p := &procs{byTgid: map[int32]*proc{}, step: defaultStep, wallOrigin: time.Duration(epoch.UnixNano())}
 	p.latest[Mono] = monoStart
 	p.latest[CPU] = cpuStart
 	p.unknown = &proc{name: "?", clk: p.latest, start: monoStart}
@@ -104,6 +138,7 @@ func (w *World) Exit(tgid int32) {
 		return
 	}
 	delete(p.byTgid, tgid)
+	pr.detach()
 	if pa := pr.parent; pa != nil && pr.nspid != 0 {
 		if len(pa.exited) >= maxExited {
 			pa.exited = pa.exited[1:]
@@ -134,9 +169,11 @@ func (w *World) Reaped(tgid, nspid int32) {
 	}
 	ch := pa.exited[i]
 	pa.exited = slices.Delete(pa.exited, i, i+1)
-	for c := range pa.clk {
-		pa.clk[c] = max(pa.clk[c], ch.clk[c])
-	}
+	p.change(pa, func() {
+		for c := range pa.clk {
+			pa.clk[c] = max(pa.clk[c], ch.clk[c])
+		}
+	})
 }
 
 // nsPID returns child's PID as seen in parent's PID namespace (the NSpid
@@ -197,18 +234,35 @@ func nsPIDs(pid int32) []int32 {
 	return nil
 }
 
-// read returns process tgid's counter of class cl and advances it by one
-// step, with the process's name.
-func (p *procs) read(tgid int32, cl Class) (time.Duration, string) {
+// read returns process tgid's counter of class cl. A read does not move
+// the process's time, except past SpinReads reads since it last moved:
+// then each read adds one step, as the vDSO's reads of the page do (the
+// CPU-time clocks: every read steps).
+func (p *procs) read(tgid int32, cl Class) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pr := p.get(tgid)
-	v := pr.clk[cl]
-	if p.run {
-		pr.clk[cl] += p.step
-		p.latest[cl] = max(p.latest[cl], pr.clk[cl])
+	if !p.run {
+		return pr.clk[cl]
 	}
-	return v, pr.name
+	if cl == CPU {
+		v := pr.clk[cl]
+		pr.clk[cl] += p.step
+		return v
+	}
+	var before uint64
+	if pr.page != nil {
+		before = pr.page.read()
+	} else {
+		before = pr.reads
+		pr.reads++
+	}
+	v := pr.clk[cl]
+	if before > SpinReads {
+		v += time.Duration(before-SpinReads) * p.step
+	}
+	p.latest[cl] = max(p.latest[cl], v)
+	return v
 }
 
 // peek returns process tgid's counter of class cl.
@@ -227,8 +281,10 @@ func (p *procs) advance(tgid int32, cl Class, to, by time.Duration) {
 		return
 	}
 	pr := p.get(tgid)
-	pr.clk[cl] = max(pr.clk[cl], to) + max(by, 0)
-	p.latest[cl] = max(p.latest[cl], pr.clk[cl])
+	p.change(pr, func() {
+		pr.clk[cl] = max(pr.clk[cl], to) + max(by, 0)
+		p.latest[cl] = max(p.latest[cl], pr.clk[cl])
+	})
 }
 
 // start lets the clocks move. Before it (lockstep's own setup code runs

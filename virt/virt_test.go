@@ -36,19 +36,77 @@ func TestClocksStandStillBeforeStart(t *testing.T) {
 	}
 }
 
-func TestWallClockStartsAtEpochAndSteps(t *testing.T) {
+func TestWallClockStartsAtEpochAndStandsStill(t *testing.T) {
 	w := world(t, 0)
 	a, _ := w.ReadClock(0, ClockRealtime)
 	b, _ := w.ReadClock(0, ClockRealtime)
 	if a != DefaultEpoch.UnixNano() {
 		t.Fatalf("first read %d, want the epoch %d", a, DefaultEpoch.UnixNano())
 	}
-	if b-a != int64(defaultStep) {
-		t.Fatalf("second read %d after %d: want one step", b, a)
+	if b != a {
+		t.Fatalf("second read %d after %d: a read moved the clock", b, a)
 	}
 	tai, _ := w.ReadClock(0, ClockTAI)
-	if tai-b != int64(defaultStep+taiOffset) {
+	if tai-b != int64(taiOffset) {
 		t.Fatalf("TAI %d is not wall + 37 s", tai)
+	}
+}
+
+// TestSpinningReads: a process that reads its clock SpinReads times
+// without its time moving sees it step from then on, so that a loop
+// waiting for the clock ends; a wait that moves its time resets the count.
+func TestSpinningReads(t *testing.T) {
+	w := world(t, 0)
+	a, _ := w.ReadClock(0, ClockMonotonic)
+	for range SpinReads - 1 {
+		w.ReadClock(0, ClockMonotonic)
+	}
+	b, _ := w.ReadClock(0, ClockMonotonic)
+	c, _ := w.ReadClock(0, ClockMonotonic)
+	if b != a || c != a+int64(defaultStep) {
+		t.Fatalf("reads %d, %d, %d: want the clock still until read %d, then stepping", a, b, c, SpinReads+1)
+	}
+	w.TimedOut(0, ClockMonotonic, c+int64(time.Millisecond))
+	d, _ := w.ReadClock(0, ClockMonotonic)
+	e, _ := w.ReadClock(0, ClockMonotonic)
+	if d != c+int64(time.Millisecond) || e != d {
+		t.Fatalf("after a timeout: %d, %d: want %d twice", d, e, c+int64(time.Millisecond))
+	}
+}
+
+// TestClockPage: the page a process reads in-process holds its clocks,
+// follows every move, and counts reads with the world's.
+func TestClockPage(t *testing.T) {
+	child := exec.Command("sleep", "10")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	pid := int32(child.Process.Pid)
+	w := world(t, 0)
+	w.Root(pid)
+	page := make([]byte, PageSize)
+	released := false
+	if err := w.AttachClock(pid, page, func() { released = true }, true); err != nil {
+		t.Fatal(err)
+	}
+	word := func(off int) int64 { return int64(binary.LittleEndian.Uint64(page[off:])) }
+	pair := func(off int) int64 { return word(off)*1e9 + word(off+8) }
+	if pair(PageWallSec) != DefaultEpoch.UnixNano() || pair(PageMonoSec) != int64(monoStart) ||
+		pair(PageTAISec) != DefaultEpoch.UnixNano()+int64(taiOffset) || word(PageLimit) != SpinReads || word(PageSeq)%2 != 0 {
+		t.Fatalf("a new page: wall %d, mono %d, TAI %d, limit %d, seq %d", pair(PageWallSec), pair(PageMonoSec), pair(PageTAISec), word(PageLimit), word(PageSeq))
+	}
+	w.ReadClock(pid, ClockRealtime)
+	if word(PageReads) != 1 {
+		t.Fatalf("a read through the agent counted %d", word(PageReads))
+	}
+	w.Slept(pid, ClockMonotonic, false, int64(1500*time.Millisecond), 1500*time.Millisecond)
+	if pair(PageMonoSec) != int64(monoStart+1500*time.Millisecond) || pair(PageWallSec) != DefaultEpoch.UnixNano()+int64(1500*time.Millisecond) || word(PageReads) != 0 {
+		t.Fatalf("after a sleep: wall %d, mono %d, reads %d", pair(PageWallSec), pair(PageMonoSec), word(PageReads))
+	}
+	w.Exit(pid)
+	if !released {
+		t.Fatal("the page was not released with its process")
 	}
 }
 
@@ -368,7 +426,7 @@ func TestClocksPerProcess(t *testing.T) {
 	}
 	w.Slept(kid, ClockRealtime, false, int64(time.Second), time.Second)
 	w.ReadClock(parent, ClockRealtime)
-	if p1, _ := w.Now(parent, ClockRealtime); p1 != p0+int64(defaultStep) {
+	if p1, _ := w.Now(parent, ClockRealtime); p1 != p0 {
 		t.Fatalf("the parent's clock moved with its child's sleep: %d, then %d", p0, p1)
 	}
 	c1, _ := w.Now(kid, ClockRealtime)

@@ -24,7 +24,7 @@ func New(cfg Config, log *Log) (*World, error) {
 	}
 	return &World{
 		cfg:       cfg,
-		pr:        newProcs(),
+		pr:        newProcs(cfg.Epoch),
 		ino:       newInodes(),
 		log:       log,
 		quiet:     newQuiet(),
@@ -62,20 +62,38 @@ func (w *World) origin(id int32, cl Class) time.Duration {
 }
 
 // ReadClock serves process tgid one read of clock id, in nanoseconds
-// since the clock's origin, and advances the process's clock by one step.
+// since the clock's origin. Reads do not move time (procs.read).
 func (w *World) ReadClock(tgid, id int32) (int64, error) {
 	cl, err := ClassOf(id)
 	if err != nil {
 		return 0, err
 	}
-	d, name := w.pr.read(tgid, cl)
-	v := int64(w.origin(id, cl) + d)
-	if cl == Wall {
-		if err := w.note(name, "clock", clockName(id), fmt.Sprint(v)); err != nil {
-			return 0, err
-		}
+	return int64(w.origin(id, cl) + w.pr.read(tgid, cl)), nil
+}
+
+// AttachClock gives process tgid its clock page (see PageSeq), mapped
+// into it at its exec or fork; release unmaps this side's mapping when the
+// process is gone or gets another. A process's first page after an exec
+// records its wall time in the log: a replay with another epoch stops
+// there, before the program reads it.
+func (w *World) AttachClock(tgid int32, page []byte, release func(), exec bool) error {
+	p := w.pr
+	p.mu.Lock()
+	pr := p.get(tgid)
+	if pr == p.unknown {
+		p.mu.Unlock()
+		release()
+		return nil
 	}
-	return v, nil
+	pr.detach()
+	pr.page, pr.release = page, release
+	p.change(pr, func() {})
+	name, wall := pr.name, int64(p.wallOrigin+pr.clk[Wall])
+	p.mu.Unlock()
+	if !exec {
+		return nil
+	}
+	return w.note(name, "clock", "CLOCK_REALTIME at exec", fmt.Sprint(wall))
 }
 
 // Now returns process tgid's clock id without advancing it.
@@ -131,8 +149,19 @@ func (w *World) Slept(tgid, id int32, abs bool, t int64, d time.Duration) {
 
 // NanoSlept accounts process tgid's completed nanosleep(2) of length d.
 // Linux measures nanosleep against CLOCK_MONOTONIC, and language runtimes
-// use it on background threads, so it advances the monotonic clock only.
-func (w *World) NanoSlept(tgid int32, d time.Duration) { w.pr.advance(tgid, Mono, 0, d) }
+// use it on background threads, so it advances the monotonic clock only;
+// and a nanosleep of at most RuntimeSleep moves no time at all: it is a
+// runtime's own pause (Go's sysmon sleeps 20 µs to 10 ms between looks),
+// and how many of them fit in a stretch of the program follows the host's
+// timing. C libraries' sleep, usleep and nanosleep call clock_nanosleep.
+func (w *World) NanoSlept(tgid int32, d time.Duration) {
+	if d > RuntimeSleep {
+		w.pr.advance(tgid, Mono, 0, d)
+	}
+}
+
+// RuntimeSleep is the longest nanosleep(2) that is a runtime's own.
+const RuntimeSleep = 10 * time.Millisecond
 
 // TimedOut accounts process tgid's wait on clock id whose timeout expired
 // at the absolute time t: the clock reaches t.
@@ -147,17 +176,3 @@ func (w *World) TimedOut(tgid, id int32, t int64) {
 // Uptime is process tgid's monotonic clock: what /proc/uptime and sysinfo
 // say.
 func (w *World) Uptime(tgid int32) time.Duration { return w.pr.peek(tgid, Mono) }
-
-func clockName(id int32) string {
-	switch id {
-	case ClockRealtime:
-		return "CLOCK_REALTIME"
-	case ClockRealtimeCoarse:
-		return "CLOCK_REALTIME_COARSE"
-	case ClockRealtimeAlarm:
-		return "CLOCK_REALTIME_ALARM"
-	case ClockTAI:
-		return "CLOCK_TAI"
-	}
-	return fmt.Sprintf("clock(%d)", id)
-}
