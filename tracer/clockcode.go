@@ -36,6 +36,7 @@ func (a *asm) jmp8(op byte, l string) {
 	a.emit(op, 0)
 	a.fixups = append(a.fixups, fixup{len(a.b) - 1, l, false})
 }
+
 // jcc32 is a conditional jump (op: its 8-bit form) with a 32-bit offset.
 func (a *asm) jcc32(op byte, l string) {
 	a.emit(0x0f, op+0x10, 0, 0, 0, 0)
