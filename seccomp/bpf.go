@@ -111,6 +111,10 @@ func (p *program) condition(c Cond, fail, pass string) {
 		p.emit(bpf.LoadAbsolute{Off: hi, Size: 4})
 		p.emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: uint32(c.Mask >> 32)})
 		p.jump(bpf.JumpEqual, vhi, "", fail)
+	case OpPositive32: // the kernel reads an int: the low 32 bits
+		p.emit(bpf.LoadAbsolute{Off: lo, Size: 4})
+		p.jump(bpf.JumpEqual, 0, fail, "")
+		p.jump(bpf.JumpGreaterOrEqual, 1<<31, fail, "")
 	}
 	p.label(pass)
 }

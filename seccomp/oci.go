@@ -40,6 +40,11 @@ func OCI(rules []Rule, listenerPath, listenerMetadata string) (*specs.LinuxSecco
 				a.Op = specs.OpNotEqual
 			case OpMaskedEq:
 				a.Op, a.Value, a.ValueTwo = specs.OpMaskedEqual, c.Mask, c.Value
+			case OpPositive32:
+				// One comparison per argument: traced unless negative. A
+				// zero timeout (a poll) is traced too; the tracer lets it
+				// through unchanged.
+				a.Op, a.Value, a.ValueTwo = specs.OpMaskedEqual, 1<<31, 0
 			}
 			sc.Args = []specs.LinuxSeccompArg{a}
 		}

@@ -36,6 +36,7 @@ const (
 	OpEq       Op = iota // arg == Value
 	OpNe                 // arg != Value
 	OpMaskedEq           // arg & Mask == Value
+	OpPositive32         // int32(arg) > 0: a timeout in milliseconds that can expire
 )
 
 // Cond is one argument comparison. A rule matches when all its Conds hold.
@@ -55,6 +56,8 @@ func (c Cond) holds(args [6]uint64) bool {
 		return a != c.Value
 	case OpMaskedEq:
 		return a&c.Mask == c.Value
+	case OpPositive32:
+		return int32(a) > 0
 	}
 	return false
 }
@@ -160,6 +163,12 @@ func traceIf(name string, nr uint32, arg uint) Rule {
 	return Rule{Name: name, Nr: nr, Action: ActTrace, Cond: &Cond{Arg: arg, Op: OpNe, Value: 0}}
 }
 
+// timed traces the syscall only when its argument arg, a timeout in
+// milliseconds (an int), is positive.
+func timed(name string, nr uint32, arg uint) Rule {
+	return Rule{Name: name, Nr: nr, Action: ActTrace, Cond: &Cond{Arg: arg, Op: OpPositive32}}
+}
+
 func deny(name string, nr uint32, e syscall.Errno) Rule {
 	return Rule{Name: name, Nr: nr, Action: ActErrno, Errno: e}
 }
@@ -206,12 +215,13 @@ func Rules() []Rule {
 		trace("wait4", sysWait4),   // rusage; the reaped child's clocks
 		trace("waitid", sysWaitid), // rusage; the reaped child's clocks
 		// Waits with a timeout: an expired timeout advances virtual time.
-		traceIf("poll", sysPoll, 2),
+		// A timeout of 0 (a poll) or negative (none) moves no time: not traced.
+		timed("poll", sysPoll, 2),
 		traceIf("ppoll", sysPpoll, 2),
 		traceIf("select", sysSelect, 4),
 		traceIf("pselect6", sysPselect6, 4),
-		traceIf("epoll_wait", sysEpollWait, 3),
-		traceIf("epoll_pwait", sysEpollPwait, 3),
+		timed("epoll_wait", sysEpollWait, 3),
+		timed("epoll_pwait", sysEpollPwait, 3),
 		traceIf("epoll_pwait2", sysEpollPwait2, 3),
 		traceIf("futex", sysFutex, 3),
 		traceIf("futex_waitv", sysFutexWaitv, 3),
