@@ -33,10 +33,10 @@ func (a Action) String() string {
 type Op int
 
 const (
-	OpEq       Op = iota // arg == Value
-	OpNe                 // arg != Value
-	OpMaskedEq           // arg & Mask == Value
-	OpPositive32         // int32(arg) > 0: a timeout in milliseconds that can expire
+	OpEq         Op = iota // arg == Value
+	OpNe                   // arg != Value
+	OpMaskedEq             // arg & Mask == Value
+	OpPositive32           // int32(arg) > 0: a timeout in milliseconds that can expire
 )
 
 // Cond is one argument comparison. A rule matches when all its Conds hold.
