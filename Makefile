@@ -40,6 +40,9 @@ generate: ## rebuild the eBPF object and its Go bindings (bpf2go, pinned clang-1
 bench: build ## benchmark against native in the same run (docs/performance.md)
 	hack/bench-exec.sh
 
+bench-time: build ## time: Go HTTP, Python asyncio, threads, clock reads, CPU against native and an allow-all filter (docs/performance.md)
+	hack/bench-time.sh
+
 bench-logd: ## logd's durable appends against bare etcd, one and three members (docs/performance.md)
 	$(GO) test -run XXX -bench Append -benchtime 5s ./logd/ 2>&1 | grep -E '^(Benchmark|ok|FAIL)'
 

@@ -52,7 +52,14 @@ func (p *procs) change(pr *proc, f func()) {
 			pr.clk[Wall] += extra
 			pr.clk[Mono] += extra
 		}
+		// The wall and monotonic clocks move together, as on a machine
+		// whose clock nobody sets: by the larger of the two moves.
+		w0, m0 := pr.clk[Wall], pr.clk[Mono]
 		f()
+		d := max(pr.clk[Wall]-w0, pr.clk[Mono]-m0, 0)
+		pr.clk[Wall], pr.clk[Mono] = w0+d, m0+d
+		p.latest[Wall] = max(p.latest[Wall], pr.clk[Wall])
+		p.latest[Mono] = max(p.latest[Mono], pr.clk[Mono])
 		return p.wallOrigin + pr.clk[Wall], pr.clk[Mono]
 	}
 	if pr.page == nil {

@@ -131,26 +131,22 @@ func (w *World) SleepLength(tgid, id int32, abs bool, t int64) (time.Duration, e
 }
 
 // Slept accounts process tgid's completed clock_nanosleep of length d on
-// clock id: its wall and monotonic clocks both advance by d, and the slept
-// clock reaches an absolute deadline t.
+// clock id: its clocks advance by d, or the slept clock reaches an
+// absolute deadline t (the wall and monotonic clocks move together).
 func (w *World) Slept(tgid, id int32, abs bool, t int64, d time.Duration) {
 	cl, err := ClassOf(id)
 	if err != nil {
 		return
 	}
-	for _, c := range []Class{Wall, Mono} {
-		if abs && c == cl {
-			w.pr.advance(tgid, cl, time.Duration(t)-w.origin(id, cl), 0)
-		} else {
-			w.pr.advance(tgid, c, 0, d)
-		}
+	if abs && cl != CPU {
+		w.pr.advance(tgid, cl, time.Duration(t)-w.origin(id, cl), 0)
+		return
 	}
+	w.pr.advance(tgid, Mono, 0, d)
 }
 
 // NanoSlept accounts process tgid's completed nanosleep(2) of length d.
-// Linux measures nanosleep against CLOCK_MONOTONIC, and language runtimes
-// use it on background threads, so it advances the monotonic clock only;
-// and a nanosleep of at most RuntimeSleep moves no time at all: it is a
+// A nanosleep of at most RuntimeSleep moves no time: it is a
 // runtime's own pause (Go's sysmon sleeps 20 µs to 10 ms between looks),
 // and how many of them fit in a stretch of the program follows the host's
 // timing. C libraries' sleep, usleep and nanosleep call clock_nanosleep.

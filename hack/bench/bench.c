@@ -4,13 +4,17 @@
 //   clock N    N clock_gettime(CLOCK_REALTIME) calls
 //   urandom N  read N bytes of /dev/urandom
 //   write N B  N writes of B bytes to stdout (hack/bench-ebpf.sh)
+//   threads N  N threads created and joined, one at a time (hack/bench-time.sh)
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+static void *thread(void *arg) { return arg; }
 
 int main(int argc, char **argv) {
 	if (argc < 2) return 2;
@@ -39,6 +43,13 @@ int main(int argc, char **argv) {
 		for (long i = 0; i < n; i++)
 			if (write(1, buf, size) != size) return 1;
 		return 0;
+	} else if (strcmp(argv[1], "threads") == 0) {
+		for (long i = 0; i < n; i++) {
+			pthread_t t;
+			void *r;
+			if (pthread_create(&t, NULL, thread, (void *)i) != 0 || pthread_join(t, &r) != 0) return 1;
+			acc += (long)r;
+		}
 	} else {
 		return 2;
 	}
