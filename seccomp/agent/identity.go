@@ -9,10 +9,11 @@ import (
 )
 
 const (
-	grndAll         = unix.GRND_NONBLOCK | unix.GRND_RANDOM | 0x4 // GRND_INSECURE
-	maxGetrandom    = 1 << 20                                     // bytes served per call
-	sizeofCPUMask   = 8
-	sizeofGetcpuOut = 4
+	grndAll            = unix.GRND_NONBLOCK | unix.GRND_RANDOM | 0x4 // GRND_INSECURE
+	grndRandomInsecure = unix.GRND_RANDOM | 0x4
+	maxGetrandom       = 1 << 20 // bytes served per call
+	sizeofCPUMask      = 8
+	sizeofGetcpuOut    = 4
 )
 
 func (a *Agent) registerIdentity() {
@@ -26,7 +27,10 @@ func (a *Agent) registerIdentity() {
 // getrandom serves the seeded stream. Large requests are served in part,
 // as the kernel may do; callers loop.
 func (a *Agent) getrandom(r *Req) (int64, error) {
-	if r.Arg(2)&^grndAll != 0 {
+	// As the kernel: flags is an unsigned int (the register's upper half
+	// is ignored), and GRND_RANDOM with GRND_INSECURE is invalid.
+	flags := uint64(uint32(r.Arg(2)))
+	if flags&^grndAll != 0 || flags&grndRandomInsecure == grndRandomInsecure {
 		return 0, syscall.EINVAL
 	}
 	n := int(min(r.Arg(1), maxGetrandom))
