@@ -1,10 +1,14 @@
 // Package tracer is Lockstep's exec tracer: a ptrace tracer that attaches
 // with PTRACE_SEIZE and stops a tracee only where determinism needs it.
 //
-//   - At every execve (PTRACE_EVENT_EXEC) it replaces the vDSO's clock,
-//     getcpu and getrandom entry points with real syscalls (which the
-//     seccomp filter then sends to the agent), rewrites the 16 AT_RANDOM
+//   - At every execve (PTRACE_EVENT_EXEC) it maps the process's clock page
+//     into it (a memfd made there by syscalls the tracer runs in the
+//     tracee: syscallIn) and replaces the vDSO's clock_gettime,
+//     gettimeofday and time with code that reads the page (clockcode.go),
+//     and its getcpu, clock_getres and getrandom with real syscalls (which
+//     the seccomp filter sends to the agent); it rewrites the 16 AT_RANDOM
 //     bytes from the seed, and re-arms CPUID faulting where the CPU has it.
+//     A forked child gets a page of its own before it first runs.
 //   - At a SIGSEGV raised by rdtsc, rdtscp or a faulting cpuid, it emulates
 //     the instruction from virtual time and a fixed CPU description.
 //   - At a seccomp trace stop (SECCOMP_RET_TRACE) it lets the syscall run and

@@ -80,8 +80,14 @@ func (t *Tracer) prepareExec(tid int, th *thread) error {
 		unix.Munmap(page)
 		return fmt.Errorf("exec of %s: %w", exe, err)
 	}
+	return t.startClock(tid, regs, cm, page, true)
+}
+
+// startClock gives process tid its clock page, restores the registers the
+// tracer's syscalls started from, and lets the process run.
+func (t *Tracer) startClock(tid int, regs unix.PtraceRegs, cm clockMap, page []byte, exec bool) error {
 	t.clocks[int32(tid)] = cm
-	if err := t.world.AttachClock(int32(tid), page, func() { unix.Munmap(page) }, true); err != nil {
+	if err := t.world.AttachClock(int32(tid), page, func() { unix.Munmap(page) }, exec); err != nil {
 		return err
 	}
 	if err := unix.PtraceSetRegs(tid, &regs); err != nil {
@@ -148,15 +154,7 @@ func (t *Tracer) firstRun(tid int, th *thread) error {
 	if err != nil {
 		return err
 	}
-	t.clocks[int32(tid)] = cm
-	if err := t.world.AttachClock(int32(tid), page, func() { unix.Munmap(page) }, false); err != nil {
-		return err
-	}
-	if err := unix.PtraceSetRegs(tid, &regs); err != nil {
-		return ignoreGone(err)
-	}
-	t.redeliver(tid)
-	return resume(tid, 0)
+	return t.startClock(tid, regs, cm, page, false)
 }
 
 // sameMemory reports whether processes a and b share their memory.
