@@ -36,7 +36,9 @@ step "a verified three-replica run: lockstep run --replicas 3 IMAGE -- sh -c 'so
 seq 1 20000 | awk '{print $1 % 7}' |
 	lockstep run "${run[@]}" --replicas 3 --json $img -- /bin/busybox sh -c 'sort | uniq -c | sort -rn | head -3; date; head -c 8 /dev/urandom | od -An -tx1' \
 	2>"$work/verdict.json" || { cat "$work/verdict.json"; exit 1; }
-python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print("verdict:", v["detail"]); print("logd:   ", v["log_verdict"]["detail"]); [print("  %s on %s: %s, %d bytes, digest %s" % (r["name"], r["provider"], r["state"], r["bytes"], r["digest"][:16])) for r in v["replicas"]]' "$work/verdict.json"
+# The verdict is the JSON object at the end of stderr; lines before it
+# (the host's warning) are shown as they are.
+python3 -c 'import json,sys; t=open(sys.argv[1]).read(); i=0 if t.startswith("{") else t.index("\n{")+1; print(t[:i].strip()) if i else None; v=json.loads(t[i:]); print("verdict:", v["detail"]); print("logd:   ", v["log_verdict"]["detail"]); [print("  %s on %s: %s, %d bytes, digest %s" % (r["name"], r["provider"], r["state"], r["bytes"], r["digest"][:16])) for r in v["replicas"]]' "$work/verdict.json"
 
 step "a two-stage pipe: seq | lockstep pipe IMAGE -- gzip | lockstep pipe IMAGE -- gzip -d | tail -2"
 seq 1 300000 | lockstep pipe "${run[@]}" $img -- /bin/busybox gzip -c | lockstep pipe "${run[@]}" $img -- /bin/busybox gzip -dc | tail -2
