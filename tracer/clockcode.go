@@ -8,16 +8,16 @@ import (
 )
 
 // The replacement vDSO's clock functions. They read the process's clock
-// page (virt.PageSeq) at a fixed address under its sequence lock, count
-// the read, and fall back to the real syscall (which the agent answers)
-// for the CPU-time clocks, unknown clock ids, and a process that has read
-// its clock virt.SpinReads times without its time moving.
+// page (virt.PageSeq) at a fixed address under its sequence lock and count
+// the read; past virt.SpinReads reads they add a step per read, still in
+// the process. clock_gettime falls back to the real syscall (which the
+// agent answers) for the CPU-time clocks and unknown clock ids.
 //
 // One block holds all three functions; it replaces __vdso_clock_gettime,
 // and __vdso_gettimeofday and __vdso_time become jumps into it (time's
 // own 40 bytes are too few).
 
-// asm is a tiny x86-64 assembler: bytes, and 8-bit jumps to labels.
+// asm is a tiny x86-64 assembler: bytes, and jumps to labels.
 type asm struct {
 	b      []byte
 	labels map[string]int
@@ -213,10 +213,8 @@ func assembleClock(page uint64) (clockBlock, error) {
 	return clockBlock{code: code, gettimeofday: gtod, time: tm, syscall: sc}, err
 }
 
-// x86_64 syscall numbers (not from x/sys: this file builds everywhere).
-const (
-	sysClockGettime = 228
-)
+// sysClockGettime is x86_64's (not from x/sys: this file builds everywhere).
+const sysClockGettime = 228
 
 // jmpRel32 is `jmp to` placed at from.
 func jmpRel32(from, to uint64) []byte {

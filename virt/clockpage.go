@@ -37,10 +37,10 @@ type clockPage []byte
 
 func (c clockPage) word(off int) *uint64 { return (*uint64)(unsafe.Pointer(&c[off])) }
 
-// publish writes the process's clocks and returns the reads made since the
-// last publish (each read past SpinReads has moved the process's time by
-// one step: the caller adds them first, see procs.moved). The count goes
-// back to zero.
+// publish writes the process's clocks, as fold returns them given the
+// reads made since the last publish (each read past SpinReads has moved
+// the process's time by one step: fold adds them, see procs.change), and
+// sets the count back to zero, all under the sequence lock.
 func (c clockPage) publish(fold func(reads uint64) (time.Duration, time.Duration)) {
 	seq := c.word(PageSeq)
 	atomic.AddUint64(seq, 1)

@@ -48,7 +48,7 @@ type proc struct {
 func (p *procs) change(pr *proc, f func()) {
 	apply := func(reads uint64) (time.Duration, time.Duration) {
 		if reads > SpinReads {
-			extra := time.Duration(reads-SpinReads) * p.step
+			extra := time.Duration(reads-SpinReads) * SpinStep
 			pr.clk[Wall] += extra
 			pr.clk[Mono] += extra
 		}
@@ -90,14 +90,13 @@ type procs struct {
 	roots   uint64          // processes given by Root so far
 	unknown *proc           // processes never announced (not traced from their start)
 
-	step       time.Duration
 	wallOrigin time.Duration    // the epoch, from the Unix epoch: what a page's wall clock adds
 	run        bool             // the command has started: clocks move
 	latest     [3]time.Duration // the latest time of each class any process has seen: a new root's start
 }
 
 func newProcs(epoch time.Time) *procs {
-	p := &procs{byTgid: map[int32]*proc{}, step: defaultStep, wallOrigin: time.Duration(epoch.UnixNano())}
+	p := &procs{byTgid: map[int32]*proc{}, wallOrigin: time.Duration(epoch.UnixNano())}
 	p.latest[Mono] = monoStart
 	p.latest[CPU] = cpuStart
 	p.unknown = &proc{name: "?", clk: p.latest, start: monoStart}
@@ -254,7 +253,7 @@ func (p *procs) read(tgid int32, cl Class) time.Duration {
 	}
 	if cl == CPU {
 		v := pr.clk[cl]
-		pr.clk[cl] += p.step
+		pr.clk[cl] += defaultStep
 		return v
 	}
 	var before uint64
@@ -266,7 +265,7 @@ func (p *procs) read(tgid int32, cl Class) time.Duration {
 	}
 	v := pr.clk[cl]
 	if before > SpinReads {
-		v += time.Duration(before-SpinReads) * p.step
+		v += time.Duration(before-SpinReads) * SpinStep
 	}
 	p.latest[cl] = max(p.latest[cl], v)
 	return v
