@@ -34,7 +34,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	def := virt.DefaultConfig()
 	seed := fs.Uint64("seed", def.Seed, "seed of every random value")
-	epoch := fs.String("epoch", def.Epoch.Format(time.RFC3339), "wall-clock time at the first read (RFC 3339)")
+	epoch := fs.String("epoch", def.Epoch.Format(time.RFC3339), "wall-clock time at the first read (RFC 3339); with --log, a new record starts at the real time unless this is given")
 	cpus := fs.Int("cpus", def.CPUs, "number of CPUs reported")
 	hostname := fs.String("hostname", def.Hostname, "host name reported")
 	logPath := fs.String("log", "", "record the values served to `FILE`; if FILE exists, replay it and report the first mismatch")
@@ -172,6 +172,11 @@ func commandEnv(base string, sets []string) ([]string, error) {
 // contradict them.
 func openLog(path string, cfg virt.Config, argv, env []string, fs *pflag.FlagSet) (*virt.Log, virt.Config, []string, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		// Time is part of the record: a new one starts at the real time,
+		// which its replays then reproduce.
+		if !fs.Changed("epoch") {
+			cfg.Epoch = time.Now().UTC()
+		}
 		l, err := virt.CreateLog(path, virt.Header{Seed: cfg.Seed, Epoch: cfg.Epoch, CPUs: cfg.CPUs,
 			MemBytes: cfg.MemBytes, Hostname: cfg.Hostname, Argv: argv, Env: env})
 		return l, cfg, env, err

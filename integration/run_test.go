@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -205,14 +206,20 @@ func TestRecordAndReplay(t *testing.T) {
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
 	cli := func(stdin string, args ...string) (string, string, int) { return runCLI(t, stdin, nil, args...) }
 	common := []string{"--address", sock, "--namespace", namespace}
-	cmd := []string{probeImage, "--", "/bin/busybox", "sh", "-c", "sort -r | head -c 100000; date; exit 2"}
+	cmd := []string{probeImage, "--", "/bin/busybox", "sh", "-c", "sort -r | head -c 100000; echo; date -u +%s; exit 2"}
 	var in strings.Builder
 	for i := 0; i < 50000; i++ {
 		fmt.Fprintf(&in, "%d\n", i)
 	}
+	before := time.Now().Unix()
 	out, errs, code := cli(in.String(), append(append([]string{"run", "--record", log}, common...), cmd...)...)
 	if code != 2 || len(out) < 100000 {
 		t.Fatalf("run: exit %d, %d bytes: %s", code, len(out), errs)
+	}
+	// The log is the clock: the run's time is the real time its log began.
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if now, err := strconv.ParseInt(lines[len(lines)-1], 10, 64); err != nil || now < before || now > time.Now().Unix() {
+		t.Errorf("the replicas' date is %q; the run began at %d", lines[len(lines)-1], before)
 	}
 	again, errs, code := cli("", append(append([]string{"replay"}, common...), append([]string{log}, cmd...)...)...)
 	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
@@ -223,7 +230,7 @@ func TestRecordAndReplay(t *testing.T) {
 		t.Errorf("replay of another command: exit %d: %s", code, errs)
 	}
 	b, _ := os.ReadFile(log)
-	lines := strings.SplitAfter(string(b), "\n")
+	lines = strings.SplitAfter(string(b), "\n")
 	lines[1], lines[3] = lines[3], lines[1] // entries 0 and 1 (a checkpoint follows each append)
 	os.WriteFile(log, []byte(strings.Join(lines, "")), 0o600)
 	if _, errs, code := cli("", append(append([]string{"replay"}, common...), append([]string{log}, cmd...)...)...); code == 0 || !strings.Contains(errs, "reordered") {

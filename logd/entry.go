@@ -14,7 +14,8 @@ const (
 	KindTick   Kind = 2 // the log's clock advanced: Time is the new time
 	KindSeed   Kind = 3 // Payload: 8 bytes, the seed of every entropy stream
 	KindConfig Kind = 4 // Payload: JSON settings of the run (epoch, image, command)
-	KindEnd    Kind = 5 // end of the input stream; nothing follows
+	KindEnd    Kind = 5 // end of the stream; nothing follows
+	KindEOF    Kind = 6 // the input closed (stdin's end); ticks may follow
 )
 
 func (k Kind) String() string {
@@ -29,18 +30,20 @@ func (k Kind) String() string {
 		return "config"
 	case KindEnd:
 		return "end"
+	case KindEOF:
+		return "eof"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 // ParseKind is the inverse of Kind.String.
 func ParseKind(s string) (Kind, error) {
-	for k := KindInput; k <= KindEnd; k++ {
+	for k := KindInput; k <= KindEOF; k++ {
 		if k.String() == s {
 			return k, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config or end)", s)
+	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config, end or eof)", s)
 }
 
 // EntryVersion is the version byte of the entry encoding.
@@ -77,7 +80,7 @@ func (e *Entry) Marshal() ([]byte, error) {
 
 func (e *Entry) check() error {
 	switch {
-	case e.Kind < KindInput || e.Kind > KindEnd:
+	case e.Kind < KindInput || e.Kind > KindEOF:
 		return fmt.Errorf("entry %d: %v", e.Seq, e.Kind)
 	case len(e.Payload) > MaxPayload:
 		return fmt.Errorf("entry %d: payload of %d bytes is over the 1 MiB limit: split it", e.Seq, len(e.Payload))

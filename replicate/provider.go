@@ -56,6 +56,9 @@ type Sink interface {
 	// Stderr takes the container's stderr as it comes; it must not block
 	// (the vote is on stdout: stderr is shown, not verified).
 	Stderr(p []byte)
+	// Waiting says the replica waits for the log's time to reach
+	// deadline (Unix ns): the guard appends a tick when its clock does.
+	Waiting(deadline int64)
 }
 
 // digestingSink is a Sink that digests every byte it is given (the
@@ -160,11 +163,24 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		return Result{}, err
 	}
 	defer p.unfollow(f)
-	seed, rest, err := readSeed(ctx, f)
+	first, rest, err := readSeed(ctx, f)
 	if err != nil {
 		return Result{}, err
 	}
-	annotations := map[string]string{shim.AnnotationSeed: strconv.FormatUint(seed, 10)}
+	// The container's stdin and clocks follow the stream, fed on a
+	// socket its runtime connects to (package feed).
+	ln, sock, closeFeed, err := listenFeed()
+	if err != nil {
+		return Result{}, err
+	}
+	defer closeFeed()
+	// The run's clocks start at the log's: the time its first entry was
+	// appended, the same on every replica and in every replay.
+	annotations := map[string]string{
+		shim.AnnotationSeed:  strconv.FormatUint(binary.BigEndian.Uint64(first.Payload), 10),
+		shim.AnnotationEpoch: time.Unix(0, first.Time).UTC().Format(time.RFC3339Nano),
+		shim.AnnotationInput: sock,
+	}
 	for k, v := range p.Annotations {
 		annotations[k] = v
 	}
@@ -220,12 +236,16 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		io.CopyBuffer(stderrSink{out}, dio.Stderr, make([]byte, 32<<10))
 		close(errCopied)
 	}()
-	var closeStdin sync.Once
-	stdin := func() { closeStdin.Do(func() { dio.Stdin.Close() }) }
+	dio.Stdin.Close() // the runtime feeds stdin from the socket
 	status, err := task.Wait(ctx)
 	if err != nil {
 		return Result{}, err
 	}
+	conn, err := acceptFeed(ctx, ln)
+	if err != nil {
+		return Result{}, err
+	}
+	defer conn.Close()
 	if err := task.Start(ctx); err != nil {
 		return Result{}, err
 	}
@@ -233,10 +253,8 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	var read int64 // entries the container has read
 	go func() {
 		var err error
-		read, err = feed(ctx, f, rest, dio.Stdin, out)
+		read, err = serveFeed(ctx, conn, f, rest, out)
 		p.unfollow(f)
-		stdin()
-		task.CloseIO(ctx, containerd.WithStdinCloser)
 		fed <- err
 	}()
 	var st containerd.ExitStatus
@@ -251,14 +269,14 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	// before Delete, which closes the FIFOs.
 	<-copied
 	<-errCopied
-	stdin() // the feeder stops if it still waits on stdin
+	conn.Close() // the feeder stops if it still waits
 	if _, err := task.Delete(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
 	}
 	if err := stdout.failed(); err != nil {
 		return Result{}, err
 	}
-	if err := <-fed; err != nil && err != errStdinClosed {
+	if err := <-fed; err != nil && !errors.Is(err, errStdinClosed) {
 		return Result{}, fmt.Errorf("input stream: %w", err)
 	}
 	code, _, err := st.Result()
@@ -292,57 +310,27 @@ func (s stderrSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// errStdinClosed ends a feed whose container closed its stdin or exited.
-var errStdinClosed = errors.New("the command closed its stdin")
-
 // entrySource hands out a stream's verified entries: a logd.Follower, or
 // a replica's reader of a shared stream.
 type entrySource interface {
 	Next(ctx context.Context, wait time.Duration) ([]logd.Entry, error)
 }
 
-// readSeed reads the stream's first entry, its seed, and returns the
-// entries that came with it.
-func readSeed(ctx context.Context, f entrySource) (uint64, []logd.Entry, error) {
+// readSeed reads the stream's first entry, its seed (whose time is the
+// run's start), and returns it and the entries that came with it.
+func readSeed(ctx context.Context, f entrySource) (logd.Entry, []logd.Entry, error) {
 	for {
 		es, err := f.Next(ctx, 10*time.Second)
 		if err != nil {
-			return 0, nil, err
+			return logd.Entry{}, nil, err
 		}
 		if len(es) == 0 {
 			continue
 		}
 		if es[0].Kind != logd.KindSeed {
-			return 0, nil, fmt.Errorf("%w: the stream's first entry is %s, not its seed", logd.ErrBadLog, es[0].Kind)
+			return logd.Entry{}, nil, fmt.Errorf("%w: the stream's first entry is %s, not its seed", logd.ErrBadLog, es[0].Kind)
 		}
-		return binary.BigEndian.Uint64(es[0].Payload), es[1:], nil
-	}
-}
-
-// feed writes the stream's input entries (es first, then the follower's)
-// to the container's stdin until the end entry, and tells out how far the
-// container has read.
-func feed(ctx context.Context, f entrySource, es []logd.Entry, stdin io.Writer, out Sink) (read int64, err error) {
-	read = 1 // the seed
-	for {
-		for _, e := range es {
-			switch e.Kind {
-			case logd.KindEnd:
-				out.Consumed(read + 1)
-				return read + 1, nil
-			case logd.KindInput:
-				if _, err := stdin.Write(e.Payload); err != nil {
-					return read, errStdinClosed
-				}
-			}
-			read++
-		}
-		if len(es) > 0 {
-			out.Consumed(read)
-		}
-		if es, err = f.Next(ctx, 10*time.Second); err != nil {
-			return read, err
-		}
+		return es[0], es[1:], nil
 	}
 }
 

@@ -22,6 +22,7 @@ const (
 	frameOutput   = 'o' // the container's stdout bytes
 	frameConsumed = 'c' // 8 bytes: entries of the stream the container has read
 	frameLeaks    = 'l' // the sources the host cannot make deterministic, comma-separated
+	frameWaiting  = 'w' // 8 bytes: a deadline (Unix ns) the replica waits for the log's time to reach
 	frameStderr   = 's' // the container's stderr bytes
 	frameResult   = 'r' // the Result as JSON; the last frame
 	frameError    = 'e' // why the replica failed; the last frame
@@ -108,6 +109,12 @@ func (f *frameWriter) Consumed(n int64) {
 	f.frame(frameConsumed, b[:])
 }
 
+func (f *frameWriter) Waiting(deadline int64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(deadline))
+	f.frame(frameWaiting, b[:])
+}
+
 func (f *frameWriter) Stderr(p []byte) {
 	for len(p) > 0 {
 		n := min(len(p), maxFrame)
@@ -189,6 +196,10 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		case frameConsumed:
 			if n == 8 {
 				out.Consumed(int64(binary.BigEndian.Uint64(b)))
+			}
+		case frameWaiting:
+			if n == 8 {
+				out.Waiting(int64(binary.BigEndian.Uint64(b)))
 			}
 		case frameStderr:
 			out.Stderr(b)

@@ -18,6 +18,7 @@ func (echo) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	out.Stderr([]byte("to stderr"))
 	out.Write([]byte(strings.Join(j.Args, " ")))
 	out.Consumed(2)
+	out.Waiting(1735689600e9)
 	return Result{Exit: 4, Digest: "d"}, nil
 }
 
@@ -26,11 +27,14 @@ type sink struct {
 	consumed int64
 	leaks    []string
 	stderr   []byte
+	waiting  int64
 }
 
 func (s *sink) Consumed(n int64) { s.consumed = n }
 
 func (s *sink) HostLeaks(l []string) { s.leaks = l }
+
+func (s *sink) Waiting(deadline int64) { s.waiting = deadline }
 
 func (s *sink) Stderr(p []byte) { s.stderr = append(s.stderr, p...) }
 
@@ -48,7 +52,7 @@ func TestRemoteToken(t *testing.T) {
 	}
 	var out sink
 	res, err := (&Remote{Addr: srv.URL, Token: token}).Run(context.Background(), Job{Args: []string{"hi", "there"}, Require: []string{"rdtsc", "cpuid"}}, &out)
-	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" {
+	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" || out.waiting != 1735689600e9 {
 		t.Errorf("with the token: %+v, %v, output %q, consumed %d, host leaks %q", res, err, out.String(), out.consumed, out.leaks)
 	}
 }

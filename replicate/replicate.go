@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,11 @@ type Options struct {
 	// Window is how many entries the log may run ahead of what a majority
 	// of the replicas has read (default 64): stdin is read no faster.
 	Window int
+	// TickEvery is the log clock's resolution: while a replica waits for
+	// a time past the log's, a tick entry is appended once the clock passes
+	// that time, no sooner than TickEvery after the entry before (default
+	// 10 ms). No replica waiting: no tick.
+	TickEvery time.Duration
 	// Progress, if set, gets a status line now and then.
 	Progress func(Progress)
 
@@ -102,6 +108,9 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if o.Window <= 0 {
 		o.Window = 64
 	}
+	if o.TickEvery <= 0 {
+		o.TickEvery = 10 * time.Millisecond
+	}
 	key, app, err := openLog(ctx, &o)
 	if err != nil {
 		return Verdict{}, err
@@ -121,13 +130,24 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 			v.changed()
 		}()
 	}
-	appended := make(chan error, 1) // the end of the feeding of the log
+	appended := make(chan error, 1) // the feeding of the log failed
+	fed := make(chan struct{})      // the feeding of the log ended
+	over := make(chan struct{})     // the replicas ended: the log ends too
 	if app != nil {
-		go func() { appended <- feedLog(ctx, app, o, v) }()
+		go func() {
+			defer close(fed)
+			if err := feedLog(ctx, app, o, v, over); err != nil {
+				appended <- err
+			}
+		}()
+	} else {
+		close(fed)
 	}
 	replicasDone := make(chan struct{})
 	go func() { wg.Wait(); close(replicasDone) }()
 	err = v.loop(replicasDone, appended)
+	close(over)
+	<-fed
 	if err != nil {
 		cancel()
 		<-replicasDone
@@ -184,76 +204,134 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 }
 
 // feedLog appends stdin to the log in entries of at most 64 KiB (one read
-// each), stamped with the log's clock when read, and an end entry at EOF.
+// each), stamped with the log's clock when read, and an eof entry at its
+// end; ticks while a replica waits for the log's time (voter.Waiting);
+// and, once over is closed (the replicas ended), the end entry.
 // While one append is on its way to disk, the reads that arrive meanwhile
 // are gathered into the next (a group commit of at most gatherBytes): one
 // durable write per batch, not per read, and no wait when input is slow.
 // It reads no further than Window entries ahead of what a majority has read.
-func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter) error {
+func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter, over <-chan struct{}) error {
 	reads := make(chan logd.Entry, gatherBytes/readSize)
 	rerr := make(chan error, 1)
-	go func() {
-		defer close(reads)
-		send := func(e logd.Entry) bool {
-			select {
-			case reads <- e:
-				return true
-			case <-ctx.Done():
-				rerr <- ctx.Err()
-				return false
-			}
-		}
-		next := app.Size() // the sequence number of the next read
-		for {
-			if err := v.waitRoom(ctx, next-int64(o.Window)); err != nil {
-				rerr <- err
-				return
-			}
-			buf := make([]byte, readSize)
-			n, err := o.Stdin.Read(buf)
-			if n > 0 {
-				if !send(logd.Entry{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: buf[:n:n]}) {
-					return
-				}
-				next++
-			}
-			if err == io.EOF {
-				send(logd.Entry{Kind: logd.KindEnd, Time: time.Now().UnixNano()})
-				return
-			}
-			if err != nil {
-				rerr <- err
-				return
-			}
-		}
-	}()
+	go readInput(ctx, app.Size(), o, v, reads, rerr)
+	last := time.Now().UnixNano() // no later than the seed entry's time
+	tick := time.NewTimer(time.Hour)
+	tick.Stop()
 	var batch []logd.Entry
-	for {
-		e, ok := <-reads
-		if !ok {
-			return <-rerr
-		}
-		batch = append(batch[:0], e)
-		n := len(e.Payload)
-	gather:
-		for n < gatherBytes && e.Kind != logd.KindEnd {
-			select {
-			case e, ok = <-reads:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, e)
-				n += len(e.Payload)
-			default:
-				break gather
-			}
-		}
+	appendBatch := func() error {
 		if _, err := app.Append(ctx, batch); err != nil {
 			return err
 		}
+		n := 0
+		for _, e := range batch {
+			n += len(e.Payload)
+		}
 		v.addIn(int64(n))
-		if batch[len(batch)-1].Kind == logd.KindEnd {
-			return nil
+		last = batch[len(batch)-1].Time
+		v.ticked(last)
+		return nil
+	}
+	for {
+		if d, ok := v.nextWait(); ok {
+			at := max(d, last+int64(o.TickEvery))
+			tick.Reset(time.Duration(at - time.Now().UnixNano()))
+		}
+		select {
+		case e, ok := <-reads:
+			if !ok {
+				if err := readEnd(<-rerr); err != nil {
+					return err
+				}
+				reads = nil
+				continue
+			}
+			batch = append(batch[:0], e)
+			n := len(e.Payload)
+		gather:
+			for n < gatherBytes && e.Kind == logd.KindInput {
+				select {
+				case e, ok = <-reads:
+					if !ok {
+						reads = nil
+						break gather
+					}
+					batch = append(batch, e)
+					n += len(e.Payload)
+				default:
+					break gather
+				}
+			}
+			if err := appendBatch(); err != nil {
+				return err
+			}
+			if reads == nil {
+				if err := readEnd(<-rerr); err != nil {
+					return err
+				}
+			}
+		case <-tick.C:
+			if d, ok := v.nextWait(); ok && time.Now().UnixNano() >= max(d, last+int64(o.TickEvery)) {
+				batch = append(batch[:0], logd.Entry{Kind: logd.KindTick, Time: max(time.Now().UnixNano(), last)})
+				if err := appendBatch(); err != nil {
+					return err
+				}
+			}
+		case <-v.waits:
+		case <-over:
+			batch = append(batch[:0], logd.Entry{Kind: logd.KindEnd, Time: max(time.Now().UnixNano(), last)})
+			ctx = context.WithoutCancel(ctx)
+			return appendBatch()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// readEnd is the error that ended the reading of stdin, if it ends the
+// run: a run whose replicas stopped stops reading, and ends its log.
+func readEnd(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// readInput reads stdin into input entries, and an eof entry at its end;
+// rerr gets nil or the error that stopped it, then reads is closed.
+func readInput(ctx context.Context, next int64, o Options, v *voter, reads chan<- logd.Entry, rerr chan<- error) {
+	defer close(reads)
+	send := func(e logd.Entry) bool {
+		select {
+		case reads <- e:
+			return true
+		case <-ctx.Done():
+			rerr <- ctx.Err()
+			return false
+		}
+	}
+	for {
+		if err := v.waitRoom(ctx, next-int64(o.Window)); err != nil {
+			rerr <- err
+			return
+		}
+		buf := make([]byte, readSize)
+		n, err := o.Stdin.Read(buf)
+		if n > 0 {
+			if !send(logd.Entry{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: buf[:n:n]}) {
+				return
+			}
+			next++
+		}
+		if err == io.EOF {
+			if send(logd.Entry{Kind: logd.KindEOF, Time: time.Now().UnixNano()}) {
+				rerr <- nil
+			}
+			return
+		}
+		if err != nil {
+			rerr <- err
+			return
 		}
 	}
 }
@@ -274,6 +352,7 @@ type replica struct {
 	name, provider string
 	limit          int
 	changed        func()
+	wait           func(deadline int64) // voter.waiting
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -331,6 +410,8 @@ func (r *replica) Stderr(p []byte) {
 	r.errCut = r.errCut || n < len(p)
 	r.mu.Unlock()
 }
+
+func (r *replica) Waiting(deadline int64) { r.wait(deadline) }
 
 func (r *replica) HostLeaks(sources []string) {
 	r.mu.Lock()
@@ -407,6 +488,10 @@ type voter struct {
 	progress func(Progress)
 	cancel   func()
 	wake     chan struct{}
+	waits    chan struct{} // a replica asked for a time (waiting)
+
+	wantMu sync.Mutex
+	wanted []int64 // deadlines replicas wait for, past the log's time, ascending
 
 	mu    sync.Mutex
 	room  *sync.Cond
@@ -426,7 +511,7 @@ type voter struct {
 }
 
 func newVoter(o Options, cancel func()) *voter {
-	v := &voter{need: o.Replicas/2 + 1, k: int64(o.Checkpoint), out: o.Stdout, progress: o.Progress, cancel: cancel, wake: make(chan struct{}, 1)}
+	v := &voter{need: o.Replicas/2 + 1, k: int64(o.Checkpoint), out: o.Stdout, progress: o.Progress, cancel: cancel, wake: make(chan struct{}, 1), waits: make(chan struct{}, 1)}
 	v.room = sync.NewCond(&v.mu)
 	for i := 0; i < o.Replicas; i++ {
 		r := &replica{
@@ -435,6 +520,7 @@ func newVoter(o Options, cancel func()) *voter {
 			limit:    4 * o.Checkpoint,
 			digest:   NewDigest(),
 			changed:  v.changed,
+			wait:     v.waiting,
 		}
 		r.cond = sync.NewCond(&r.mu)
 		v.reps = append(v.reps, r)
@@ -450,6 +536,42 @@ func (v *voter) changed() {
 	v.mu.Lock() // a waitRoom between its check and its Wait must not miss this
 	v.mu.Unlock()
 	v.room.Broadcast()
+}
+
+// waiting notes that a replica waits for the log's time to reach
+// deadline (Unix ns).
+func (v *voter) waiting(deadline int64) {
+	v.wantMu.Lock()
+	i, found := slices.BinarySearch(v.wanted, deadline)
+	if !found {
+		v.wanted = slices.Insert(v.wanted, i, deadline)
+	}
+	v.wantMu.Unlock()
+	select {
+	case v.waits <- struct{}{}:
+	default:
+	}
+}
+
+// nextWait is the earliest deadline a replica waits for.
+func (v *voter) nextWait() (int64, bool) {
+	v.wantMu.Lock()
+	defer v.wantMu.Unlock()
+	if len(v.wanted) == 0 {
+		return 0, false
+	}
+	return v.wanted[0], true
+}
+
+// ticked notes that the log's time reached t: waits up to it are over.
+func (v *voter) ticked(t int64) {
+	v.wantMu.Lock()
+	i, found := slices.BinarySearch(v.wanted, t)
+	if found {
+		i++
+	}
+	v.wanted = v.wanted[i:]
+	v.wantMu.Unlock()
 }
 
 func (v *voter) addIn(n int64) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -467,7 +468,8 @@ func TestLogRecordAndReplay(t *testing.T) {
 	// changes, before the program sees that value: nothing reaches stdout.
 	b, _ := os.ReadFile(log)
 	edited := filepath.Join(t.TempDir(), "edited.log")
-	os.WriteFile(edited, []byte(strings.Replace(string(b), `"epoch":"2025-01-01T00:00:00Z"`, `"epoch":"1970-01-01T00:00:00Z"`, 1)), 0o644)
+	epoch := regexp.MustCompile(`"epoch":"[^"]*"`)
+	os.WriteFile(edited, epoch.ReplaceAll(b, []byte(`"epoch":"1970-01-01T00:00:00Z"`)), 0o644)
 	for range 3 {
 		e := lockstep(t, "", "exec", "--log", edited, "--", "sh", "-c", script)
 		// The shell never sees its child killed ("Killed"): the tree
@@ -484,6 +486,36 @@ func TestLogRecordAndReplay(t *testing.T) {
 	trunc := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
 	if trunc.code != 125 || !strings.Contains(trunc.stderr, "malformed or truncated") {
 		t.Fatalf("truncated log: exit %d: %s", trunc.code, trunc.stderr)
+	}
+}
+
+// TestLogIsTheClock: a record starts at the real time, and its replay
+// prints the same times without waiting out the sleeps.
+func TestLogIsTheClock(t *testing.T) {
+	requireRoot(t)
+	log := filepath.Join(t.TempDir(), "run.log")
+	script := "date +%s; sleep 3; date +%s"
+	before := time.Now().Unix()
+	rec := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
+	after := time.Now().Unix()
+	var t0, t1 int64
+	if _, err := fmt.Sscanf(rec.stdout, "%d\n%d\n", &t0, &t1); rec.code != 0 || err != nil {
+		t.Fatalf("record: exit %d, stdout %q: %s", rec.code, rec.stdout, rec.stderr)
+	}
+	if t0 < before || t0 > after || t1 != t0+3 {
+		t.Fatalf("record printed %d and %d; the run began at %d..%d and slept 3 s", t0, t1, before, after)
+	}
+	start := time.Now()
+	rep := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
+	if rep.code != 0 || rep.stdout != rec.stdout {
+		t.Fatalf("replay: exit %d, stdout %q, recorded %q: %s", rep.code, rep.stdout, rec.stdout, rep.stderr)
+	}
+	if took := time.Since(start); took >= 3*time.Second {
+		t.Errorf("the replay waited out the recorded sleep (%v): it should fast-forward", took)
+	}
+	// Without a log the epoch is fixed: two runs on any day agree.
+	if r := lockstep(t, "", "exec", "--", "date", "-u", "+%F"); r.code != 0 || r.stdout != "2025-01-01\n" {
+		t.Fatalf("exec without --log: exit %d, stdout %q", r.code, r.stdout)
 	}
 }
 

@@ -106,6 +106,12 @@ func runAgent(arg string) int {
 		a.report(err)
 		return 1
 	}
+	if a.cfg.Settings.Input != "" {
+		if err := a.startFeed(); err != nil {
+			a.report(err)
+			return 1
+		}
+	}
 	seccompLn, err := listenerFromFD(seccompListenerFD, "seccomp")
 	if err != nil {
 		a.report(err)

@@ -26,6 +26,9 @@ const (
 	AnnotationDigests  = "io.lockstep.digests"  // absolute host path: the I/O digest chains (eBPF), written at delete
 	AnnotationAudit    = "io.lockstep.audit"    // absolute host path: the audit's findings (eBPF), written at delete
 	AnnotationRequire  = "io.lockstep.require"  // sources the host must make deterministic (rdtsc, cpuid, all): create fails where it cannot
+	// The container's stdin and clocks follow an input stream that a
+	// provider feeds on this Unix socket (package feed).
+	AnnotationInput = "io.lockstep.input" // absolute host path of the socket
 
 	// The digest chains reported to logd as a replica's trace at delete
 	// (all four, or none).
@@ -41,6 +44,7 @@ type Settings struct {
 	Log     string // exec log path on the host, "" for none
 	Digests string // where to write the digest chains, "" for none
 	Audit   string // where to write the audit, "" for none
+	Input   string // the feed's socket: stdin and time follow the input stream
 	// Require names sources (hostcap) the host must make deterministic.
 	Require []string
 
@@ -131,11 +135,11 @@ func (s *Settings) apply(values map[string]string, where string) error {
 			c.MemBytes, err = strconv.ParseUint(v, 10, 64)
 		case AnnotationHostname:
 			c.Hostname = v
-		case AnnotationLog, AnnotationDigests, AnnotationAudit, AnnotationKey:
+		case AnnotationLog, AnnotationDigests, AnnotationAudit, AnnotationKey, AnnotationInput:
 			if !filepath.IsAbs(v) {
 				err = fmt.Errorf("want an absolute path on the host")
 			}
-			*map[string]*string{AnnotationLog: &s.Log, AnnotationDigests: &s.Digests, AnnotationAudit: &s.Audit, AnnotationKey: &s.Key}[key] = v
+			*map[string]*string{AnnotationLog: &s.Log, AnnotationDigests: &s.Digests, AnnotationAudit: &s.Audit, AnnotationKey: &s.Key, AnnotationInput: &s.Input}[key] = v
 		case AnnotationLogd:
 			if u, perr := url.Parse(v); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				err = fmt.Errorf("want logd's URL, http://HOST:PORT")

@@ -82,6 +82,9 @@ type Log struct {
 	err      error            // guarded by mu: first mismatch, sticky
 }
 
+// Replaying reports whether l replays a recorded run.
+func (l *Log) Replaying() bool { return l.replay }
+
 // CreateLog starts recording to path.
 func CreateLog(path string, h Header) (*Log, error) {
 	f, err := os.Create(path)

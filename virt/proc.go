@@ -293,6 +293,36 @@ func (p *procs) advance(tgid int32, cl Class, to, by time.Duration) {
 	})
 }
 
+// raise moves every process's clocks up to to (from the epoch): the run's
+// time reached it (Timeline), at a point where every process waits.
+func (p *procs) raise(to time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.byTgid {
+		if pr.clk[Wall] < to {
+			p.change(pr, func() { pr.clk[Wall] = to })
+		}
+	}
+	if d := to - p.latest[Wall]; d > 0 {
+		p.latest[Wall] += d
+		p.latest[Mono] += d
+	}
+}
+
+// tgids lists the processes of the run, none before it starts.
+func (p *procs) tgids() []int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.run {
+		return nil
+	}
+	out := make([]int32, 0, len(p.byTgid))
+	for tg := range p.byTgid {
+		out = append(out, tg)
+	}
+	return out
+}
+
 // start lets the clocks move. Before it (lockstep's own setup code runs
 // under the filter until it execs the command) reads and sleeps leave them
 // where they are, so that setup timing cannot show in the command's values.

@@ -30,6 +30,7 @@ type Quiet struct {
 	busy     map[int32]int   // by thread group: fast notifications being served
 	tgids    map[int32]int32 // thread ID -> thread group ID
 	sleeping map[int32]bool  // threads in a notified syscall that waits (a sleep)
+	held     map[int32]bool  // threads a Timeline holds until the log's time
 }
 
 func newQuiet() *Quiet {
@@ -38,6 +39,7 @@ func newQuiet() *Quiet {
 	q.busy = map[int32]int{}
 	q.tgids = map[int32]int32{}
 	q.sleeping = map[int32]bool{}
+	q.held = map[int32]bool{}
 	return q
 }
 
@@ -55,6 +57,26 @@ func (q *Quiet) Wake(tid int32) {
 	q.mu.Lock()
 	delete(q.sleeping, tid)
 	q.mu.Unlock()
+}
+
+// Hold and Unhold bracket a sleep a Timeline holds: Still counts only
+// such sleepers as waiting, not a sleep the agent has yet to hand it.
+func (q *Quiet) Hold(tid int32) {
+	q.mu.Lock()
+	q.held[tid] = true
+	q.mu.Unlock()
+}
+
+func (q *Quiet) Unhold(tid int32) {
+	q.mu.Lock()
+	delete(q.held, tid)
+	q.mu.Unlock()
+}
+
+func (q *Quiet) isHeld(tid int32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.held[tid]
 }
 
 func (q *Quiet) asleep(tid int32) bool {
@@ -153,6 +175,14 @@ const maxHold = 10 * time.Millisecond
 // (an open that is not served), and a thread waiting for that answer is
 // not waiting for anything the program does.
 func (q *Quiet) Running(tgid int, skip func(tid int) bool) bool {
+	return q.running(tgid, skip, q.asleep, false)
+}
+
+// running is Running, with waiting telling which threads in a notified
+// syscall wait; with zombies, a thread that exited counts as running
+// while it is still in the run (its tracer has yet to pass its exit on
+// to its parent, which then wakes).
+func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) bool, zombies bool) bool {
 	dir := "/proc/" + strconv.Itoa(tgid) + "/task/"
 	d, err := os.Open(dir)
 	if err != nil {
@@ -176,10 +206,14 @@ func (q *Quiet) Running(tgid int, skip func(tid int) bool) bool {
 		switch b[i+2] {
 		case 'R', 'D', 't':
 			return true
+		case 'Z', 'X':
+			if zombies {
+				return true
+			}
 		case 'S':
 			// The kernel stack, not wchan: wchan reads 0 for a thread in
 			// a notification here.
-			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !q.asleep(int32(tid)) {
+			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
 				return true
 			}
 		}
@@ -207,4 +241,49 @@ func (q *Quiet) WaitStill(tgid, tid int, limit time.Duration) {
 		}
 		still++
 	}
+}
+
+// Still reports whether no thread of the processes tgids runs (Running,
+// but a thread in a notified syscall waits only if a Timeline holds it),
+// on two looks between which none of them was scheduled (the run counts
+// of /proc/TID/schedstat did not change): at some instant between the
+// looks, every one of them was waiting.
+func (q *Quiet) Still(tgids []int32) bool {
+	first, ok := q.look(tgids)
+	if !ok {
+		return false
+	}
+	second, ok := q.look(tgids)
+	return ok && first == second
+}
+
+// look returns a sum over the threads of tgids of their run counts, and
+// false if one of them runs.
+func (q *Quiet) look(tgids []int32) (uint64, bool) {
+	var sum uint64
+	for _, tg := range tgids {
+		if q.running(int(tg), func(int) bool { return false }, q.isHeld, true) {
+			return 0, false
+		}
+		dir := "/proc/" + strconv.Itoa(int(tg)) + "/task/"
+		d, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		names, _ := d.Readdirnames(-1)
+		d.Close()
+		for _, name := range names {
+			b, err := os.ReadFile(dir + name + "/schedstat")
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b))
+			if len(f) == 3 {
+				n, _ := strconv.ParseUint(f[2], 10, 64)
+				tid, _ := strconv.ParseUint(name, 10, 64)
+				sum += n * (tid | 1)
+			}
+		}
+	}
+	return sum, true
 }

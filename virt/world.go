@@ -14,6 +14,7 @@ type World struct {
 	log       *Log // nil: nothing recorded
 	quiet     *Quiet
 	realStart time.Time // host time at New: bounds "written during the run"
+	timeline  *Timeline // nil: no input log drives time
 }
 
 // New makes the world described by cfg. log, if not nil, records (or
@@ -34,6 +35,11 @@ func New(cfg Config, log *Log) (*World, error) {
 
 // Quiet is the world's record of syscalls being answered, by process.
 func (w *World) Quiet() *Quiet { return w.quiet }
+
+// FastForward reports whether a sleep takes no real time: in a replay
+// every time the run saw is recorded, and a sleep's only effect, its
+// clock moving by its length, needs no waiting.
+func (w *World) FastForward() bool { return w.log != nil && w.log.Replaying() }
 
 // Start marks the command's first execve: from here on, clocks move.
 func (w *World) Start() { w.pr.start() }
@@ -128,6 +134,26 @@ func (w *World) SleepLength(tgid, id int32, abs bool, t int64) (time.Duration, e
 		return 0, err
 	}
 	return max(time.Duration(t-now), 0), nil
+}
+
+// Deadline returns when process tgid's sleep on clock id for t (an
+// absolute time if abs) ends, as a time from the epoch (Timeline.Sleep).
+func (w *World) Deadline(tgid, id int32, abs bool, t int64) (time.Duration, error) {
+	cl, err := ClassOf(id)
+	if err != nil {
+		return 0, err
+	}
+	p := w.pr
+	p.mu.Lock()
+	clk := p.get(tgid).clk
+	p.mu.Unlock()
+	switch {
+	case !abs:
+		return clk[Wall] + time.Duration(t), nil
+	case cl == Wall:
+		return time.Duration(t) - w.origin(id, cl), nil
+	}
+	return clk[Wall] + max(time.Duration(t)-clk[Mono], 0), nil
 }
 
 // Slept accounts process tgid's completed clock_nanosleep of length d on

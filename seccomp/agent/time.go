@@ -105,6 +105,9 @@ func (a *Agent) clockNanosleep(r *Req) (int64, error) {
 	if err != nil {
 		return 0, clockErr(err)
 	}
+	if tl := a.world.Timeline(); tl != nil && d > virt.RuntimeSleep {
+		return 0, r.logSleep(tl, id, abs, t)
+	}
 	if err := r.sleep(d); err != nil {
 		return 0, err
 	}
@@ -118,11 +121,24 @@ func (a *Agent) nanosleep(r *Req) (int64, error) {
 		return 0, err
 	}
 	d := time.Duration(t)
+	if tl := a.world.Timeline(); tl != nil && d > virt.RuntimeSleep {
+		return 0, r.logSleep(tl, virt.ClockMonotonic, false, t)
+	}
 	if err := r.sleep(d); err != nil {
 		return 0, err
 	}
 	a.world.NanoSlept(r.Tgid(), d)
 	return 0, nil
+}
+
+// logSleep holds a sleep until the run's time, which follows the input
+// log, reaches its end (virt.Timeline): the clocks move there then.
+func (r *Req) logSleep(tl *virt.Timeline, id int32, abs bool, t int64) error {
+	deadline, err := r.a.world.Deadline(r.Tgid(), id, abs, t)
+	if err != nil {
+		return clockErr(err)
+	}
+	return tl.Sleep(int32(r.Pid), deadline, r.Valid)
 }
 
 // sleepSlice bounds how long an interrupted sleeper keeps the agent
@@ -136,13 +152,17 @@ const (
 	stillLimit = 50 * time.Millisecond
 )
 
-// sleep waits d of real time, so that sleeps last as long as they say. It
-// stops early, with errAnswered, if the caller is interrupted (a signal):
+// sleep waits d of real time, so that sleeps last as long as they say
+// (a replay fast-forwards: virt.World.FastForward, but a short sleep is a
+// runtime's pause and still waits, see below). It stops early, with errAnswered, if the caller is interrupted (a signal):
 // the kernel then restarts or fails the syscall itself.
 //
 // A short sleep (at most shortSleep) also waits until no other thread of
 // the caller's process is running, for at most stillLimit (virt.Quiet.WaitStill).
 func (r *Req) sleep(d time.Duration) error {
+	if d > shortSleep && r.a.world.FastForward() {
+		return r.Valid()
+	}
 	end := time.Now().Add(d)
 	for {
 		left := time.Until(end)

@@ -1,0 +1,293 @@
+package virt
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Timeline makes a replica's time follow its input log: the log is the
+// only clock (docs/determinism.md, "The log is the clock").
+//
+// The log's entries carry times: an input entry the time it arrived, a
+// tick entry the time the log's clock reached. A Timeline holds what the
+// replica received of them and turns them into events at points the
+// program cannot tell apart on any host: only when every thread of the
+// run is waiting (Quiet.Still), it
+//
+//   - delivers the next input entry (writes it to the program's stdin)
+//     and moves every process's clocks up to the entry's time, unless
+//   - a sleeper's deadline is not after that entry's time: then the
+//     earliest deadline comes first, and the clocks move up to it.
+//
+// A sleeper whose deadline is past everything received waits for the log
+// to reach it: Ask tells the guard, which appends a tick once its real
+// clock passes the deadline. A replay has every entry already, so it
+// fast-forwards. After the stream's end entry no tick will come, and a
+// sleep ends at once.
+type Timeline struct {
+	w      *World
+	origin int64 // the epoch, Unix ns: entry times are made relative to it
+	// Ask asks the guard for the log's time to reach deadline (Unix ns);
+	// Consumed says the replica has taken the stream's first n entries.
+	ask      func(deadline int64)
+	consumed func(n int64)
+	stdin    *os.File    // the write end of the program's stdin
+	shut     atomic.Bool // stdin is closed
+	writes   chan []byte
+	wake     chan struct{}
+
+	mu       sync.Mutex
+	queue    []Input // received, not delivered
+	logTime  int64   // the latest time received, Unix ns
+	seen     int64   // entries received
+	ended    bool    // the end entry came: nothing follows
+	sleepers map[*sleeper]bool
+	writing  int   // payloads given to the writer and not yet written
+	asked    int64 // the deadline last asked for
+}
+
+// Input is one entry of the stream, for the Timeline: input bytes (EOF:
+// stdin closes) or, with neither, a tick.
+type Input struct {
+	Seq     int64
+	Time    int64 // Unix ns
+	Payload []byte
+	EOF     bool
+	Tick    bool
+}
+
+type sleeper struct {
+	tid      int32
+	deadline time.Duration // from the epoch
+	fired    chan struct{}
+}
+
+// NewTimeline makes the world's time follow a stream, whose inputs go to
+// stdin (the write end of the program's stdin pipe).
+func (w *World) NewTimeline(stdin *os.File, ask func(int64), consumed func(int64)) *Timeline {
+	tl := &Timeline{
+		w: w, origin: w.cfg.Epoch.UnixNano(), ask: ask, consumed: consumed, stdin: stdin,
+		writes: make(chan []byte, 1024), wake: make(chan struct{}, 1), sleepers: map[*sleeper]bool{},
+	}
+	tl.logTime = tl.origin
+	w.timeline = tl
+	go tl.write()
+	go tl.run()
+	return tl
+}
+
+// Timeline returns the world's timeline, or nil: time that follows the
+// program's own sleeps (Lamport clocks) only.
+func (w *World) Timeline() *Timeline { return w.timeline }
+
+// ErrTimeBackwards is returned by Receive for an entry older than the one
+// before it (the log's reader refuses such logs; this is a last check).
+var ErrTimeBackwards = errors.New("virt: the log's time went backwards")
+
+// Receive takes the stream's next entry.
+func (tl *Timeline) Receive(e Input) error {
+	tl.mu.Lock()
+	defer tl.kick()
+	defer tl.mu.Unlock()
+	if e.Time < tl.logTime {
+		return ErrTimeBackwards
+	}
+	tl.logTime = e.Time
+	tl.seen = e.Seq + 1
+	if !e.Tick {
+		tl.queue = append(tl.queue, e)
+	}
+	return nil
+}
+
+// End notes the stream's end entry: no time will come after it.
+func (tl *Timeline) End() {
+	tl.mu.Lock()
+	tl.ended = true
+	tl.mu.Unlock()
+	tl.kick()
+}
+
+// Pending is how many received inputs wait for delivery: the reader of
+// the stream takes no more while many do.
+func (tl *Timeline) Pending() int {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return len(tl.queue)
+}
+
+// Sleep holds thread tid until the run's time reaches deadline
+// (from the epoch); valid is polled meanwhile, and an error from it (the
+// caller was interrupted) ends the sleep with that error.
+func (tl *Timeline) Sleep(tid int32, deadline time.Duration, valid func() error) error {
+	s := &sleeper{tid: tid, deadline: deadline, fired: make(chan struct{})}
+	tl.mu.Lock()
+	tl.sleepers[s] = true
+	tl.w.quiet.Hold(tid)
+	tl.mu.Unlock()
+	tl.kick()
+	t := time.NewTicker(sleepPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.fired:
+			return nil
+		case <-t.C:
+			if err := valid(); err != nil {
+				tl.mu.Lock()
+				if tl.sleepers[s] {
+					delete(tl.sleepers, s)
+					tl.w.quiet.Unhold(tid)
+				}
+				tl.mu.Unlock()
+				return err
+			}
+		}
+	}
+}
+
+// sleepPoll is how often a held sleeper checks that it was not
+// interrupted.
+const sleepPoll = 20 * time.Millisecond
+
+func (tl *Timeline) kick() {
+	select {
+	case tl.wake <- struct{}{}:
+	default:
+	}
+}
+
+// step is what the timeline does next.
+type step int
+
+const (
+	idle    step = iota // nothing to do until something is received or sleeps
+	deliver             // the first queued input
+	fire                // the earliest sleepers
+	wait                // ask the guard for time, then idle
+)
+
+// next decides the next step; tl.mu is held.
+func (tl *Timeline) next() (step, time.Duration) {
+	var first *sleeper
+	for s := range tl.sleepers {
+		if first == nil || s.deadline < first.deadline {
+			first = s
+		}
+	}
+	if len(tl.queue) > 0 {
+		at := time.Duration(tl.queue[0].Time - tl.origin)
+		if first != nil && first.deadline <= at {
+			return fire, first.deadline
+		}
+		return deliver, at
+	}
+	if first == nil {
+		return idle, 0
+	}
+	if tl.ended || time.Duration(tl.logTime-tl.origin) >= first.deadline {
+		return fire, first.deadline
+	}
+	return wait, first.deadline
+}
+
+func (tl *Timeline) run() {
+	pause := minPause
+	for {
+		tl.mu.Lock()
+		s, at := tl.next()
+		tl.mu.Unlock()
+		switch s {
+		case idle:
+			<-tl.wake
+			continue
+		case wait:
+			if d := tl.origin + int64(at); d != tl.asked {
+				tl.asked = d
+				tl.ask(d)
+			}
+			<-tl.wake
+			continue
+		}
+		if !tl.still() {
+			select {
+			case <-tl.wake:
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, maxPause)
+			continue
+		}
+		pause = minPause
+		tl.mu.Lock()
+		if s2, at2 := tl.next(); s2 != s || at2 != at {
+			tl.mu.Unlock()
+			continue // a sleeper came meanwhile: decide again
+		}
+		tl.w.pr.raise(at)
+		if s == fire {
+			for sl := range tl.sleepers {
+				if sl.deadline <= at {
+					// Running from here: the run is not still until
+					// it waits again.
+					delete(tl.sleepers, sl)
+					tl.w.quiet.Unhold(sl.tid)
+					close(sl.fired)
+				}
+			}
+			tl.mu.Unlock()
+			continue
+		}
+		e := tl.queue[0]
+		tl.queue = tl.queue[1:]
+		tl.writing++
+		tl.mu.Unlock()
+		if e.EOF {
+			tl.writes <- nil
+		} else {
+			tl.writes <- e.Payload
+		}
+		tl.consumed(e.Seq + 1)
+	}
+}
+
+// The timeline looks at the run this often while some thread runs.
+const (
+	minPause = 20 * time.Microsecond
+	maxPause = time.Millisecond
+)
+
+// still reports whether every thread of the run waits, and the writer of
+// stdin has written what it was given (or waits for the program to read).
+func (tl *Timeline) still() bool {
+	tl.mu.Lock()
+	writing := tl.writing
+	tl.mu.Unlock()
+	if writing > 0 && !tl.shut.Load() && !pipeFull(tl.stdin) {
+		return false
+	}
+	tgids := tl.w.pr.tgids()
+	if len(tgids) == 0 {
+		return false // not started yet (or over): the command has yet to wait
+	}
+	return tl.w.quiet.Still(tgids)
+}
+
+// write writes delivered inputs to stdin, and closes it at EOF. A program
+// that closed its stdin gets nothing more.
+func (tl *Timeline) write() {
+	for p := range tl.writes {
+		if !tl.shut.Load() && (p == nil || writeErr(tl.stdin.Write(p)) != nil) {
+			tl.shut.Store(true)
+			tl.stdin.Close()
+		}
+		tl.mu.Lock()
+		tl.writing--
+		tl.mu.Unlock()
+		tl.kick()
+	}
+}
+
+func writeErr(_ int, err error) error { return err }

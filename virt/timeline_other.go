@@ -1,0 +1,7 @@
+//go:build !linux
+
+package virt
+
+import "os"
+
+func pipeFull(*os.File) bool { return true }
