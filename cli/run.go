@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/logd"
@@ -74,6 +75,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	tokenFile := fs.String("provider-token-file", "", "present the token in `FILE` to the providers (lockstep provider --token-file)")
 	logdAddr := fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)")
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
+	tick := fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution: while a replica waits for a time, a tick entry is appended once the clock passes it, at most one per `DURATION` (1ms to 1s)")
 	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
 	require := requireFlag(fs)
@@ -90,6 +92,8 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 		return errorf(stderr, exitUsage, "%s: --replicas %d: want at least 1 (3 or more to name an odd replica)", name, *replicas)
 	case *checkpoint < 1:
 		return errorf(stderr, exitUsage, "%s: --checkpoint %d: want at least 1 byte", name, *checkpoint)
+	case *tick < time.Millisecond || *tick > time.Second:
+		return errorf(stderr, exitUsage, "%s: --tick %v: want 1ms to 1s", name, *tick)
 	}
 	required, code := parseRequire(name, *require, stderr)
 	if code >= 0 {
@@ -142,7 +146,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 		Providers: ps, Image: fs.Arg(0), Args: fs.Args()[1:],
 		Replicas: *replicas, Seed: *seed, Logd: client, Stream: stream,
 		Stdin: os.Stdin, Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: *checkpoint,
-		Require: required,
+		Require: required, TickEvery: *tick,
 	}
 	if showProgress {
 		o.Progress = func(p replicate.Progress) {

@@ -121,6 +121,7 @@ func buildProbeImage(probes string) ([]byte, error) {
 		{filepath.Join(probes, "probe-dynamic"), "/probe-dynamic"},
 		{filepath.Join(probes, "goprobe"), "/goprobe"},
 		{filepath.Join(probes, "writer"), "/writer"},
+		{filepath.Join(probes, "tickecho"), "/tickecho"},
 		{"/bin/busybox", "/bin/busybox"},
 	} {
 		if err := im.AddBinary(b.src, b.dst); err != nil {

@@ -49,9 +49,15 @@ func lockstepBinary(t *testing.T) string {
 // it runs, and returns its stdout, stderr and exit status.
 func runCLI(t *testing.T, stdin string, during func(), args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIFrom(t, strings.NewReader(stdin), during, args...)
+}
+
+// runCLIFrom is runCLI with stdin read from r.
+func runCLIFrom(t *testing.T, r io.Reader, during func(), args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(lockstepBinary(t), args...)
 	var o, e bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = r, &o, &e
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
