@@ -251,9 +251,14 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	}
 	fed := make(chan error, 1)
 	var read int64 // entries the container has read
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
 	go func() {
 		var err error
-		read, err = serveFeed(ctx, conn, f, rest, out)
+		read, err = serveFeed(feedCtx, conn, f, rest, out)
+		if feedCtx.Err() != nil && ctx.Err() == nil {
+			err = errStdinClosed // the container ended first
+		}
 		p.unfollow(f)
 		fed <- err
 	}()
@@ -270,6 +275,7 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	<-copied
 	<-errCopied
 	conn.Close() // the feeder stops if it still waits
+	stopFeed()
 	if _, err := task.Delete(context.WithoutCancel(ctx)); err != nil {
 		return Result{}, err
 	}
