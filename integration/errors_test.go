@@ -25,7 +25,7 @@ func TestSetupFailures(t *testing.T) {
 	} {
 		args := append([]string{"run", "--replicas", "3", "--namespace", namespace}, c.args...)
 		_, errs, code := runCLI(t, "", nil, append(args, "--", "/bin/busybox", "true")...)
-		if code != 125 || !strings.Contains(errs, "no replica ran: replica-0 on local:") || !strings.Contains(errs, "replica-2 on local:") || !strings.Contains(errs, c.want) || strings.Contains(errs, "DIVERGED") {
+		if code != 125 || !strings.Contains(errs, "no replica ran: replica-") || !strings.Contains(errs, "replica-0 on local:") || !strings.Contains(errs, "replica-2 on local:") || !strings.Contains(errs, c.want) || strings.Contains(errs, "DIVERGED") {
 			t.Errorf("%v: exit %d: %s", c.args, code, errs)
 		}
 		t.Logf("%v: exit %d: %s", c.args, code, strings.TrimSpace(errs))

@@ -131,14 +131,17 @@ func (v *voter) hostLimited(out *Verdict, lied map[string]bool) {
 // together; one the vote stopped meanwhile, having written nothing,
 // hides no cause.
 func (v *voter) noneRan() error {
-	var causes []string
+	var causes, stopped []string
 	who := map[string][]string{}
 	for _, r := range v.reps {
 		if r.err == nil || r.total > 0 {
 			return nil
 		}
 		if errors.Is(r.err, context.Canceled) {
-			continue // stopped by the vote once the others had failed
+			// Stopped by the vote once the others had failed, before
+			// it started (or failed) itself.
+			stopped = append(stopped, r.name+" on "+r.provider)
+			continue
 		}
 		c := r.err.Error()
 		if who[c] == nil {
@@ -152,6 +155,9 @@ func (v *voter) noneRan() error {
 	var why []string
 	for _, c := range causes {
 		why = append(why, strings.Join(who[c], ", ")+": "+c)
+	}
+	if len(stopped) > 0 {
+		why = append(why, strings.Join(stopped, ", ")+": stopped once the others had failed")
 	}
 	return fmt.Errorf("%w: %s", ErrNoneRan, strings.Join(why, "; "))
 }
