@@ -44,6 +44,7 @@ type Timeline struct {
 	logTime  int64   // the latest time received, Unix ns
 	seen     int64   // entries received
 	ended    bool    // the end entry came: nothing follows
+	eof      bool    // an eof entry came
 	sleepers map[*sleeper]bool
 	writing  int   // payloads given to the writer and not yet written
 	asked    int64 // the deadline last asked for
@@ -97,15 +98,22 @@ func (tl *Timeline) Receive(e Input) error {
 	}
 	tl.logTime = e.Time
 	tl.seen = e.Seq + 1
+	tl.eof = tl.eof || e.EOF
 	if !e.Tick {
 		tl.queue = append(tl.queue, e)
 	}
 	return nil
 }
 
-// End notes the stream's end entry: no time will come after it.
+// End notes the stream's end entry (or the feed's end): no time will
+// come after it, and stdin ends if no eof entry ended it (a log written
+// before eof entries existed, or a provider gone).
 func (tl *Timeline) End() {
 	tl.mu.Lock()
+	if !tl.eof {
+		tl.eof = true
+		tl.queue = append(tl.queue, Input{Seq: tl.seen - 1, Time: tl.logTime, EOF: true})
+	}
 	tl.ended = true
 	tl.mu.Unlock()
 	tl.kick()
