@@ -40,11 +40,18 @@ func listenFeed() (ln *net.UnixListener, path string, done func(), err error) {
 // is created.
 func acceptFeed(ctx context.Context, ln *net.UnixListener) (*net.UnixConn, error) {
 	ln.SetDeadline(time.Now().Add(feedTimeout))
+	defer context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })()
 	c, err := ln.AcceptUnix()
+	if ctx.Err() != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the runtime did not connect to the input feed in %v (is the shim io.containerd.lockstep.v1 older than this lockstep?): %w", feedTimeout, err)
 	}
-	return c, ctx.Err()
+	return c, nil
 }
 
 const feedTimeout = 30 * time.Second
