@@ -47,43 +47,30 @@ func newQuiet() *Quiet {
 // its nature (a sleep the agent serves): Running counts that thread as
 // waiting. In every other notified syscall it counts as running: it is
 // being answered and goes on at once.
-func (q *Quiet) Sleep(tid int32) {
+func (q *Quiet) Sleep(tid int32) { q.mark(q.sleeping, tid, true) }
+func (q *Quiet) Wake(tid int32)  { q.mark(q.sleeping, tid, false) }
+
+// mark adds tid to the set, or removes it.
+func (q *Quiet) mark(set map[int32]bool, tid int32, on bool) {
 	q.mu.Lock()
-	q.sleeping[tid] = true
+	if on {
+		set[tid] = true
+	} else {
+		delete(set, tid)
+	}
 	q.mu.Unlock()
 }
 
-func (q *Quiet) Wake(tid int32) {
+func (q *Quiet) in(set map[int32]bool, tid int32) bool {
 	q.mu.Lock()
-	delete(q.sleeping, tid)
-	q.mu.Unlock()
+	defer q.mu.Unlock()
+	return set[tid]
 }
 
 // Hold and Unhold bracket a sleep a Timeline holds: Still counts only
 // such sleepers as waiting, not a sleep the agent has yet to hand it.
-func (q *Quiet) Hold(tid int32) {
-	q.mu.Lock()
-	q.held[tid] = true
-	q.mu.Unlock()
-}
-
-func (q *Quiet) Unhold(tid int32) {
-	q.mu.Lock()
-	delete(q.held, tid)
-	q.mu.Unlock()
-}
-
-func (q *Quiet) isHeld(tid int32) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.held[tid]
-}
-
-func (q *Quiet) asleep(tid int32) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.sleeping[tid]
-}
+func (q *Quiet) Hold(tid int32)   { q.mark(q.held, tid, true) }
+func (q *Quiet) Unhold(tid int32) { q.mark(q.held, tid, false) }
 
 // Tgid returns the thread group (process) of thread tid.
 func (q *Quiet) Tgid(tid uint32) int32 {
@@ -175,7 +162,7 @@ const maxHold = 10 * time.Millisecond
 // (an open that is not served), and a thread waiting for that answer is
 // not waiting for anything the program does.
 func (q *Quiet) Running(tgid int, skip func(tid int) bool) bool {
-	return q.running(tgid, skip, q.asleep, false)
+	return q.running(tgid, skip, func(tid int32) bool { return q.in(q.sleeping, tid) }, false)
 }
 
 // running is Running, with waiting telling which threads in a notified
@@ -183,13 +170,7 @@ func (q *Quiet) Running(tgid int, skip func(tid int) bool) bool {
 // while it is still in the run (its tracer has yet to pass its exit on
 // to its parent, which then wakes).
 func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) bool, zombies bool) bool {
-	dir := "/proc/" + strconv.Itoa(tgid) + "/task/"
-	d, err := os.Open(dir)
-	if err != nil {
-		return false
-	}
-	names, _ := d.Readdirnames(-1)
-	d.Close()
+	dir, names := tasks(tgid)
 	for _, name := range names {
 		tid, _ := strconv.Atoi(name)
 		if skip(tid) {
@@ -262,16 +243,10 @@ func (q *Quiet) Still(tgids []int32) bool {
 func (q *Quiet) look(tgids []int32) (uint64, bool) {
 	var sum uint64
 	for _, tg := range tgids {
-		if q.running(int(tg), func(int) bool { return false }, q.isHeld, true) {
+		if q.running(int(tg), func(int) bool { return false }, func(tid int32) bool { return q.in(q.held, tid) }, true) {
 			return 0, false
 		}
-		dir := "/proc/" + strconv.Itoa(int(tg)) + "/task/"
-		d, err := os.Open(dir)
-		if err != nil {
-			continue
-		}
-		names, _ := d.Readdirnames(-1)
-		d.Close()
+		dir, names := tasks(int(tg))
 		for _, name := range names {
 			b, err := os.ReadFile(dir + name + "/schedstat")
 			if err != nil {
@@ -286,4 +261,17 @@ func (q *Quiet) look(tgids []int32) (uint64, bool) {
 		}
 	}
 	return sum, true
+}
+
+// tasks returns /proc/TGID/task/ and the thread IDs in it (none if the
+// process is gone).
+func tasks(tgid int) (string, []string) {
+	dir := "/proc/" + strconv.Itoa(tgid) + "/task/"
+	d, err := os.Open(dir)
+	if err != nil {
+		return dir, nil
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	return dir, names
 }

@@ -38,6 +38,7 @@ type Timeline struct {
 	shut     atomic.Bool // stdin is closed
 	writes   chan []byte
 	wake     chan struct{}
+	asked    int64 // the deadline last asked for (run's own)
 
 	mu       sync.Mutex
 	queue    []Input // received, not delivered
@@ -46,8 +47,7 @@ type Timeline struct {
 	ended    bool    // the end entry came: nothing follows
 	eof      bool    // an eof entry came
 	sleepers map[*sleeper]bool
-	writing  int   // payloads given to the writer and not yet written
-	asked    int64 // the deadline last asked for
+	writing  int // payloads given to the writer and not yet written
 }
 
 // Input is one entry of the stream, for the Timeline: input bytes (EOF:
