@@ -72,7 +72,8 @@ type containerAgent struct {
 	log       *virt.Log
 	fatal     chan error
 	once      sync.Once
-	killStuck func() // set before fatal is sent: the callers a failed agent left waiting
+	reported  sync.Once // the reason is written once, by the first to fail
+	killStuck func()    // set before fatal is sent: the callers a failed agent left waiting
 
 	mu        sync.Mutex
 	handovers int        // guarded by mu: processes handed over so far
@@ -204,6 +205,10 @@ func (a *containerAgent) dieKilling(err error, kill func()) {
 // report says why the container is being killed, in the shim's log and on
 // the container's stderr.
 func (a *containerAgent) report(err error) {
+	a.reported.Do(func() { a.writeReport(err) })
+}
+
+func (a *containerAgent) writeReport(err error) {
 	msg := fmt.Sprintf("lockstep: container %s: %v; killing it (the runtime fails closed)\n", a.cfg.ID, err)
 	os.Stderr.WriteString(msg)
 	if a.cfg.Stderr == "" {
@@ -343,6 +348,7 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	// with this goroutine.
 	runtime.LockOSThread()
 	tr := tracer.New(a.world)
+	tr.OnFail = a.report // before the tracer kills the tree
 	a.mu.Lock()
 	io := a.io // set by the first handover's startIO, before any other
 	a.mu.Unlock()

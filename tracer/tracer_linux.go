@@ -55,6 +55,10 @@ type Tracer struct {
 	OnFirstExec func()
 	// Throttle, if set, is the I/O tracer's back-pressure.
 	Throttle Throttle
+	// OnFail, if set, is told why the tracer fails before it kills the
+	// tracees: a reason written to their stderr then reaches whoever
+	// reads it, before the writers die and the reader sees its end.
+	OnFail func(error)
 }
 
 // Throttle is the back-pressure of the eBPF I/O tracer (ebpf.Tracer): when
@@ -120,8 +124,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		}
 		if tid == 0 && err == nil { // WNOHANG, nothing to wait for
 			if err := t.release(); err != nil {
-				t.KillAll()
-				return ws, err
+				return ws, t.fail(err)
 			}
 			continue
 		}
@@ -129,8 +132,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			break
 		}
 		if err != nil {
-			t.KillAll()
-			return ws, fmt.Errorf("tracer: wait: %w", err)
+			return ws, t.fail(fmt.Errorf("tracer: wait: %w", err))
 		}
 		if ws.Exited() || ws.Signaled() {
 			if tid == t.root {
@@ -147,8 +149,7 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			delete(t.throttle, tid)
 			delete(t.others, tid)
 			if err := t.childExited(tid); err != nil {
-				t.KillAll()
-				return ws, err
+				return ws, t.fail(err)
 			}
 			t.world.Exit(int32(tid))
 			t.world.Quiet().Forget(int32(tid))
@@ -159,14 +160,22 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 			continue
 		}
 		if err := t.stopped(tid, ws); err != nil {
-			t.KillAll()
-			return ws, err
+			return ws, t.fail(err)
 		}
 	}
 	if !t.exited {
 		return t.status, errors.New("tracer: the traced command vanished without an exit status")
 	}
 	return t.status, nil
+}
+
+// fail reports err (OnFail) and kills every tracee.
+func (t *Tracer) fail(err error) error {
+	if t.OnFail != nil {
+		t.OnFail(err)
+	}
+	t.KillAll()
+	return err
 }
 
 // KillAll kills every tracee (fail closed).
