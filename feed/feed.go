@@ -8,19 +8,28 @@ import (
 )
 
 // Kinds of frames. From the provider: an entry of the stream. From the
-// agent: Wait (Time is the deadline) and Consumed (Seq is the number of
-// entries taken).
+// agent: Wait (Time is the deadline), Consumed (Seq is the number of
+// entries taken), and a served connection's response bytes and end.
+// The payload of Open, Data, Close, Response and Finished starts with the
+// connection's number, 8 bytes big-endian (logd.ConnID).
 const (
 	Input    byte = 'i' // input bytes, stamped with their arrival time
 	EOF      byte = 'e' // the input closed (the program's stdin ends)
 	Tick     byte = 't' // the log's clock reached Time
 	End      byte = 'z' // the stream ended: no entry follows
+	Open     byte = 'o' // a client connected
+	Data     byte = 'd' // bytes the client sent
+	Close    byte = 'x' // the client closed its side
+	Stop     byte = 's' // the run stops (logd.KindStop)
 	Wait     byte = 'w'
 	Consumed byte = 'c'
+	Response byte = 'r' // bytes the service sent on a connection
+	Finished byte = 'f' // the service closed a connection: no more bytes
 )
 
-// MaxPayload bounds a frame's payload: a log entry's (1 MiB).
-const MaxPayload = 1 << 20
+// MaxPayload bounds a frame's payload: a log entry's (1 MiB) and a
+// connection's number.
+const MaxPayload = 1<<20 + 8
 
 // Frame is one message.
 type Frame struct {
@@ -49,7 +58,7 @@ func Read(r *bufio.Reader) (Frame, error) {
 	}
 	f := Frame{Kind: h[0], Seq: int64(binary.BigEndian.Uint64(h[1:])), Time: int64(binary.BigEndian.Uint64(h[9:]))}
 	switch f.Kind {
-	case Input, EOF, Tick, End, Wait, Consumed:
+	case Input, EOF, Tick, End, Open, Data, Close, Stop, Wait, Consumed, Response, Finished:
 	default:
 		return Frame{}, fmt.Errorf("feed: unknown frame kind %q", f.Kind)
 	}

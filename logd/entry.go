@@ -16,7 +16,28 @@ const (
 	KindConfig Kind = 4 // Payload: JSON settings of the run (epoch, image, command)
 	KindEnd    Kind = 5 // end of the stream; nothing follows
 	KindEOF    Kind = 6 // the input closed (stdin's end); ticks may follow
+
+	// A served stream's connections (lockstep serve): each payload starts
+	// with the connection's number, 8 bytes big-endian (ConnID).
+	KindOpen  Kind = 7 // a client connected
+	KindData  Kind = 8 // bytes the client sent, after the number
+	KindClose Kind = 9 // the client closed its side (or went away)
+	// KindStop stops the run: at the first point after it where every
+	// thread waits, the runtime kills the container.
+	KindStop Kind = 10
+
+	lastKind = KindStop
 )
+
+// ConnID is the connection number an open, data or close entry's payload
+// starts with.
+func ConnID(p []byte) uint64 { return binary.BigEndian.Uint64(p) }
+
+// ConnEntry makes a connection's entry: its number, then data.
+func ConnEntry(k Kind, t int64, conn uint64, data []byte) Entry {
+	p := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(data)), conn)
+	return Entry{Kind: k, Time: t, Payload: append(p, data...)}
+}
 
 func (k Kind) String() string {
 	switch k {
@@ -32,18 +53,26 @@ func (k Kind) String() string {
 		return "end"
 	case KindEOF:
 		return "eof"
+	case KindOpen:
+		return "open"
+	case KindData:
+		return "data"
+	case KindClose:
+		return "close"
+	case KindStop:
+		return "stop"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 // ParseKind is the inverse of Kind.String.
 func ParseKind(s string) (Kind, error) {
-	for k := KindInput; k <= KindEOF; k++ {
+	for k := KindInput; k <= lastKind; k++ {
 		if k.String() == s {
 			return k, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config, end or eof)", s)
+	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config, end, eof, open, data, close or stop)", s)
 }
 
 // EntryVersion is the version byte of the entry encoding.
@@ -80,8 +109,11 @@ func (e *Entry) Marshal() ([]byte, error) {
 
 func (e *Entry) check() error {
 	switch {
-	case e.Kind < KindInput || e.Kind > KindEOF:
+	case e.Kind < KindInput || e.Kind > lastKind:
 		return fmt.Errorf("entry %d: %v", e.Seq, e.Kind)
+	case (e.Kind == KindOpen || e.Kind == KindClose) && len(e.Payload) != 8,
+		e.Kind == KindData && len(e.Payload) < 8:
+		return fmt.Errorf("entry %d: a %v entry starts with its connection's 8-byte number (it has %d bytes)", e.Seq, e.Kind, len(e.Payload))
 	case len(e.Payload) > MaxPayload:
 		return fmt.Errorf("entry %d: payload of %d bytes is over the 1 MiB limit: split it", e.Seq, len(e.Payload))
 	case e.Kind == KindSeed && len(e.Payload) != 8:

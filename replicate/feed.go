@@ -78,6 +78,14 @@ func serveFeed(ctx context.Context, c *net.UnixConn, f entrySource, es []logd.En
 			case feed.Consumed:
 				read.Store(max(read.Load(), fr.Seq))
 				out.Consumed(fr.Seq)
+			case feed.Response:
+				if len(fr.Payload) >= 8 {
+					out.Response(logd.ConnID(fr.Payload), fr.Payload[8:])
+				}
+			case feed.Finished:
+				if len(fr.Payload) >= 8 {
+					out.Finished(logd.ConnID(fr.Payload))
+				}
 			}
 		}
 	}()
@@ -94,6 +102,14 @@ func serveFeed(ctx context.Context, c *net.UnixConn, f entrySource, es []logd.En
 				fr.Kind = feed.Tick
 			case logd.KindEnd:
 				fr.Kind = feed.End
+			case logd.KindOpen:
+				fr.Kind = feed.Open
+			case logd.KindData:
+				fr.Kind = feed.Data
+			case logd.KindClose:
+				fr.Kind = feed.Close
+			case logd.KindStop:
+				fr.Kind = feed.Stop
 			default:
 				continue
 			}

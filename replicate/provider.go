@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -34,6 +36,9 @@ type Job struct {
 	// Require names sources (hostcap: rdtsc, cpuid) the provider's host
 	// must make deterministic: one that cannot refuses the job.
 	Require []string `json:"require,omitempty"`
+	// Port, for a served stream (lockstep serve): its connections are
+	// made to this TCP port in the container's network namespace.
+	Port int `json:"port,omitempty"`
 }
 
 // Result is how a replica ended.
@@ -59,6 +64,11 @@ type Sink interface {
 	// Waiting says the replica waits for the log's time to reach
 	// deadline (Unix ns): the guard appends a tick when its clock does.
 	Waiting(deadline int64)
+	// Response takes the bytes the service sent on a served connection,
+	// and Finished says it closed the connection (or never accepted it).
+	// Neither may block for long: they come on the feed's one socket.
+	Response(conn uint64, p []byte)
+	Finished(conn uint64)
 }
 
 // digestingSink is a Sink that digests every byte it is given (the
@@ -77,16 +87,47 @@ type Provider interface {
 	Run(ctx context.Context, j Job, out Sink) (Result, error)
 }
 
-// Digest is a replica's output digest: sha256 over its output and its exit
-// status. Each provider signs it, at the stream's last checkpoint, in its
-// report to logd.
-type Digest struct{ h hash.Hash }
+// Digest is a replica's output digest: sha256 over its output, the bytes
+// its service sent on each served connection, and its exit status. Each
+// provider signs it, at the stream's last checkpoint, in its report to
+// logd.
+type Digest struct {
+	h     hash.Hash
+	mu    sync.Mutex
+	conns map[uint64]hash.Hash
+}
 
-func NewDigest() *Digest                      { return &Digest{sha256.New()} }
+func NewDigest() *Digest                      { return &Digest{h: sha256.New()} }
 func (d *Digest) Write(p []byte) (int, error) { return d.h.Write(p) }
+
+// Conn adds bytes the service sent on connection id.
+func (d *Digest) Conn(id uint64, p []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conns == nil {
+		d.conns = map[uint64]hash.Hash{}
+	}
+	h := d.conns[id]
+	if h == nil {
+		h = sha256.New()
+		d.conns[id] = h
+	}
+	h.Write(p)
+}
+
+// Sum is the digest: sha256(sha256(output) | for each connection, in
+// order of number: "conn N " sha256(its bytes) | "exit E"). A run with no
+// connections digests as it did before they existed.
 func (d *Digest) Sum(exit int) string {
 	h := sha256.New()
 	h.Write(d.h.Sum(nil))
+	d.mu.Lock()
+	ids := slices.Sorted(maps.Keys(d.conns))
+	for _, id := range ids {
+		h.Write([]byte("conn " + strconv.FormatUint(id, 10) + " "))
+		h.Write(d.conns[id].Sum(nil))
+	}
+	d.mu.Unlock()
 	h.Write([]byte("exit " + strconv.Itoa(exit)))
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -181,6 +222,9 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		shim.AnnotationEpoch: time.Unix(0, first.Time).UTC().Format(time.RFC3339Nano),
 		shim.AnnotationInput: sock,
 	}
+	if j.Port != 0 {
+		annotations[shim.AnnotationPort] = strconv.Itoa(j.Port)
+	}
 	for k, v := range p.Annotations {
 		annotations[k] = v
 	}
@@ -204,11 +248,13 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	stdout := &guardedWriter{w: out, cancel: cancel}
 	var digest *Digest
 	var output io.Writer
+	netOut := out
 	if d, ok := out.(digestingSink); ok {
 		digest, output = d.Digest(), stdout // the same bytes, digested once
 	} else {
 		digest = NewDigest()
 		output = io.MultiWriter(digest, stdout)
+		netOut = digestingResponses{out, digest}
 	}
 	// The container's FIFOs, read and written here without a copy between.
 	fifos, err := cio.NewFIFOSetInDir("", id, false)
@@ -255,7 +301,7 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	defer stopFeed()
 	go func() {
 		var err error
-		read, err = serveFeed(feedCtx, conn, f, rest, out)
+		read, err = serveFeed(feedCtx, conn, f, rest, netOut)
 		if feedCtx.Err() != nil && ctx.Err() == nil {
 			err = errStdinClosed // the container ended first
 		}
@@ -306,6 +352,18 @@ func (p *Local) report(ctx context.Context, j Job, f *streamReader, size int64, 
 		return fmt.Errorf("report the digest: %w", err)
 	}
 	return nil
+}
+
+// digestingResponses digests a served service's responses on their way
+// to a Sink that does not.
+type digestingResponses struct {
+	Sink
+	d *Digest
+}
+
+func (s digestingResponses) Response(conn uint64, p []byte) {
+	s.d.Conn(conn, p)
+	s.Sink.Response(conn, p)
 }
 
 // stderrSink passes a container's stderr to its Sink.

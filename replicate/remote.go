@@ -24,6 +24,8 @@ const (
 	frameLeaks    = 'l' // the sources the host cannot make deterministic, comma-separated
 	frameWaiting  = 'w' // 8 bytes: a deadline (Unix ns) the replica waits for the log's time to reach
 	frameStderr   = 's' // the container's stderr bytes
+	frameResponse = 'n' // 8 bytes of a served connection's number, then bytes its service sent
+	frameFinished = 'f' // 8 bytes: the service closed that connection
 	frameResult   = 'r' // the Result as JSON; the last frame
 	frameError    = 'e' // why the replica failed; the last frame
 
@@ -125,6 +127,14 @@ func (f *frameWriter) Stderr(p []byte) {
 	}
 }
 
+func (f *frameWriter) Response(conn uint64, p []byte) {
+	f.frame(frameResponse, append(binary.BigEndian.AppendUint64(nil, conn), p...))
+}
+
+func (f *frameWriter) Finished(conn uint64) {
+	f.frame(frameFinished, binary.BigEndian.AppendUint64(nil, conn))
+}
+
 func (f *frameWriter) HostLeaks(sources []string) {
 	f.frame(frameLeaks, []byte(strings.Join(sources, ",")))
 }
@@ -203,6 +213,14 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 			}
 		case frameStderr:
 			out.Stderr(b)
+		case frameResponse:
+			if n >= 8 {
+				out.Response(binary.BigEndian.Uint64(b), b[8:])
+			}
+		case frameFinished:
+			if n == 8 {
+				out.Finished(binary.BigEndian.Uint64(b))
+			}
 		case frameLeaks:
 			out.HostLeaks(strings.Split(string(b), ","))
 		case frameResult:

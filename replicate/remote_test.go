@@ -19,6 +19,8 @@ func (echo) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	out.Write([]byte(strings.Join(j.Args, " ")))
 	out.Consumed(2)
 	out.Waiting(1735689600e9)
+	out.Response(7, []byte("HTTP/1.0 200 OK\r\n"))
+	out.Finished(7)
 	return Result{Exit: 4, Digest: "d"}, nil
 }
 
@@ -28,7 +30,17 @@ type sink struct {
 	leaks    []string
 	stderr   []byte
 	waiting  int64
+	conns    map[uint64]string // responses, and "$" once finished
 }
+
+func (s *sink) Response(conn uint64, p []byte) {
+	if s.conns == nil {
+		s.conns = map[uint64]string{}
+	}
+	s.conns[conn] += string(p)
+}
+
+func (s *sink) Finished(conn uint64) { s.Response(conn, []byte("$")) }
 
 func (s *sink) Consumed(n int64) { s.consumed = n }
 
@@ -52,7 +64,7 @@ func TestRemoteToken(t *testing.T) {
 	}
 	var out sink
 	res, err := (&Remote{Addr: srv.URL, Token: token}).Run(context.Background(), Job{Args: []string{"hi", "there"}, Require: []string{"rdtsc", "cpuid"}}, &out)
-	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" || out.waiting != 1735689600e9 {
-		t.Errorf("with the token: %+v, %v, output %q, consumed %d, host leaks %q", res, err, out.String(), out.consumed, out.leaks)
+	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" || out.waiting != 1735689600e9 || out.conns[7] != "HTTP/1.0 200 OK\r\n$" {
+		t.Errorf("with the token: %+v, %v, output %q, consumed %d, host leaks %q, responses %v", res, err, out.String(), out.consumed, out.leaks, out.conns)
 	}
 }

@@ -49,6 +49,24 @@ type Options struct {
 	// Replay, if set, is a recorded stream already imported into Logd:
 	// the replicas read it instead of a new stream fed from Stdin.
 	Replay *logd.Verified
+
+	// Entries, if set, is the input instead of Stdin: a served stream's
+	// entries (lockstep serve), made in order of their times; its close
+	// ends the input (no eof entry is added).
+	Entries <-chan logd.Entry
+	// Port is the service's port in each replica (Job.Port), and Net
+	// takes the replicas' responses on it.
+	Port int
+	Net  Responder
+}
+
+// Responder takes what the replicas' services send on served
+// connections (lockstep serve's gateway votes on it). Replicas are
+// numbered as in the verdict (replica-N); Gone says one ended.
+type Responder interface {
+	Response(replica int, conn uint64, p []byte)
+	Finished(replica int, conn uint64)
+	Gone(replica int)
 }
 
 // Progress is how far a run has come.
@@ -121,12 +139,15 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	v := newVoter(o, cancel)
 	var wg sync.WaitGroup
 	for i, r := range v.reps {
-		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Args: o.Args, Require: o.Require}
+		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Args: o.Args, Require: o.Require, Port: o.Port}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			res, err := o.Providers[i%len(o.Providers)].Run(ctx, j, r)
 			r.finish(res, err)
+			if o.Net != nil {
+				o.Net.Gone(i)
+			}
 			v.changed()
 		}()
 	}
@@ -220,6 +241,9 @@ func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter, over 
 	tick.Stop()
 	var batch []logd.Entry
 	appendBatch := func() error {
+		for i := range batch { // an entry made before a tick that was appended first
+			batch[i].Time = max(batch[i].Time, last)
+		}
 		if _, err := app.Append(ctx, batch); err != nil {
 			return err
 		}
@@ -315,6 +339,18 @@ func readInput(ctx context.Context, next int64, o Options, v *voter, reads chan<
 			rerr <- err
 			return
 		}
+		if o.Entries != nil {
+			e, ok := <-o.Entries
+			if !ok {
+				rerr <- nil
+				return
+			}
+			if !send(e) {
+				return
+			}
+			next++
+			continue
+		}
 		buf := make([]byte, readSize)
 		n, err := o.Stdin.Read(buf)
 		if n > 0 {
@@ -350,6 +386,8 @@ const (
 // the vote (odd, or the run is over), when its output is only digested.
 type replica struct {
 	name, provider string
+	index          int
+	net            Responder // or nil
 	limit          int
 	changed        func()
 	wait           func(deadline int64) // voter.waiting
@@ -412,6 +450,19 @@ func (r *replica) Stderr(p []byte) {
 }
 
 func (r *replica) Waiting(deadline int64) { r.wait(deadline) }
+
+func (r *replica) Response(conn uint64, p []byte) {
+	r.digest.Conn(conn, p)
+	if r.net != nil {
+		r.net.Response(r.index, conn, p)
+	}
+}
+
+func (r *replica) Finished(conn uint64) {
+	if r.net != nil {
+		r.net.Finished(r.index, conn)
+	}
+}
 
 func (r *replica) HostLeaks(sources []string) {
 	r.mu.Lock()
@@ -516,6 +567,8 @@ func newVoter(o Options, cancel func()) *voter {
 	for i := 0; i < o.Replicas; i++ {
 		r := &replica{
 			name:     fmt.Sprintf("replica-%d", i),
+			index:    i,
+			net:      o.Net,
 			provider: o.Providers[i%len(o.Providers)].Name(),
 			limit:    4 * o.Checkpoint,
 			digest:   NewDigest(),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/feed"
+	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
 )
@@ -46,7 +47,11 @@ func (a *containerAgent) startFeed() error {
 		defer mu.Unlock()
 		feed.Write(c, f)
 	}
-	tl := a.world.NewTimeline(w,
+	to := virt.Stream{Stdin: w, Stop: a.stop}
+	if port := a.cfg.Settings.Port; port != 0 {
+		to.Net = a.newServed(port, send)
+	}
+	tl := a.world.NewTimeline(to,
 		func(deadline int64) { send(feed.Frame{Kind: feed.Wait, Time: deadline}) },
 		func(n int64) { send(feed.Frame{Kind: feed.Consumed, Seq: n}) })
 	go func() {
@@ -81,6 +86,15 @@ func receive(r *bufio.Reader, tl *virt.Timeline) error {
 			in.EOF = true
 		case feed.Tick:
 			in.Tick = true
+		case feed.Open, feed.Data, feed.Close:
+			if len(f.Payload) < 8 {
+				return fmt.Errorf("entry %d: a connection's frame without its number", f.Seq)
+			}
+			in.Conn = logd.ConnID(f.Payload)
+			in.Net = map[byte]virt.NetOp{feed.Open: virt.NetOpen, feed.Data: virt.NetData, feed.Close: virt.NetClose}[f.Kind]
+			in.Payload = f.Payload[8:]
+		case feed.Stop:
+			in.Stop = true
 		case feed.End:
 			tl.End()
 			return nil

@@ -29,6 +29,9 @@ const (
 	// The container's stdin and clocks follow an input stream that a
 	// provider feeds on this Unix socket (package feed).
 	AnnotationInput = "io.lockstep.input" // absolute host path of the socket
+	// The stream's connections (lockstep serve) are made to this TCP port
+	// on the container's loopback, in its network namespace.
+	AnnotationPort = "io.lockstep.port"
 
 	// The digest chains reported to logd as a replica's trace at delete
 	// (all four, or none).
@@ -45,6 +48,7 @@ type Settings struct {
 	Digests string // where to write the digest chains, "" for none
 	Audit   string // where to write the audit, "" for none
 	Input   string // the feed's socket: stdin and time follow the input stream
+	Port    int    // the served port, with Input: 0 for none
 	// Require names sources (hostcap) the host must make deterministic.
 	Require []string
 
@@ -102,7 +106,7 @@ var optionKeys = map[string]string{
 	"seed": AnnotationSeed, "epoch": AnnotationEpoch, "cpus": AnnotationCPUs,
 	"memory": AnnotationMemory, "hostname": AnnotationHostname, "log": AnnotationLog,
 	"digests": AnnotationDigests, "audit": AnnotationAudit, "require": AnnotationRequire,
-	"logd": AnnotationLogd, "stream": AnnotationStream, "replica": AnnotationReplica, "key": AnnotationKey,
+	"port": AnnotationPort, "logd": AnnotationLogd, "stream": AnnotationStream, "replica": AnnotationReplica, "key": AnnotationKey,
 }
 
 // ApplyAnnotations applies the io.lockstep.* annotations, after the
@@ -110,6 +114,9 @@ var optionKeys = map[string]string{
 func (s *Settings) ApplyAnnotations(a map[string]string) error {
 	if err := s.apply(a, "annotation "); err != nil {
 		return err
+	}
+	if s.Port != 0 && s.Input == "" {
+		return fmt.Errorf("%s needs %s: connections come from an input stream", AnnotationPort, AnnotationInput)
 	}
 	if set := s.Logd != "" || s.Stream != "" || s.Replica != "" || s.Key != ""; set && (s.Logd == "" || s.Stream == "" || s.Replica == "" || s.Key == "") {
 		return fmt.Errorf("reporting a trace to logd needs all of %s, %s, %s and %s", AnnotationLogd, AnnotationStream, AnnotationReplica, AnnotationKey)
@@ -147,6 +154,10 @@ func (s *Settings) apply(values map[string]string, where string) error {
 			s.Logd = v
 		case AnnotationRequire:
 			s.Require, err = hostcap.ParseRequire(v)
+		case AnnotationPort:
+			if s.Port, err = strconv.Atoi(v); err == nil && (s.Port < 1 || s.Port > 65535) {
+				err = fmt.Errorf("want a TCP port, 1 to 65535")
+			}
 		case AnnotationStream, AnnotationReplica:
 			*map[string]*string{AnnotationStream: &s.Stream, AnnotationReplica: &s.Replica}[key] = v
 		default:

@@ -36,7 +36,9 @@ type Timeline struct {
 	consumed func(n int64)
 	stdin    *os.File    // the write end of the program's stdin
 	shut     atomic.Bool // stdin is closed
-	writes   chan []byte
+	writes   chan Input
+	net      Network // nil: the stream has no connections
+	stop     func()  // kills the run (a stop entry)
 	wake     chan struct{}
 	asked    int64 // the deadline last asked for (run's own)
 
@@ -51,13 +53,36 @@ type Timeline struct {
 }
 
 // Input is one entry of the stream, for the Timeline: input bytes (EOF:
-// stdin closes) or, with neither, a tick.
+// stdin closes), a tick, an event of a served connection (Net), or the
+// run's stop.
 type Input struct {
 	Seq     int64
 	Time    int64 // Unix ns
-	Payload []byte
+	Payload []byte // stdin's bytes, or a connection's (NetData)
 	EOF     bool
 	Tick    bool
+	Stop    bool
+	Net     NetOp
+	Conn    uint64
+}
+
+// NetOp is what happens to a served connection.
+type NetOp uint8
+
+const (
+	NetNone  NetOp = iota
+	NetOpen        // a client connects to the service
+	NetData        // the client's bytes arrive
+	NetClose       // the client closes its side
+)
+
+// Network delivers a served stream's connections to the program: the
+// timeline calls Deliver at the points it chose, in the log's order, one
+// at a time; Busy says bytes are on their way between the two sides (the
+// run is not still until they have landed).
+type Network interface {
+	Deliver(op NetOp, conn uint64, p []byte)
+	Busy() bool
 }
 
 type sleeper struct {
@@ -66,12 +91,20 @@ type sleeper struct {
 	fired    chan struct{}
 }
 
-// NewTimeline makes the world's time follow a stream, whose inputs go to
-// stdin (the write end of the program's stdin pipe).
-func (w *World) NewTimeline(stdin *os.File, ask func(int64), consumed func(int64)) *Timeline {
+// Stream is where a timeline's entries go: stdin (the write end of the
+// program's stdin pipe), the served connections (Net, or nil), and Stop,
+// which kills the run at a stop entry.
+type Stream struct {
+	Stdin *os.File
+	Net   Network
+	Stop  func()
+}
+
+// NewTimeline makes the world's time follow a stream.
+func (w *World) NewTimeline(to Stream, ask func(int64), consumed func(int64)) *Timeline {
 	tl := &Timeline{
-		w: w, origin: w.cfg.Epoch.UnixNano(), ask: ask, consumed: consumed, stdin: stdin,
-		writes: make(chan []byte, 1024), wake: make(chan struct{}, 1), sleepers: map[*sleeper]bool{},
+		w: w, origin: w.cfg.Epoch.UnixNano(), ask: ask, consumed: consumed, stdin: to.Stdin, net: to.Net, stop: to.Stop,
+		writes: make(chan Input, 1024), wake: make(chan struct{}, 1), sleepers: map[*sleeper]bool{},
 	}
 	tl.logTime = tl.origin
 	w.timeline = tl
@@ -252,11 +285,7 @@ func (tl *Timeline) run() {
 		tl.queue = tl.queue[1:]
 		tl.writing++
 		tl.mu.Unlock()
-		if e.EOF {
-			tl.writes <- nil
-		} else {
-			tl.writes <- e.Payload
-		}
+		tl.writes <- e
 		tl.consumed(e.Seq + 1)
 	}
 }
@@ -276,6 +305,9 @@ func (tl *Timeline) still() bool {
 	if writing > 0 && !tl.shut.Load() && !pipeFull(tl.stdin) {
 		return false
 	}
+	if tl.net != nil && tl.net.Busy() {
+		return false
+	}
 	tgids := tl.w.pr.tgids()
 	if len(tgids) == 0 {
 		return false // not started yet (or over): the command has yet to wait
@@ -283,11 +315,21 @@ func (tl *Timeline) still() bool {
 	return tl.w.quiet.Still(tgids)
 }
 
-// write writes delivered inputs to stdin, and closes it at EOF. A program
-// that closed its stdin gets nothing more.
+// write writes delivered inputs to stdin, and closes it at EOF (a
+// program that closed its stdin gets nothing more); hands connections'
+// events to the network; and stops the run at a stop entry.
 func (tl *Timeline) write() {
-	for p := range tl.writes {
-		if !tl.shut.Load() && (p == nil || writeErr(tl.stdin.Write(p)) != nil) {
+	for e := range tl.writes {
+		switch {
+		case e.Stop:
+			if tl.stop != nil {
+				tl.stop()
+			}
+		case e.Net != NetNone:
+			if tl.net != nil {
+				tl.net.Deliver(e.Net, e.Conn, e.Payload)
+			}
+		case !tl.shut.Load() && (e.EOF || writeErr(tl.stdin.Write(e.Payload)) != nil):
 			tl.shut.Store(true)
 			tl.stdin.Close()
 		}
