@@ -57,7 +57,7 @@ type Timeline struct {
 // run's stop.
 type Input struct {
 	Seq     int64
-	Time    int64 // Unix ns
+	Time    int64  // Unix ns
 	Payload []byte // stdin's bytes, or a connection's (NetData)
 	EOF     bool
 	Tick    bool
