@@ -1,0 +1,303 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lockstep-run/lockstep/logd"
+)
+
+// Gateway is the guard's side of a served stream: it accepts clients,
+// turns each connection's open, bytes and close into log entries
+// (Entries), and answers each client with what a majority of the
+// replicas sent on its connection (it is the run's replicate.Responder).
+type Gateway struct {
+	ln       net.Listener
+	entries  chan logd.Entry
+	quit     chan struct{} // the run is over: nothing reads entries
+	stopping chan struct{} // Stop was called
+	failed   chan struct{} // no majority can form any more
+	clients  sync.WaitGroup
+
+	emitMu sync.Mutex
+	last   int64 // the time of the last entry made
+	closed bool  // entries is closed
+
+	mu      sync.Mutex
+	next    uint64
+	v       votes
+	conns   map[uint64]*conn
+	open    map[net.Conn]bool
+	served  int64 // connections whose response completed
+	stopped bool
+	quitted bool
+	failure string
+}
+
+// New makes a gateway for replicas replicas, accepting on ln.
+func New(ln net.Listener, replicas int) *Gateway {
+	return &Gateway{
+		ln: ln, entries: make(chan logd.Entry, 64),
+		quit: make(chan struct{}), stopping: make(chan struct{}), failed: make(chan struct{}),
+		v:     votes{need: replicas/2 + 1, odd: make([]string, replicas), gone: make([]bool, replicas)},
+		conns: map[uint64]*conn{}, open: map[net.Conn]bool{},
+	}
+}
+
+// Entries are the served stream's entries, in order of their times; the
+// channel closes after the stop entry.
+func (g *Gateway) Entries() <-chan logd.Entry { return g.entries }
+
+// Failed is closed when no majority of the replicas can answer any more.
+func (g *Gateway) Failed() <-chan struct{} { return g.failed }
+
+// Serve accepts clients until Stop.
+func (g *Gateway) Serve() error {
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			select {
+			case <-g.stopping:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		g.mu.Lock()
+		if g.stopped || g.failure != "" {
+			g.mu.Unlock()
+			c.Close()
+			continue
+		}
+		g.next++
+		id := g.next
+		g.conns[id] = newConn(id, len(g.v.odd), newWriter(c))
+		g.open[c] = true
+		g.clients.Add(1)
+		g.mu.Unlock()
+		go g.client(id, c)
+	}
+}
+
+// client makes the entries of one connection: its open, each read of
+// its bytes, its close.
+func (g *Gateway) client(id uint64, c net.Conn) {
+	defer g.clients.Done()
+	g.emit(logd.KindOpen, id, nil)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			g.emit(logd.KindData, id, buf[:n])
+		}
+		if err != nil {
+			break
+		}
+	}
+	g.emit(logd.KindClose, id, nil)
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseRead()
+	}
+	g.mu.Lock()
+	delete(g.open, c)
+	g.mu.Unlock()
+}
+
+// emit appends an entry to the stream, stamped with the guard's clock
+// (never before the entry ahead of it).
+func (g *Gateway) emit(k logd.Kind, id uint64, p []byte) {
+	g.emitMu.Lock()
+	defer g.emitMu.Unlock()
+	if g.closed {
+		return
+	}
+	g.last = max(g.last, time.Now().UnixNano())
+	var e logd.Entry
+	if k == logd.KindStop {
+		e = logd.Entry{Kind: k, Time: g.last}
+	} else {
+		e = logd.ConnEntry(k, g.last, id, p)
+	}
+	select {
+	case g.entries <- e:
+	case <-g.quit:
+	}
+}
+
+// Stop stops accepting, ends the open connections (their close entries
+// are appended), then appends the stop entry: the replicas stop there.
+func (g *Gateway) Stop() {
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return
+	}
+	g.stopped = true
+	close(g.stopping)
+	for c := range g.open {
+		c.Close()
+	}
+	g.mu.Unlock()
+	g.ln.Close()
+	g.clients.Wait()
+	g.emit(logd.KindStop, 0, nil)
+	g.emitMu.Lock()
+	g.closed = true
+	close(g.entries)
+	g.emitMu.Unlock()
+}
+
+// Over says the run ended: nothing reads the entries any more, and the
+// clients still open get no more answers.
+func (g *Gateway) Over() {
+	g.mu.Lock()
+	if !g.quitted {
+		g.quitted = true
+		close(g.quit)
+	}
+	g.mu.Unlock()
+	g.Stop()
+	g.mu.Lock()
+	for _, c := range g.conns {
+		c.out.end()
+	}
+	g.mu.Unlock()
+}
+
+// Response is a replica's bytes on a connection (replicate.Responder).
+func (g *Gateway) Response(r int, id uint64, p []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.conns[id]
+	if c == nil || !g.v.in(r) {
+		return
+	}
+	g.settle(c, c.add(&g.v, r, p))
+}
+
+// Finished is a replica's close of a connection.
+func (g *Gateway) Finished(r int, id uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.conns[id]
+	if c == nil || !g.v.in(r) {
+		return
+	}
+	g.settle(c, c.finish(&g.v, r))
+}
+
+// Gone is a replica's end: the others answer without it.
+func (g *Gateway) Gone(r int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.v.gone[r] = true
+	g.revote()
+}
+
+// settle takes the replicas the vote on c found odd out of every vote,
+// and forgets c once every replica is done with it; g.mu is held.
+func (g *Gateway) settle(c *conn, odd map[int]string) {
+	if len(odd) > 0 {
+		g.markOdd(odd)
+		g.revote()
+	}
+	g.forget(c)
+}
+
+func (g *Gateway) markOdd(odd map[int]string) {
+	for r, why := range odd {
+		g.v.odd[r] = why
+		for _, c := range g.conns {
+			c.pend[r] = nil
+		}
+	}
+}
+
+func (g *Gateway) forget(c *conn) {
+	if g.conns[c.id] == c && c.settled(&g.v) {
+		delete(g.conns, c.id)
+		g.served++
+	}
+}
+
+// revote votes again on every connection after a replica left the vote
+// (its bytes no longer hold back a majority), and fails the gateway when
+// no majority can form; g.mu is held.
+func (g *Gateway) revote() {
+	for again := true; again; {
+		again = false
+		in := 0
+		for r := range g.v.odd {
+			if g.v.in(r) {
+				in++
+			}
+		}
+		if in < g.v.need {
+			if g.failure == "" {
+				g.failure = fmt.Sprintf("%d of %d replicas are left to answer, fewer than the %d a majority needs", in, len(g.v.odd), g.v.need)
+				close(g.failed)
+				for _, c := range g.conns {
+					c.out.end()
+				}
+			}
+			return
+		}
+		for _, c := range g.conns {
+			if odd := c.vote(&g.v); len(odd) > 0 {
+				g.markOdd(odd)
+				again = true
+				break
+			}
+			g.forget(c)
+		}
+	}
+}
+
+// Odd names the replicas whose responses differed from the majority's,
+// with why: replica number to reason.
+func (g *Gateway) Odd() map[int]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := map[int]string{}
+	for r, why := range g.v.odd {
+		if why != "" {
+			m[r] = why
+		}
+	}
+	return m
+}
+
+// Failure says why no majority could answer, or "".
+func (g *Gateway) Failure() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failure
+}
+
+// Status is a line about the gateway's connections.
+func (g *Gateway) Status() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var odd []string
+	for r, why := range g.v.odd {
+		if why != "" {
+			odd = append(odd, fmt.Sprintf("replica-%d", r))
+		}
+	}
+	sort.Strings(odd)
+	s := fmt.Sprintf("%d connections, %d open, %d answered", g.next, len(g.open), g.served)
+	if len(odd) > 0 {
+		s += "; odd: " + strings.Join(odd, ", ")
+	}
+	return s
+}

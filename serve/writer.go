@@ -1,0 +1,64 @@
+package serve
+
+import (
+	"net"
+	"sync"
+)
+
+// writer writes a client's released response bytes in order, on a
+// goroutine of its own: a slow client holds up only itself. end closes
+// the connection once what was pushed is written.
+type writer struct {
+	c     net.Conn
+	mu    sync.Mutex
+	cond  *sync.Cond
+	queue [][]byte
+	ended bool
+}
+
+func newWriter(c net.Conn) *writer {
+	w := &writer{c: c}
+	w.cond = sync.NewCond(&w.mu)
+	go w.run()
+	return w
+}
+
+func (w *writer) push(p []byte) {
+	w.mu.Lock()
+	if !w.ended {
+		w.queue = append(w.queue, p)
+	}
+	w.mu.Unlock()
+	w.cond.Signal()
+}
+
+func (w *writer) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+	w.cond.Signal()
+}
+
+func (w *writer) run() {
+	failed := false
+	for {
+		w.mu.Lock()
+		for len(w.queue) == 0 && !w.ended {
+			w.cond.Wait()
+		}
+		q := w.queue
+		w.queue = nil
+		ended := w.ended
+		w.mu.Unlock()
+		for _, p := range q {
+			if !failed {
+				_, err := w.c.Write(p)
+				failed = err != nil // the client went away: the vote goes on
+			}
+		}
+		if ended && len(q) == 0 {
+			w.c.Close()
+			return
+		}
+	}
+}
