@@ -26,6 +26,7 @@ func commands() []command {
 		{"exec", "run a command and its descendants deterministically", execMain},
 		{"run", "run an image as verified deterministic replicas fed from one input log", runMain},
 		{"pipe", "a verified stage of a pipeline: cmd0 | lockstep pipe IMAGE -- cmd1 | ...", pipeMain},
+		{"serve", "serve a network service as verified replicas behind one address", serveMain},
 		{"provider", "serve replicas on this host's containerd to lockstep run --provider", providerMain},
 		{"replay", "start one more copy of a recorded run and check it reproduces the output", replayMain},
 		{"doctor", "measure what this host can make deterministic (rdtsc, cpuid, seccomp, ptrace, BPF, ...)", doctorMain},

@@ -9,6 +9,7 @@ import (
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/lockstep-run/lockstep/serve"
 	"github.com/spf13/pflag"
 )
 
@@ -78,20 +79,30 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if len(recorded) == 0 {
 		return errorf(stderr, exitUsage, "replay: %s.digests is empty", logPath)
 	}
-	chains := ebpf.NewChains(checkpointSize(recorded))
+	chains := &syncChains{cs: ebpf.NewChains(checkpointSize(recorded))}
 	local := localProvider(*address, *ns, client)
 	defer local.Close()
-	verdict, err := replicate.Run(ctx, replicate.Options{
+	o := replicate.Options{
 		Providers: []replicate.Provider{local}, Image: fs.Arg(1), Args: fs.Args()[2:],
 		Replicas: 1, Logd: client, Replay: v,
-		Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: int(chains.K),
-	})
+		Stdout: io.MultiWriter(stdout, chains.writer("stdout")), Checkpoint: int(chains.cs.K),
+	}
+	// A served stream (lockstep serve --record): its connections go to
+	// the service's port, and its answers are checked too.
+	cfg, served, err := serve.ReadConfig(v.Entries)
+	if err != nil {
+		return errorf(stderr, exitRuntime, "replay: %v", err)
+	}
+	if served {
+		o.Port, o.Net = cfg.Port, replayed{chains}
+	}
+	verdict, err := replicate.Run(ctx, o)
 	if err != nil {
 		return errorf(stderr, exitRuntime, "replay: %v", err)
 	}
 	showStderr(stderr, "replay", "majority", verdict)
-	chains.Write("exit", []byte(fmt.Sprint(verdict.ExitCode)))
-	diffs := ebpf.Diff(recorded, chains.Finish())
+	chains.write("exit", []byte(fmt.Sprint(verdict.ExitCode)))
+	diffs := ebpf.Diff(recorded, chains.cs.Finish())
 	if len(diffs) == 0 {
 		fmt.Fprintf(stderr, "lockstep replay: reproduced the recorded run: %d entries in, %d bytes out, exit status %d\n", len(v.Entries), verdict.Bytes, verdict.ExitCode)
 		return 0

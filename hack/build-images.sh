@@ -24,7 +24,7 @@ make -s build >/dev/null
 testdata/probes/build.sh "$out/probes"
 bin/mkimage -o "$out/probes.tar" -n lockstep.test/probes:1 \
 	--bin "$out/probes/probe-static:/probe-static" --bin "$out/probes/probe-dynamic:/probe-dynamic" \
-	--bin "$out/probes/goprobe:/goprobe" --bin "$out/probes/tickecho:/tickecho" --bin /bin/busybox:/bin/busybox -- /probe-static
+	--bin "$out/probes/goprobe:/goprobe" --bin "$out/probes/tickecho:/tickecho" --bin "$out/probes/kv:/kv" --bin /bin/busybox:/bin/busybox -- /probe-static
 archives=("$out/probes.tar")
 if [ "$debian" = yes ]; then
 	command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,10 @@ import (
 // (Entries), and answers each client with what a majority of the
 // replicas sent on its connection (it is the run's replicate.Responder).
 type Gateway struct {
+	// Tap, if set before Serve, sees every released byte, connection by
+	// connection, in order (lockstep serve --record digests them).
+	Tap func(conn uint64, p []byte)
+
 	ln       net.Listener
 	entries  chan logd.Entry
 	quit     chan struct{} // the run is over: nothing reads entries
@@ -56,6 +61,39 @@ func (g *Gateway) Entries() <-chan logd.Entry { return g.entries }
 // Failed is closed when no majority of the replicas can answer any more.
 func (g *Gateway) Failed() <-chan struct{} { return g.failed }
 
+// Config is the first entry a served stream gets after its seed: the
+// service's port, which a replay of the stream needs (ReadConfig).
+func (g *Gateway) Config(port int) {
+	b, _ := json.Marshal(Config{Port: port})
+	g.emitMu.Lock()
+	defer g.emitMu.Unlock()
+	g.last = max(g.last, time.Now().UnixNano())
+	select {
+	case g.entries <- logd.Entry{Kind: logd.KindConfig, Time: g.last, Payload: b}:
+	case <-g.quit:
+	}
+}
+
+// Config is a served stream's config entry.
+type Config struct {
+	Port int `json:"port"`
+}
+
+// ReadConfig finds a served stream's config among its entries: ok is
+// false for a stream that is not served.
+func ReadConfig(es []logd.Entry) (Config, bool, error) {
+	for _, e := range es {
+		if e.Kind == logd.KindConfig {
+			var c Config
+			if err := json.Unmarshal(e.Payload, &c); err != nil || c.Port < 1 || c.Port > 65535 {
+				return Config{}, false, fmt.Errorf("%w: entry %d: a config entry without a service port: %q", logd.ErrBadLog, e.Seq, e.Payload)
+			}
+			return c, true, nil
+		}
+	}
+	return Config{}, false, nil
+}
+
 // Serve accepts clients until Stop.
 func (g *Gateway) Serve() error {
 	for {
@@ -82,6 +120,7 @@ func (g *Gateway) Serve() error {
 		g.next++
 		id := g.next
 		g.conns[id] = newConn(id, len(g.v.odd), newWriter(c))
+		g.conns[id].tap = g.Tap
 		g.open[c] = true
 		g.clients.Add(1)
 		g.mu.Unlock()
@@ -243,7 +282,7 @@ func (g *Gateway) revote() {
 			}
 		}
 		if in < g.v.need {
-			if g.failure == "" {
+			if g.failure == "" && !g.stopped { // not the replicas' end at the stop entry
 				g.failure = fmt.Sprintf("%d of %d replicas are left to answer, fewer than the %d a majority needs", in, len(g.v.odd), g.v.need)
 				close(g.failed)
 				for _, c := range g.conns {

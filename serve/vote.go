@@ -22,6 +22,7 @@ type conn struct {
 	fin      []bool
 	ended    bool // a majority finished: the response is complete at sent
 	out      *writer
+	tap      func(id uint64, p []byte) // or nil
 }
 
 func newConn(id uint64, n int, out *writer) *conn {
@@ -84,6 +85,9 @@ func (c *conn) vote(v *votes) map[int]string {
 		}
 		seg := append([]byte(nil), c.pend[ref][:best]...)
 		c.out.push(seg)
+		if c.tap != nil {
+			c.tap(c.id, seg)
+		}
 		c.released = append(c.released, seg...)
 		for _, s := range up {
 			n := lcp(seg, c.pend[s])

@@ -16,4 +16,5 @@ $cc -O1 -Wall -o "$out/getrandom" "$here/getrandom.c"
 $cc -O1 -Wall -static -pthread -o "$out/tickecho" "$here/tickecho.c"
 (cd "$here/goprobe" && CGO_ENABLED=0 go build -o "$out/goprobe" .)
 (cd "$here/goservice" && CGO_ENABLED=0 go build -o "$out/goservice" .)
+(cd "$here/kv" && CGO_ENABLED=0 go build -o "$out/kv" .)
 cp "$here/busybox.sh" "$out/busybox.sh"
