@@ -129,7 +129,7 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitRuntime, "serve: %v", err)
 	}
-	addGatewayVerdict(&v, g)
+	g.Judge(&v)
 	if *record != "" {
 		if err := recordRun(ctx, client, stream, *record, chains.cs, v.ExitCode); err != nil {
 			return errorf(stderr, exitRuntime, "serve: record: %v", err)
@@ -179,25 +179,6 @@ func stopOnSignal(g *serve.Gateway, cancel func(), stderr io.Writer) (stopped fu
 		cancel()
 	}()
 	return func() bool { mu.Lock(); defer mu.Unlock(); return was }
-}
-
-// addGatewayVerdict names in the verdict the replicas whose answers
-// differed from the majority's.
-func addGatewayVerdict(v *replicate.Verdict, g *serve.Gateway) {
-	for r, why := range g.Odd() {
-		if r >= len(v.Replicas) || v.Replicas[r].State == "odd" {
-			continue
-		}
-		rep := &v.Replicas[r]
-		rep.State, rep.Why = "odd", "its answer differs from the majority's: "+why
-		v.Odd = append(v.Odd, rep.Name)
-		v.Agreed = false
-		v.Detail = fmt.Sprintf("%s on %s: %s", rep.Name, rep.Provider, rep.Why)
-	}
-	if f := g.Failure(); f != "" {
-		v.Agreed = false
-		v.Detail = "no majority could answer: " + f
-	}
 }
 
 // replayed is the Responder of a replay of a served stream: the one

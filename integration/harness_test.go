@@ -122,6 +122,7 @@ func buildProbeImage(probes string) ([]byte, error) {
 		{filepath.Join(probes, "goprobe"), "/goprobe"},
 		{filepath.Join(probes, "writer"), "/writer"},
 		{filepath.Join(probes, "tickecho"), "/tickecho"},
+		{filepath.Join(probes, "kv"), "/kv"},
 		{"/bin/busybox", "/bin/busybox"},
 	} {
 		if err := im.AddBinary(b.src, b.dst); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
 )
 
 // Gateway is the guard's side of a served stream: it accepts clients,
@@ -314,6 +315,34 @@ func (g *Gateway) Odd() map[int]string {
 		}
 	}
 	return m
+}
+
+// Judge adds to a run's verdict the replicas whose answers differed from
+// the majority's. Where the replicas' hosts cannot make a source
+// deterministic (v.HostLimited), they differ and none is named odd, as in
+// the rest of the verdict.
+func (g *Gateway) Judge(v *replicate.Verdict) {
+	for r, why := range g.Odd() {
+		if r >= len(v.Replicas) {
+			continue
+		}
+		rep := &v.Replicas[r]
+		v.Agreed = false
+		rep.Why = "its answers differ from the majority's: " + why
+		if v.HostLimited {
+			rep.State = "differs"
+			continue
+		}
+		if rep.State != "odd" {
+			rep.State = "odd"
+			v.Odd = append(v.Odd, rep.Name)
+		}
+		v.Detail = fmt.Sprintf("%s on %s: %s", rep.Name, rep.Provider, rep.Why)
+	}
+	if f := g.Failure(); f != "" {
+		v.Agreed = false
+		v.Detail = "no majority could answer: " + f
+	}
 }
 
 // Failure says why no majority could answer, or "".

@@ -1,0 +1,239 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/lockstep-run/lockstep/serve"
+	"github.com/lockstep-run/lockstep/shim"
+)
+
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// get asks url and returns the body, failing the test on an error.
+func get(t *testing.T, c *http.Client, method, url, body string) string {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return string(b)
+}
+
+// waitServing waits until the gateway at addr answers.
+func waitServing(t *testing.T, addr string) {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := c.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway at %s did not answer: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestServe: lockstep serve puts 3 replicas of a Go key-value service
+// (net/http, persisting to a file) behind one address; 8 clients at once,
+// each on a keep-alive connection, store and read back keys; Ctrl-C stops
+// the replicas at the log's stop entry with a verified verdict; the
+// recorded log reproduces every answer in a replay, and a replay of
+// another service is told which connection's answer differs.
+func TestServe(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "served.log")
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	addr := freeAddr(t)
+	common := []string{"--address", sock, "--namespace", namespace}
+	cmd := exec.Command(lockstepBinary(t), append(append([]string{"serve", "--listen", addr, "--port", "8080", "--record", log}, common...), probeImage, "--", "/kv")...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitServing(t, addr)
+
+	var wg sync.WaitGroup
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			for i := 1; i <= 10; i++ {
+				key := fmt.Sprintf("http://%s/k/c%d", addr, c)
+				want := fmt.Sprintf(`{"key":"c%d","value":"v%d","version":%d}`+"\n", c, i, i)
+				if got := get(t, client, "PUT", key, fmt.Sprintf("v%d", i)); got != want {
+					t.Errorf("PUT: %q, want %q", got, want)
+				}
+				if got := get(t, client, "GET", key, ""); got != want {
+					t.Errorf("GET: %q, want %q", got, want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	index := get(t, http.DefaultClient, "GET", "http://"+addr+"/", "")
+	if !strings.HasPrefix(index, "keys c0,c1,c2,c3,c4,c5,c6,c7\ntime 20") {
+		t.Errorf("index: %q", index)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	if err != nil || !strings.Contains(stderr.String(), "answered") || strings.Contains(stderr.String(), "DIVERGED") {
+		t.Fatalf("serve: %v\n%s", err, stderr.String())
+	}
+	replay := func(image ...string) (string, int) {
+		_, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), append([]string{log}, image...)...)...)
+		return errs, code
+	}
+	if errs, code := replay(probeImage, "--", "/kv"); code != 0 || !strings.Contains(errs, "reproduced the recorded run") {
+		t.Errorf("replay: exit %d: %s", code, errs)
+	}
+	other := []string{probeImage, "--", "/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/"}
+	if errs, code := replay(other...); code == 0 || !strings.Contains(errs, "DIFFERS: conn ") {
+		t.Errorf("replay of another service: exit %d: %s", code, errs)
+	}
+}
+
+// servedRun runs a gateway and replicas on providers ps, as lockstep serve
+// does, until stop is called; the verdict comes on the channel.
+func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, args ...string) (*serve.Gateway, string, chan replicate.Verdict) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := serve.New(ln, 3)
+	g.Config(8080)
+	go g.Serve()
+	done := make(chan replicate.Verdict, 1)
+	stream := newID(t)
+	go func() {
+		v, err := replicate.Run(context.Background(), replicate.Options{
+			Providers: ps, Image: probeImage, Args: args, Replicas: 3, Logd: lc, Stream: stream,
+			Stdout: io.Discard, Entries: g.Entries(), Port: 8080, Net: g,
+		})
+		g.Over()
+		if err != nil {
+			t.Error(err)
+		}
+		done <- v
+	}()
+	t.Cleanup(g.Stop)
+	waitServing(t, ln.Addr().String())
+	return g, ln.Addr().String(), done
+}
+
+// TestServeOddReplica: a replica whose provider changes its seed (it
+// cheats) answers differently; it is named, and every client still gets
+// the answer of the honest majority.
+func TestServeOddReplica(t *testing.T) {
+	p := env.providers[0]
+	lc := startLogd(t)
+	cheat := p.local(lc)
+	cheat.ProviderName = "cheat"
+	cheat.Annotations = map[string]string{shim.AnnotationSeed: "99"}
+	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), cheat}, "/kv")
+	for i := 0; i < 5; i++ {
+		if got := get(t, &http.Client{Timeout: 30 * time.Second}, "GET", "http://"+addr+"/", ""); !strings.Contains(got, "\nrandom ") {
+			t.Errorf("answer %d: %q", i, got)
+		}
+	}
+	odd := g.Odd()
+	if len(odd) != 1 || odd[2] == "" {
+		t.Errorf("odd replicas: %v, want replica 2", odd)
+	}
+	g.Stop()
+	v := <-done
+	g.Judge(&v)
+	if !divergence(t, v) || v.Replicas[2].State == "agreed" || v.Replicas[0].State != "agreed" || !strings.Contains(v.Replicas[2].Why, "answers differ") {
+		t.Errorf("verdict: %+v", v)
+	}
+}
+
+// TestServeReplicaKilled: one replica's container is killed halfway
+// through 200 requests; every request is answered correctly by the other
+// two, and the dead replica is named in the verdict.
+func TestServeReplicaKilled(t *testing.T) {
+	p := env.providers[0]
+	lc := startLogd(t)
+	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)}, "/kv")
+	client := &http.Client{Timeout: 30 * time.Second}
+	for i := 1; i <= 200; i++ {
+		if i == 100 {
+			killReplica(t, p, "replica-1")
+		}
+		want := fmt.Sprintf(`{"key":"k","value":"%d","version":%d}`+"\n", i, i)
+		if got := get(t, client, "PUT", "http://"+addr+"/k/k", fmt.Sprint(i)); got != want {
+			t.Fatalf("request %d: %q, want %q", i, got, want)
+		}
+	}
+	if g.Failure() != "" {
+		t.Errorf("gateway: %s", g.Failure())
+	}
+	g.Stop()
+	v := <-done
+	if r := v.Replicas[1]; r.State == "agreed" {
+		t.Errorf("the killed replica is %s in the verdict: %+v", r.State, v)
+	}
+	if v.Replicas[0].State != "agreed" || v.Replicas[2].State != "agreed" {
+		t.Errorf("verdict: %+v", v)
+	}
+}
+
+// killReplica kills the container of the named replica (SIGKILL).
+func killReplica(t *testing.T, p *provider, name string) {
+	t.Helper()
+	cs, err := p.client.Containers(p.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if strings.HasSuffix(c.ID(), "-"+name) {
+			task, err := c.Task(p.ctx(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := task.Kill(p.ctx(), syscall.SIGKILL, containerd.WithKillAll); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no container of %s", name)
+}
