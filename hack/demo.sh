@@ -6,13 +6,15 @@
 #      containers read it, the output a majority agrees on is printed;
 #   2. a two-stage pipe of verified services: cmd0 | lockstep pipe | lockstep pipe;
 #   3. a replica given another seed (a cheating provider) named by the verdict;
-#   4. lockstep exec: the determinism core, without containerd.
+#   4. lockstep serve: a Go key-value service as 3 replicas behind one
+#      address, answered by the majority, stopped, and replayed from its log;
+#   5. lockstep exec: the determinism core, without containerd.
 # usage: sudo hack/demo.sh   (make demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (containerd, runc and ptrace need it)" >&2; exit 1; }
-for tool in containerd runc gcc busybox; do
-	command -v $tool >/dev/null || { echo "demo: $tool is missing: apt-get install -y containerd runc gcc busybox-static" >&2; exit 1; }
+for tool in containerd runc gcc busybox curl; do
+	command -v $tool >/dev/null || { echo "demo: $tool is missing: apt-get install -y containerd runc gcc busybox-static curl" >&2; exit 1; }
 done
 work=$(mktemp -d /tmp/lockstep-demo.XXXXXX)
 source hack/lib/containerd.sh
@@ -49,18 +51,30 @@ if ! lockstep doctor >/dev/null; then
 	echo " says so and names no provider, exit 4; on a host where lockstep doctor exits 0 the cheater is named)"
 fi
 lockstep-logd --listen 127.0.0.1:7440 --data-dir "$work/logd" --client-url http://127.0.0.1:23790 --peer-url http://127.0.0.1:23800 2>"$work/logd.log" &
-logd=$!
+pids=($!)
 for p in honest:7442 cheater:7441; do
 	extra=(); [ "${p%%:*}" = cheater ] && extra=(--annotation io.lockstep.seed=99)
 	lockstep provider --listen "127.0.0.1:${p#*:}" --logd 127.0.0.1:7440 --key "$work/${p%%:*}.key" --name "${p%%:*}" \
 		--address "$work/containerd/containerd.sock" "${extra[@]}" 2>>"$work/providers.log" &
+	pids+=($!)
 done
 for port in 7440 7441 7442; do
 	for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
 done
 lockstep run --logd 127.0.0.1:7440 --provider 127.0.0.1:7442 --provider 127.0.0.1:7442 --provider 127.0.0.1:7441 \
 	$img -- /bin/busybox sh -c 'head -c 8 /dev/urandom | od -An -tx1' </dev/null || echo "(exit status $?)"
-kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
+kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
+
+step "a replicated service: lockstep serve --replicas 3 --listen 127.0.0.1:7480 --port 8080 IMAGE -- /kv (a Go JSON key-value store)"
+lockstep serve "${run[@]}" --listen 127.0.0.1:7480 --port 8080 --record "$work/served.log" $img -- /kv 2>"$work/serve.log" &
+served=$!
+for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:7480/ && break; sleep 0.2; [ $i -lt 100 ] || { cat "$work/serve.log"; exit 1; }; done
+for i in 1 2 3; do curl -sf -X PUT -d "value $i" http://127.0.0.1:7480/k/demo; done
+curl -sf http://127.0.0.1:7480/
+kill -INT $served; wait $served || { cat "$work/serve.log"; exit 1; }
+grep -v warning "$work/serve.log" | grep "lockstep serve" || true
+echo "a fourth copy, from the recorded log: lockstep replay served.log IMAGE -- /kv"
+lockstep replay "${run[@]}" "$work/served.log" $img -- /kv 2>&1 | grep "lockstep replay:" | grep -v warning
 
 step "the determinism core: lockstep exec, twice, a second apart"
 for i in 1 2; do lockstep exec -- /bin/busybox sh -c 'date; head -c 8 /dev/urandom | od -An -tx1; echo pid $$'; sleep 1; done
