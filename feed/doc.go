@@ -4,8 +4,10 @@
 //
 // The provider listens on a Unix socket it names in the container's
 // io.lockstep.input annotation; the agent connects. The provider sends
-// the stream's entries after its seed, in order (input, eof, tick, end);
+// the stream's entries after its seed, in order (input, eof, tick, end,
+// and a served stream's open, data, close and stop);
 // the agent sends back the deadlines it waits for (the guard appends a
 // tick once its clock passes one) and how many entries the program has
-// taken. docs/log-format.md, "Time".
+// taken, and what a served service sent on each connection.
+// docs/log-format.md, "Time"; docs/serve.md.
 package feed
