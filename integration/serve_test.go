@@ -70,7 +70,8 @@ func waitServing(t *testing.T, addr string) {
 
 // TestServe: lockstep serve puts 3 replicas of a Go key-value service
 // (net/http, persisting to a file) behind one address; 8 clients at once,
-// each on a keep-alive connection, store and read back keys; Ctrl-C stops
+// each on a keep-alive connection, store and read back keys; a 320 KiB
+// request spans entries; a client gone mid-request changes nothing; Ctrl-C stops
 // the replicas at the log's stop entry with a verified verdict; the
 // recorded log reproduces every answer in a replay, and a replay of
 // another service is told which connection's answer differs.
@@ -108,12 +109,27 @@ func TestServe(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// A request larger than an entry (64 KiB per read) arrives whole.
+	big := strings.Repeat("0123456789abcdef", 20<<10) // 320 KiB
+	if got := get(t, http.DefaultClient, "PUT", "http://"+addr+"/k/big", big); !strings.Contains(got, `"version":1`) || len(got) < len(big) {
+		t.Errorf("PUT of 320 KiB: %d bytes back", len(got))
+	}
+	if got := get(t, http.DefaultClient, "GET", "http://"+addr+"/k/big", ""); !strings.Contains(got, big) {
+		t.Errorf("GET of 320 KiB: %d bytes", len(got))
+	}
+	// A client that goes away mid-request leaves the service as it was.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("PUT /k/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part of it"))
+	c.Close()
 	index := get(t, http.DefaultClient, "GET", "http://"+addr+"/", "")
-	if !strings.HasPrefix(index, "keys c0,c1,c2,c3,c4,c5,c6,c7\ntime 20") {
+	if !strings.HasPrefix(index, "keys big,c0,c1,c2,c3,c4,c5,c6,c7\ntime 20") {
 		t.Errorf("index: %q", index)
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	err := cmd.Wait()
+	err = cmd.Wait()
 	if err != nil || !strings.Contains(stderr.String(), "answered") || strings.Contains(stderr.String(), "DIVERGED") {
 		t.Fatalf("serve: %v\n%s", err, stderr.String())
 	}

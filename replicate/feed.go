@@ -56,6 +56,13 @@ func acceptFeed(ctx context.Context, ln *net.UnixListener) (*net.UnixConn, error
 
 const feedTimeout = 30 * time.Second
 
+// frameKinds are the feed's frames for the entries a runtime is given
+// (the seed and config entries are the provider's).
+var frameKinds = map[logd.Kind]byte{
+	logd.KindInput: feed.Input, logd.KindEOF: feed.EOF, logd.KindTick: feed.Tick, logd.KindEnd: feed.End,
+	logd.KindOpen: feed.Open, logd.KindData: feed.Data, logd.KindClose: feed.Close, logd.KindStop: feed.Stop,
+}
+
 // serveFeed sends the stream's entries (es first, then the follower's) to
 // the container's runtime until the end entry, and passes on what the
 // runtime says: the deadlines it waits for (out.Waiting) and the entries
@@ -93,24 +100,8 @@ func serveFeed(ctx context.Context, c *net.UnixConn, f entrySource, es []logd.En
 	for {
 		for _, e := range es {
 			fr := feed.Frame{Seq: int64(e.Seq), Time: e.Time, Payload: e.Payload}
-			switch e.Kind {
-			case logd.KindInput:
-				fr.Kind = feed.Input
-			case logd.KindEOF:
-				fr.Kind = feed.EOF
-			case logd.KindTick:
-				fr.Kind = feed.Tick
-			case logd.KindEnd:
-				fr.Kind = feed.End
-			case logd.KindOpen:
-				fr.Kind = feed.Open
-			case logd.KindData:
-				fr.Kind = feed.Data
-			case logd.KindClose:
-				fr.Kind = feed.Close
-			case logd.KindStop:
-				fr.Kind = feed.Stop
-			default:
+			var ok bool
+			if fr.Kind, ok = frameKinds[e.Kind]; !ok {
 				continue
 			}
 			if err := feed.Write(w, fr); err != nil {
