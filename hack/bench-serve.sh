@@ -28,25 +28,26 @@ sock="$work/ctrd/containerd.sock"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 waitfor() { for _ in $(seq 200); do "$work/kvload" -url "$1" -clients 1 -n 1 >/dev/null 2>&1 && return; sleep 0.1; done; echo "bench-serve: $1 did not answer" >&2; exit 1; }
+gone() { $CTR task rm -f "$1" >/dev/null 2>&1 || true; $CTR container rm "$1" >/dev/null 2>&1 || true; }
 load() { "$work/kvload" -url "$1" -clients "$CLIENTS" -n "$N"; }
 
 declare -a rt rp r3t lt lp
 for i in $(seq "$REPS"); do
 	# runc: one container on the host's network.
-	$CTR run -d --rm --net-host --runtime io.containerd.runc.v2 lockstep.bench/kv:1 "kv-runc-$i" /kv -listen 127.0.0.1:18181 -file "/kv-$i" >/dev/null
+	$CTR run -d --net-host --runtime io.containerd.runc.v2 lockstep.bench/kv:1 "kv-runc-$i" /kv -listen 127.0.0.1:18181 -file "/kv-$i" >/dev/null
 	waitfor http://127.0.0.1:18181
 	read -r t _ p _ < <(load http://127.0.0.1:18181)
 	rt+=("$t") rp+=("$p")
-	$CTR task kill -s KILL "kv-runc-$i" >/dev/null 2>&1 || true
+	gone "kv-runc-$i"
 	# runc x3: three at once, each given the whole load.
 	for k in 1 2 3; do
-		$CTR run -d --rm --net-host --runtime io.containerd.runc.v2 lockstep.bench/kv:1 "kv3-$i-$k" /kv -listen "127.0.0.1:1819$k" >/dev/null
+		$CTR run -d --net-host --runtime io.containerd.runc.v2 lockstep.bench/kv:1 "kv3-$i-$k" /kv -listen "127.0.0.1:1819$k" >/dev/null
 	done
 	for k in 1 2 3; do waitfor "http://127.0.0.1:1819$k"; done
 	for k in 1 2 3; do load "http://127.0.0.1:1819$k" >"$work/x3-$k" & done
 	wait $(jobs -p | tail -3) 2>/dev/null || true
 	r3t+=("$(awk '{print $1}' "$work/x3-1")")
-	for k in 1 2 3; do $CTR task kill -s KILL "kv3-$i-$k" >/dev/null 2>&1 || true; done
+	for k in 1 2 3; do gone "kv3-$i-$k"; done
 	# lockstep serve: three replicas behind the gateway.
 	bin/lockstep serve --address "$sock" --namespace lockstep --listen 127.0.0.1:18280 --port 8080 lockstep.bench/kv:1 -- /kv 2>"$work/serve-$i.log" &
 	serve=$!
