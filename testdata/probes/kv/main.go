@@ -4,10 +4,17 @@
 //	PUT /k/NAME   stores the body under NAME (appended to the file, synced)
 //	GET /k/NAME   {"key":..., "value":..., "version":N}
 //	GET /         every key, and the time and a random number the service saw
+//
+// The random numbers come from a source seeded once from crypto/rand (the
+// getrandom system call): Go's global math/rand functions read a state per
+// OS thread (runtime.rand since Go 1.22), so what they return depends on
+// which thread runs the handler, which the host's scheduler chooses.
 package main
 
 import (
 	"bufio"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -32,6 +39,7 @@ type store struct {
 	mu   sync.Mutex
 	data map[string]entry
 	file *os.File
+	rnd  *rand.Rand
 }
 
 func open(path string) (*store, error) {
@@ -39,7 +47,11 @@ func open(path string) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{data: map[string]entry{}, file: f}
+	var seed [8]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	s := &store{data: map[string]entry{}, file: f, rnd: rand.New(rand.NewSource(int64(binary.LittleEndian.Uint64(seed[:]))))}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var e entry
@@ -105,9 +117,10 @@ func main() {
 		for k := range s.data {
 			keys = append(keys, k)
 		}
+		n := s.rnd.Int63()
 		s.mu.Unlock()
 		sort.Strings(keys)
-		fmt.Fprintf(w, "keys %s\ntime %s\nrandom %d\n", strings.Join(keys, ","), time.Now().UTC().Format(time.RFC3339Nano), rand.Int63())
+		fmt.Fprintf(w, "keys %s\ntime %s\nrandom %d\n", strings.Join(keys, ","), time.Now().UTC().Format(time.RFC3339Nano), n)
 	})
 	log.Printf("kv: listening on %s, store %s", *addr, *path)
 	log.Fatal(http.ListenAndServe(*addr, nil))
