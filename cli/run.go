@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/logd"
@@ -67,19 +65,9 @@ func pipeMain(args []string, stdout, stderr io.Writer) int {
 func replicated(name, usage string, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	replicas := fs.Int("replicas", 3, "number of replicas")
-	seed := fs.Uint64("seed", 0, "the seed of every replica's entropy (the log's first entry)")
-	address := fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`")
-	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
-	providers := fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ADDR` (repeat for each host; replicas are placed in turn)")
-	tokenFile := fs.String("provider-token-file", "", "present the token in `FILE` to the providers (lockstep provider --token-file)")
-	logdAddr := fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)")
+	f := addFleetFlags(name, fs)
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
-	tick := fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution: while a replica waits for a time, a tick entry is appended once the clock passes it, at most one per `DURATION` (1ms to 1s)")
-	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
-	require := requireFlag(fs)
-	stderrMode := fs.String("stderr", "majority", "the replicas' stderr to show after the run: majority (what most replicas wrote; the vote is on stdout), replica-N, or none")
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
 	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
@@ -88,22 +76,11 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	switch {
 	case fs.NArg() < 1:
 		return errorf(stderr, exitUsage, "%s: no IMAGE given (lockstep %s [FLAGS] IMAGE [-- CMD ARGS...]; --help lists the flags)", name, name)
-	case *replicas < 1:
-		return errorf(stderr, exitUsage, "%s: --replicas %d: want at least 1 (3 or more to name an odd replica)", name, *replicas)
 	case *checkpoint < 1:
 		return errorf(stderr, exitUsage, "%s: --checkpoint %d: want at least 1 byte", name, *checkpoint)
-	case *tick < time.Millisecond || *tick > time.Second:
-		return errorf(stderr, exitUsage, "%s: --tick %v: want 1ms to 1s", name, *tick)
 	}
-	required, code := parseRequire(name, *require, stderr)
-	if code >= 0 {
+	if code := f.check(stderr); code >= 0 {
 		return code
-	}
-	if err := checkStderrMode(*stderrMode, *replicas); err != nil {
-		return errorf(stderr, exitUsage, "%s: --stderr: %v", name, err)
-	}
-	if len(*providers) > 0 && *logdAddr == "" {
-		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", name)
 	}
 	showProgress, ok := map[string]bool{"auto": isTerminal(stderr), "always": true, "never": false}[*progress]
 	if !ok {
@@ -114,43 +91,20 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	// A closed stdout is an error of Write (the run stops, its containers
 	// are removed), not a signal that kills lockstep mid-run.
 	signal.Ignore(syscall.SIGPIPE)
-	token, err := readToken(*tokenFile)
-	if err != nil {
-		return errorf(stderr, exitUsage, "%s: %v", name, err)
-	}
 	if err := batchScheduling(); err != nil {
 		fmt.Fprintf(stderr, "%s: warning: %v (the run goes on, slower)\n", name, err)
 	}
-	client, stopLogd, err := openLogd(*logdAddr)
-	if err != nil {
-		return errorf(stderr, exitRuntime, "%s: %v", name, err)
+	client, ps, closeFleet, code := f.open(stderr)
+	if code >= 0 {
+		return code
 	}
-	defer stopLogd()
-	var ps []replicate.Provider
-	for _, a := range *providers {
-		ps = append(ps, &replicate.Remote{Addr: a, Token: token})
-	}
-	if len(ps) == 0 {
-		if code := hostGuard(name, required, stderr); code >= 0 {
-			return code
-		}
-		local := localProvider(*address, *ns, client)
-		defer local.Close()
-		ps = append(ps, local)
-	}
-	id := make([]byte, 6)
-	rand.Read(id)
-	stream := name + "-" + hex.EncodeToString(id)
+	defer closeFleet()
 	chains := ebpf.NewChains(int64(*checkpoint))
-	o := replicate.Options{
-		Providers: ps, Image: fs.Arg(0), Args: fs.Args()[1:],
-		Replicas: *replicas, Seed: *seed, Logd: client, Stream: stream,
-		Stdin: os.Stdin, Stdout: io.MultiWriter(stdout, chainWriter{chains}), Checkpoint: *checkpoint,
-		Require: required, TickEvery: *tick,
-	}
+	o := f.options(ps, client, fs.Arg(0), fs.Args()[1:])
+	o.Stdin, o.Stdout, o.Checkpoint = os.Stdin, io.MultiWriter(stdout, chainWriter{chains}), *checkpoint
 	if showProgress {
 		o.Progress = func(p replicate.Progress) {
-			fmt.Fprintf(stderr, "\rlockstep %s: %s in, %s verified out, %d of %d replicas running  ", name, size(p.In), size(p.Out), p.Running, *replicas)
+			fmt.Fprintf(stderr, "\rlockstep %s: %s in, %s verified out, %d of %d replicas running  ", name, size(p.In), size(p.Out), p.Running, *f.replicas)
 		}
 	}
 	v, err := replicate.Run(ctx, o)
@@ -167,16 +121,11 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 		return errorf(stderr, exitRuntime, "%s: %v", name, err)
 	}
 	if *record != "" {
-		if err := recordRun(ctx, client, stream, *record, chains, v.ExitCode); err != nil {
+		if err := recordRun(ctx, client, o.Stream, *record, chains, v.ExitCode); err != nil {
 			return errorf(stderr, exitRuntime, "%s: record: %v", name, err)
 		}
 	}
-	showStderr(stderr, name, *stderrMode, v)
-	if *asJSON {
-		printJSON(stderr, v)
-	} else {
-		printVerdict(stderr, name, v)
-	}
+	f.show(stderr, v)
 	return verdictExit(v)
 }
 

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -11,7 +9,6 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/replicate"
@@ -39,19 +36,9 @@ Flags:
 func serveMain(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	replicas := fs.Int("replicas", 3, "number of replicas")
-	seed := fs.Uint64("seed", 0, "the seed of every replica's entropy (the log's first entry)")
+	f := addFleetFlags("serve", fs)
 	listen := fs.String("listen", "", "accept clients at `ADDR` (host:port)")
 	port := fs.Int("port", 0, "the service's TCP `PORT` inside each replica (it listens on it, on 127.0.0.1 or any address)")
-	address := fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`")
-	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
-	providers := fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ADDR` (repeat for each host; replicas are placed in turn)")
-	tokenFile := fs.String("provider-token-file", "", "present the token in `FILE` to the providers (lockstep provider --token-file)")
-	logdAddr := fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)")
-	tick := fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution (1ms to 1s): see lockstep run --help")
-	asJSON := fs.Bool("json", false, "print the verdict as JSON on stderr")
-	require := requireFlag(fs)
-	stderrMode := fs.String("stderr", "majority", "the replicas' stderr to show after the run: majority, replica-N, or none")
 	record := fs.String("record", "", "write the input log to `FILE` and the digest chains of the answers (each connection's) and of stdout to FILE.digests, for lockstep replay")
 	fs.Usage = func() { io.WriteString(stderr, serveUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
@@ -64,52 +51,23 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 		return errorf(stderr, exitUsage, "serve: --listen ADDR is required: where clients connect, e.g. 127.0.0.1:8080")
 	case *port < 1 || *port > 65535:
 		return errorf(stderr, exitUsage, "serve: --port %d: want the TCP port the service listens on inside the container, 1 to 65535", *port)
-	case *replicas < 1:
-		return errorf(stderr, exitUsage, "serve: --replicas %d: want at least 1 (3 or more to name an odd replica)", *replicas)
-	case *tick < time.Millisecond || *tick > time.Second:
-		return errorf(stderr, exitUsage, "serve: --tick %v: want 1ms to 1s", *tick)
-	case len(*providers) > 0 && *logdAddr == "":
-		return errorf(stderr, exitUsage, "serve: --provider needs --logd ADDR, the logd the providers read the log from")
 	}
-	required, code := parseRequire("serve", *require, stderr)
-	if code >= 0 {
+	if code := f.check(stderr); code >= 0 {
 		return code
-	}
-	if err := checkStderrMode(*stderrMode, *replicas); err != nil {
-		return errorf(stderr, exitUsage, "serve: --stderr: %v", err)
-	}
-	token, err := readToken(*tokenFile)
-	if err != nil {
-		return errorf(stderr, exitUsage, "serve: %v", err)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return errorf(stderr, exitUsage, "serve: --listen: %v", err)
 	}
-	client, stopLogd, err := openLogd(*logdAddr)
-	if err != nil {
+	client, ps, closeFleet, code := f.open(stderr)
+	if code >= 0 {
 		ln.Close()
-		return errorf(stderr, exitRuntime, "serve: %v", err)
+		return code
 	}
-	defer stopLogd()
-	var ps []replicate.Provider
-	for _, a := range *providers {
-		ps = append(ps, &replicate.Remote{Addr: a, Token: token})
-	}
-	if len(ps) == 0 {
-		if code := hostGuard("serve", required, stderr); code >= 0 {
-			ln.Close()
-			return code
-		}
-		local := localProvider(*address, *ns, client)
-		defer local.Close()
-		ps = append(ps, local)
-	}
-	id := make([]byte, 6)
-	rand.Read(id)
-	stream := "serve-" + hex.EncodeToString(id)
+	defer closeFleet()
+	o := f.options(ps, client, fs.Arg(0), fs.Args()[1:])
 	chains := &syncChains{cs: ebpf.NewChains(64 << 10)}
-	g := serve.New(ln, *replicas)
+	g := serve.New(ln, o.Replicas)
 	g.Tap = chains.conn
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,13 +75,9 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	stopped := stopOnSignal(g, cancel, stderr)
 	g.Config(*port) // the entries' buffer takes it: it comes first
 	go g.Serve()
-	fmt.Fprintf(stderr, "lockstep serve: %s on %s: %d replicas of %s, stream %s (Ctrl-C stops it)\n", fs.Arg(0), ln.Addr(), *replicas, fs.Arg(0), stream)
-	o := replicate.Options{
-		Providers: ps, Image: fs.Arg(0), Args: fs.Args()[1:],
-		Replicas: *replicas, Seed: *seed, Logd: client, Stream: stream,
-		Stdout: io.MultiWriter(stdout, chains.writer("stdout")), Require: required, TickEvery: *tick,
-		Entries: g.Entries(), Port: *port, Net: g,
-	}
+	fmt.Fprintf(stderr, "lockstep serve: %s on %s: %d replicas of %s, stream %s (Ctrl-C stops it)\n", fs.Arg(0), ln.Addr(), o.Replicas, fs.Arg(0), o.Stream)
+	o.Stdout = io.MultiWriter(stdout, chains.writer("stdout"))
+	o.Entries, o.Port, o.Net = g.Entries(), *port, g
 	v, err := replicate.Run(ctx, o)
 	g.Over()
 	if err != nil {
@@ -131,17 +85,12 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	}
 	g.Judge(&v)
 	if *record != "" {
-		if err := recordRun(ctx, client, stream, *record, chains.cs, v.ExitCode); err != nil {
+		if err := recordRun(ctx, client, o.Stream, *record, chains.cs, v.ExitCode); err != nil {
 			return errorf(stderr, exitRuntime, "serve: record: %v", err)
 		}
 	}
 	fmt.Fprintf(stderr, "lockstep serve: %s\n", g.Status())
-	showStderr(stderr, "serve", *stderrMode, v)
-	if *asJSON {
-		printJSON(stderr, v)
-	} else {
-		printVerdict(stderr, "serve", v)
-	}
+	f.show(stderr, v)
 	if !stopped() && v.Agreed {
 		fmt.Fprintf(stderr, "lockstep serve: the service exited (status %d) before it was stopped\n", v.ExitCode)
 		return v.ExitCode

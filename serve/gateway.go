@@ -29,6 +29,7 @@ type Gateway struct {
 	stopping chan struct{} // Stop was called
 	failed   chan struct{} // no majority can form any more
 	clients  sync.WaitGroup
+	quitOnce sync.Once
 
 	emitMu sync.Mutex
 	last   int64 // the time of the last entry made
@@ -41,7 +42,6 @@ type Gateway struct {
 	open    map[net.Conn]bool
 	served  int64 // connections whose response completed
 	stopped bool
-	quitted bool
 	failure string
 }
 
@@ -66,13 +66,7 @@ func (g *Gateway) Failed() <-chan struct{} { return g.failed }
 // service's port, which a replay of the stream needs (ReadConfig).
 func (g *Gateway) Config(port int) {
 	b, _ := json.Marshal(Config{Port: port})
-	g.emitMu.Lock()
-	defer g.emitMu.Unlock()
-	g.last = max(g.last, time.Now().UnixNano())
-	select {
-	case g.entries <- logd.Entry{Kind: logd.KindConfig, Time: g.last, Payload: b}:
-	case <-g.quit:
-	}
+	g.emit(logd.Entry{Kind: logd.KindConfig, Payload: b})
 }
 
 // Config is a served stream's config entry.
@@ -133,18 +127,18 @@ func (g *Gateway) Serve() error {
 // its bytes, its close.
 func (g *Gateway) client(id uint64, c net.Conn) {
 	defer g.clients.Done()
-	g.emit(logd.KindOpen, id, nil)
+	g.emit(logd.ConnEntry(logd.KindOpen, 0, id, nil))
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
-			g.emit(logd.KindData, id, buf[:n])
+			g.emit(logd.ConnEntry(logd.KindData, 0, id, buf[:n]))
 		}
 		if err != nil {
 			break
 		}
 	}
-	g.emit(logd.KindClose, id, nil)
+	g.emit(logd.ConnEntry(logd.KindClose, 0, id, nil))
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.CloseRead()
 	}
@@ -153,21 +147,16 @@ func (g *Gateway) client(id uint64, c net.Conn) {
 	g.mu.Unlock()
 }
 
-// emit appends an entry to the stream, stamped with the guard's clock
-// (never before the entry ahead of it).
-func (g *Gateway) emit(k logd.Kind, id uint64, p []byte) {
+// emit appends e to the stream, stamped with the guard's clock (never
+// before the entry ahead of it).
+func (g *Gateway) emit(e logd.Entry) {
 	g.emitMu.Lock()
 	defer g.emitMu.Unlock()
 	if g.closed {
 		return
 	}
 	g.last = max(g.last, time.Now().UnixNano())
-	var e logd.Entry
-	if k == logd.KindStop {
-		e = logd.Entry{Kind: k, Time: g.last}
-	} else {
-		e = logd.ConnEntry(k, g.last, id, p)
-	}
+	e.Time = g.last
 	select {
 	case g.entries <- e:
 	case <-g.quit:
@@ -190,7 +179,7 @@ func (g *Gateway) Stop() {
 	g.mu.Unlock()
 	g.ln.Close()
 	g.clients.Wait()
-	g.emit(logd.KindStop, 0, nil)
+	g.emit(logd.Entry{Kind: logd.KindStop})
 	g.emitMu.Lock()
 	g.closed = true
 	close(g.entries)
@@ -200,12 +189,7 @@ func (g *Gateway) Stop() {
 // Over says the run ended: nothing reads the entries any more, and the
 // clients still open get no more answers.
 func (g *Gateway) Over() {
-	g.mu.Lock()
-	if !g.quitted {
-		g.quitted = true
-		close(g.quit)
-	}
-	g.mu.Unlock()
+	g.quitOnce.Do(func() { close(g.quit) })
 	g.Stop()
 	g.mu.Lock()
 	for _, c := range g.conns {

@@ -148,11 +148,7 @@ func runAgent(arg string) int {
 		// the callers the agent left waiting (see runner's serveListener).
 		// The shim sees this exit and kills whatever is left.
 		a.report(err)
-		a.mu.Lock()
-		if a.nsPid != 0 {
-			tracer.KillNamespace(a.nsPid)
-		}
-		a.mu.Unlock()
+		a.stop()
 		if a.killStuck != nil {
 			a.killStuck()
 		}

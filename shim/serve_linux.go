@@ -155,9 +155,7 @@ const (
 // namespace and leaves it; a socket stays in the namespace it was made
 // in.
 func (s *served) dial() (*net.TCPConn, error) {
-	s.a.mu.Lock()
-	pid := s.a.nsPid
-	s.a.mu.Unlock()
+	pid := s.a.initPID()
 	if pid == 0 {
 		return nil, fmt.Errorf("the container has not started")
 	}
@@ -230,13 +228,18 @@ func connFD(c *net.TCPConn) int {
 
 func connID(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
 
-// stop kills the container's processes at a stop entry: the run ends at
-// that point of the log, the same on every replica.
-func (a *containerAgent) stop() {
+// initPID is the container's init (host PID), or 0 before it started.
+func (a *containerAgent) initPID() int {
 	a.mu.Lock()
-	pid := a.nsPid
-	a.mu.Unlock()
-	if pid != 0 {
+	defer a.mu.Unlock()
+	return a.nsPid
+}
+
+// stop kills the container's processes: at a stop entry (the run ends at
+// that point of the log, the same on every replica), or when the agent
+// fails.
+func (a *containerAgent) stop() {
+	if pid := a.initPID(); pid != 0 {
 		tracer.KillNamespace(pid)
 	}
 }

@@ -1,0 +1,119 @@
+package cli
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"time"
+
+	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/spf13/pflag"
+)
+
+// fleet is what lockstep run, pipe and serve share: how many replicas,
+// where they run, the log they read, and how the verdict is shown.
+type fleet struct {
+	name       string
+	replicas   *int
+	seed       *uint64
+	address    *string
+	ns         *string
+	providers  *[]string
+	tokenFile  *string
+	logdAddr   *string
+	tick       *time.Duration
+	asJSON     *bool
+	require    *string
+	stderrMode *string
+
+	required []string // parsed from require by check
+}
+
+func addFleetFlags(name string, fs *pflag.FlagSet) *fleet {
+	return &fleet{
+		name:       name,
+		replicas:   fs.Int("replicas", 3, "number of replicas"),
+		seed:       fs.Uint64("seed", 0, "the seed of every replica's entropy (the log's first entry)"),
+		address:    fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`"),
+		ns:         fs.String("namespace", "lockstep", "containerd `NAMESPACE`"),
+		providers:  fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ADDR` (repeat for each host; replicas are placed in turn)"),
+		tokenFile:  fs.String("provider-token-file", "", "present the token in `FILE` to the providers (lockstep provider --token-file)"),
+		logdAddr:   fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)"),
+		tick:       fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution: while a replica waits for a time, a tick entry is appended once the clock passes it, at most one per `DURATION` (1ms to 1s)"),
+		asJSON:     fs.Bool("json", false, "print the verdict as JSON on stderr"),
+		require:    requireFlag(fs),
+		stderrMode: fs.String("stderr", "majority", "the replicas' stderr to show after the run: majority (what most replicas wrote; the vote is on stdout), replica-N, or none"),
+	}
+}
+
+// check checks the flags; it returns an exit status, or -1 if they are
+// good.
+func (f *fleet) check(stderr io.Writer) int {
+	switch {
+	case *f.replicas < 1:
+		return errorf(stderr, exitUsage, "%s: --replicas %d: want at least 1 (3 or more to name an odd replica)", f.name, *f.replicas)
+	case *f.tick < time.Millisecond || *f.tick > time.Second:
+		return errorf(stderr, exitUsage, "%s: --tick %v: want 1ms to 1s", f.name, *f.tick)
+	}
+	required, code := parseRequire(f.name, *f.require, stderr)
+	if code >= 0 {
+		return code
+	}
+	f.required = required
+	if err := checkStderrMode(*f.stderrMode, *f.replicas); err != nil {
+		return errorf(stderr, exitUsage, "%s: --stderr: %v", f.name, err)
+	}
+	if len(*f.providers) > 0 && *f.logdAddr == "" {
+		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", f.name)
+	}
+	return -1
+}
+
+// open connects to the log (or starts an embedded logd) and the
+// providers (or the local containerd). It returns an exit status, or -1
+// and what close undoes.
+func (f *fleet) open(stderr io.Writer) (client *logd.Client, ps []replicate.Provider, close func(), code int) {
+	token, err := readToken(*f.tokenFile)
+	if err != nil {
+		return nil, nil, nil, errorf(stderr, exitUsage, "%s: %v", f.name, err)
+	}
+	client, stopLogd, err := openLogd(*f.logdAddr)
+	if err != nil {
+		return nil, nil, nil, errorf(stderr, exitRuntime, "%s: %v", f.name, err)
+	}
+	for _, a := range *f.providers {
+		ps = append(ps, &replicate.Remote{Addr: a, Token: token})
+	}
+	if len(ps) > 0 {
+		return client, ps, stopLogd, -1
+	}
+	if code := hostGuard(f.name, f.required, stderr); code >= 0 {
+		stopLogd()
+		return nil, nil, nil, code
+	}
+	local := localProvider(*f.address, *f.ns, client)
+	return client, []replicate.Provider{local}, func() { local.Close(); stopLogd() }, -1
+}
+
+// options are a run's options from the flags: replicas of image running
+// args, on ps, reading a new stream of client's.
+func (f *fleet) options(ps []replicate.Provider, client *logd.Client, image string, args []string) replicate.Options {
+	id := make([]byte, 6)
+	rand.Read(id)
+	return replicate.Options{
+		Providers: ps, Image: image, Args: args,
+		Replicas: *f.replicas, Seed: *f.seed, Logd: client, Stream: f.name + "-" + hex.EncodeToString(id),
+		Require: f.required, TickEvery: *f.tick,
+	}
+}
+
+// show prints the replicas' stderr and the verdict.
+func (f *fleet) show(stderr io.Writer, v replicate.Verdict) {
+	showStderr(stderr, f.name, *f.stderrMode, v)
+	if *f.asJSON {
+		printJSON(stderr, v)
+	} else {
+		printVerdict(stderr, f.name, v)
+	}
+}
