@@ -122,6 +122,9 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 		err = ebpf.WriteCheckpoints(*digests, chains.Finish())
 	}
 	if log != nil {
+		if e, ok := log.Outside(); ok && !log.Replaying() {
+			fmt.Fprintf(stderr, "exec: warning: %s reached outside the run (%s): what came back is not in the log, so a replay of %s will be refused\n", procName(e.Proc), e.What, *logPath)
+		}
 		if cerr := log.Close(); err == nil {
 			err = cerr
 		}
@@ -133,6 +136,14 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 }
 
 // minimalEnv is the environment of a command run with --base-env minimal.
+// procName names a process of a run by its place in the process tree.
+func procName(proc string) string {
+	if proc == "" {
+		return "the program"
+	}
+	return "process " + proc
+}
+
 var minimalEnv = []string{"HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 // commandEnv makes the command's environment: the base, then each
@@ -211,6 +222,10 @@ func openLog(path string, cfg virt.Config, argv, env []string, fs *pflag.FlagSet
 	if !slices.Equal(argv, h.Argv) {
 		l.Close()
 		return nil, cfg, nil, fmt.Errorf("the log %s recorded the command %q, not %q: replay it with that command, or record this one in another --log", path, h.Argv, argv)
+	}
+	if e, ok := l.Outside(); ok {
+		l.Close()
+		return nil, cfg, nil, fmt.Errorf("the log %s cannot be replayed: %s reached outside the run (%s), and what came back is not in the log (see docs/exec-log.md)", path, procName(e.Proc), e.What)
 	}
 	return l, logged, env, nil
 }

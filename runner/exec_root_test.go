@@ -5,6 +5,8 @@ package runner_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -486,6 +488,40 @@ func TestLogRecordAndReplay(t *testing.T) {
 	trunc := lockstep(t, "", "exec", "--log", log, "--", "sh", "-c", script)
 	if trunc.code != 125 || !strings.Contains(trunc.stderr, "malformed or truncated") {
 		t.Fatalf("truncated log: exit %d: %s", trunc.code, trunc.stderr)
+	}
+}
+
+// TestLogOutsideTheRun: a recording whose program fetched from a server
+// outside the run (this test's) warns that it cannot be replayed, and its
+// replay is refused before the program runs; a server inside the run (the
+// program's own, on loopback, TCP and UDP) is not outside, and replays.
+func TestLogOutsideTheRun(t *testing.T) {
+	requireRoot(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, time.Now().UnixNano()) }))
+	defer srv.Close()
+	fetch := "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+	log := filepath.Join(t.TempDir(), "fetch.log")
+	rec := lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", fetch, srv.URL)
+	if rec.code != 0 || !strings.Contains(rec.stderr, "reached outside the run (connect "+srv.Listener.Addr().String()+")") || !strings.Contains(rec.stderr, "will be refused") {
+		t.Fatalf("record of a fetch: exit %d, stdout %q: %s", rec.code, rec.stdout, rec.stderr)
+	}
+	rep := lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", fetch, srv.URL)
+	if rep.code != 125 || rep.stdout != "" || !strings.Contains(rep.stderr, "cannot be replayed") {
+		t.Fatalf("replay of a fetch: exit %d, stdout %q: %s", rep.code, rep.stdout, rep.stderr)
+	}
+	own := `import http.server, threading, urllib.request, socket
+s = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=s.serve_forever, daemon=True).start()
+print(len(urllib.request.urlopen("http://127.0.0.1:%d/" % s.server_address[1]).read()) > 0)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", u.getsockname()); print(u.recv(1))`
+	log = filepath.Join(t.TempDir(), "own.log")
+	rec = lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", own)
+	if rec.code != 0 || rec.stdout != "True\nb'x'\n" || strings.Contains(rec.stderr, "outside the run") {
+		t.Fatalf("record of a run's own server: exit %d, stdout %q: %s", rec.code, rec.stdout, rec.stderr)
+	}
+	if rep = lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", own); rep.code != 0 || rep.stdout != rec.stdout {
+		t.Fatalf("replay of a run's own server: exit %d, stdout %q: %s", rep.code, rep.stdout, rep.stderr)
 	}
 }
 

@@ -98,6 +98,8 @@ const (
 	sysSyslog           = 103
 	sysPersonality      = 135
 	sysStatfs           = 137
+	sysConnect          = 42
+	sysSendto           = 44
 	sysFstatfs          = 138
 	sysPrctl            = 157
 	sysArchPrctl        = 158
@@ -205,6 +207,10 @@ func Rules() []Rule {
 		// and before any tracer is attached.
 		notify("statfs", sysStatfs),
 		notify("fstatfs", sysFstatfs),
+		// Reaching other hosts: run natively, and noted, since what they
+		// send back is input an exec's log does not hold.
+		notify("connect", sysConnect),
+		{Name: "sendto", Nr: sysSendto, Action: ActNotify, Cond: &Cond{Arg: 4, Op: OpNe, Value: 0}},
 
 		// Results fixed up at syscall exit: inode numbers, devices, times.
 		trace("stat", sysStat),

@@ -79,7 +79,24 @@ type Log struct {
 	byProc   map[string][]int // replay: indexes into recorded, per process
 	next     map[string]int   // replay, guarded by mu: per process, its next event in byProc
 	seq      uint64           // guarded by mu: events seen so far
+	outside  *Event           // guarded by mu: the first reach of another host
 	err      error            // guarded by mu: first mismatch, sticky
+}
+
+// kindOutside is the event of a process reaching another host
+// (World.Outside).
+const kindOutside = "outside"
+
+// Outside returns the recorded run's first reach of another host, if it
+// made one: its replies are not in the log, so the run cannot be
+// replayed from it.
+func (l *Log) Outside() (Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.outside == nil {
+		return Event{}, false
+	}
+	return *l.outside, true
 }
 
 // Replaying reports whether l replays a recorded run.
@@ -115,6 +132,9 @@ func OpenLog(path string) (*Log, Header, error) {
 	l := &Log{replay: true, recorded: events, byProc: map[string][]int{}, next: map[string]int{}}
 	for i, e := range events {
 		l.byProc[e.Proc] = append(l.byProc[e.Proc], i)
+		if e.Kind == kindOutside && l.outside == nil {
+			l.outside = &events[i]
+		}
 	}
 	return l, h, nil
 }
@@ -177,6 +197,9 @@ func (l *Log) Event(proc, kind, what, value string) error {
 	e := Event{Seq: l.seq, Proc: proc, Kind: kind, What: what, Value: value}
 	l.seq++
 	if !l.replay {
+		if kind == kindOutside && l.outside == nil {
+			l.outside = &e
+		}
 		b, _ := json.Marshal(e)
 		l.w.Write(append(b, '\n'))
 		return nil

@@ -198,3 +198,19 @@ func (w *World) TimedOut(tgid, id int32, t int64) {
 // Uptime is process tgid's monotonic clock: what /proc/uptime and sysinfo
 // say.
 func (w *World) Uptime(tgid int32) time.Duration { return w.pr.peek(tgid, Mono) }
+
+// Outside notes that process tgid reached another host (what, such as
+// "connect 93.184.216.34:80"). What that host sends back is input that
+// no log of an exec holds: a recording notes each reach, and is not
+// replayed (Log.Outside); a replay whose run reaches
+// out where the recording did not fails as any mismatch does.
+func (w *World) Outside(tgid int32, what string) error {
+	w.pr.mu.Lock()
+	name := w.pr.get(tgid).name
+	w.pr.mu.Unlock()
+	return w.note(name, kindOutside, what, "")
+}
+
+// Processes lists the run's processes (thread group IDs in the agent's
+// PID namespace), none before it starts.
+func (w *World) Processes() []int32 { return w.pr.tgids() }

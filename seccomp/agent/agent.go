@@ -57,6 +57,7 @@ func New(fd int, world *virt.World) *Agent {
 	a.registerFiles()
 	a.registerStatfs()
 	a.registerStat()
+	a.registerNet()
 	return a
 }
 

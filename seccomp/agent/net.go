@@ -1,0 +1,113 @@
+//go:build linux
+
+package agent
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// registerNet watches the program reach outside the run: a connect, or a
+// sendto with an address, to an internet address other than this host's
+// loopback, or to a loopback port no process of the run has a socket on
+// (a server of the host). The call runs natively; the world notes it,
+// because what the other side sends back is input that no log of an exec
+// holds (virt.World.Outside).
+func (a *Agent) registerNet() {
+	a.handle(unix.SYS_CONNECT, "connect", func(r *Req) (int64, error) { return a.outside(r, "connect", r.Arg(1), r.Arg(2)) })
+	a.handle(unix.SYS_SENDTO, "sendto", func(r *Req) (int64, error) { return a.outside(r, "sendto", r.Arg(4), r.Arg(5)) })
+}
+
+func (a *Agent) outside(r *Req, call string, addr, size uint64) (int64, error) {
+	ap, ok := peer(r, addr, size)
+	if !ok || ap.Port() == 0 {
+		return 0, errContinue
+	}
+	local := ap.Addr().IsLoopback() || ap.Addr().IsUnspecified()
+	if !local || !a.ownSocket(r.Tid(), ap.Port()) {
+		if err := a.world.Outside(r.Tgid(), call+" "+ap.String()); err != nil {
+			return 0, err
+		}
+	}
+	return 0, errContinue
+}
+
+// peer reads an internet socket address from the caller's memory; ok is
+// false for any other family (a Unix socket) or an address it cannot read
+// (the kernel, running the call, says why).
+func peer(r *Req, addr, size uint64) (netip.AddrPort, bool) {
+	if addr == 0 || size < unix.SizeofSockaddrInet4 {
+		return netip.AddrPort{}, false
+	}
+	b, err := r.Read(addr, int(min(size, unix.SizeofSockaddrInet6)))
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	port := binary.BigEndian.Uint16(b[2:4])
+	switch binary.NativeEndian.Uint16(b[0:2]) {
+	case unix.AF_INET:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port), true
+	case unix.AF_INET6:
+		if len(b) < unix.SizeofSockaddrInet6 {
+			return netip.AddrPort{}, false
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// ownSocket reports whether a process of the run has a TCP socket
+// listening, or a UDP socket bound, on port in the network namespace of
+// thread tid: a connection to it stays inside the run.
+func (a *Agent) ownSocket(tid int, port uint16) bool {
+	inodes := map[string]bool{}
+	for _, t := range []struct{ file, state string }{{"tcp", "0A"}, {"tcp6", "0A"}, {"udp", ""}, {"udp6", ""}} {
+		boundSockets(fmt.Sprintf("/proc/%d/net/%s", tid, t.file), port, t.state, inodes)
+	}
+	if len(inodes) == 0 {
+		return false
+	}
+	for _, tg := range a.world.Processes() {
+		dir := fmt.Sprintf("/proc/%d/fd", tg)
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			link, _ := os.Readlink(dir + "/" + fd.Name())
+			if ino, ok := strings.CutPrefix(link, "socket:["); ok && inodes[strings.TrimSuffix(ino, "]")] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// boundSockets adds the inodes of the sockets in a /proc/net table
+// (tcp, udp, ...) whose local port is port and, if state is given, whose
+// state is that (0A: listening).
+func boundSockets(path string, port uint16, state string, inodes map[string]bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan() // the header
+	for sc.Scan() {
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		_, hexPort, _ := strings.Cut(fields[1], ":")
+		p, err := strconv.ParseUint(hexPort, 16, 16)
+		if err == nil && uint16(p) == port && (state == "" || fields[3] == state) {
+			inodes[fields[9]] = true
+		}
+	}
+}
