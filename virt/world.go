@@ -214,3 +214,6 @@ func (w *World) Outside(tgid int32, what string) error {
 // Processes lists the run's processes (thread group IDs in the agent's
 // PID namespace), none before it starts.
 func (w *World) Processes() []int32 { return w.pr.tgids() }
+
+// Logged reports whether the run records or replays an exec log.
+func (w *World) Logged() bool { return w.log != nil }

@@ -26,6 +26,9 @@ func (a *Agent) registerNet() {
 }
 
 func (a *Agent) outside(r *Req, call string, addr, size uint64) (int64, error) {
+	if !a.world.Logged() { // nothing to note: a stream's log holds its inputs
+		return 0, errContinue
+	}
 	ap, ok := peer(r, addr, size)
 	if !ok || ap.Port() == 0 {
 		return 0, errContinue
