@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,16 +10,18 @@ import (
 	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
-	"github.com/lockstep-run/lockstep/serve"
 	"github.com/spf13/pflag"
 )
 
-const replayUsage = `Usage: lockstep replay [FLAGS] LOG IMAGE [-- CMD ARGS...]
+const replayUsage = `Usage: lockstep replay [FLAGS] LOG [IMAGE [-- CMD ARGS...]]
 
-Starts one more copy of a recorded run (lockstep run --record LOG) from its
-input log, and checks that it reproduces the recorded output and exit
-status (LOG.digests); where it does not, names the first differing
-checkpoint. The log is verified first (signatures, roots, order). Exit
+Starts one more copy of a recorded run (lockstep run, pipe or serve
+--record LOG) from its input log, and checks that it reproduces the
+recorded output and exit status (LOG.digests); where it does not, names
+the first differing checkpoint. The log is verified first (signatures,
+roots, order). The image and command are the recorded ones: IMAGE and CMD,
+if given, must be them (an image of another name with the recorded digest
+is), or the replay is refused before it starts (exit 125). Exit
 status 0: reproduced; 3: it differs; 4: it differs on a host that cannot
 make a source deterministic (rdtsc, cpuid: lockstep doctor), which can
 explain it. See docs/run.md.
@@ -37,9 +40,8 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
-	if fs.NArg() < 2 {
-		fs.Usage()
-		return exitUsage
+	if fs.NArg() < 1 {
+		return errorf(stderr, exitUsage, "replay: no LOG given (lockstep replay [FLAGS] LOG [IMAGE [-- CMD ARGS...]]; --help lists the flags)")
 	}
 	required, code := parseRequire("replay", *require, stderr)
 	if code >= 0 {
@@ -83,18 +85,16 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	local := localProvider(*address, *ns, client)
 	defer local.Close()
 	o := replicate.Options{
-		Providers: []replicate.Provider{local}, Image: fs.Arg(1), Args: fs.Args()[2:],
-		Replicas: 1, Logd: client, Replay: v,
+		Providers: []replicate.Provider{local}, Replicas: 1, Logd: client, Replay: v,
 		Stdout: io.MultiWriter(stdout, chains.writer("stdout")), Checkpoint: int(chains.cs.K),
+	}
+	if o.Image, o.Args, o.Digest, err = replayed(ctx, v, local, fs.Args()[1:]); err != nil {
+		return errorf(stderr, exitRuntime, "replay: %s: %v", logPath, err)
 	}
 	// A served stream (lockstep serve --record): its connections go to
 	// the service's port, and its answers are checked too.
-	cfg, served, err := serve.ReadConfig(v.Entries)
-	if err != nil {
-		return errorf(stderr, exitRuntime, "replay: %v", err)
-	}
-	if served {
-		o.Port, o.Net = cfg.Port, replayed{chains}
+	if cfg, _, _ := replicate.ReadConfig(v.Entries); cfg.Port != 0 {
+		o.Port, o.Net = cfg.Port, replayedConns{chains}
 	}
 	verdict, err := replicate.Run(ctx, o)
 	if err != nil {
@@ -120,6 +120,36 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		return exitHostLimited
 	}
 	return 3
+}
+
+// replayed is the image and command a replay runs: the recorded ones
+// (args, if given, are IMAGE [CMD...] and must be them), and the image's
+// recorded digest, which the provider checks. A log from before config
+// entries were written must be given them.
+func replayed(ctx context.Context, v *logd.Verified, local *replicate.Local, args []string) (string, []string, string, error) {
+	cfg, ok, err := replicate.ReadConfig(v.Entries)
+	if err != nil {
+		return "", nil, "", err
+	}
+	if !ok || cfg.Image == "" {
+		if len(args) == 0 {
+			return "", nil, "", errors.New("the log does not say what ran (it predates config entries): give IMAGE [-- CMD ARGS...]")
+		}
+		return args[0], args[1:], "", nil
+	}
+	if len(args) > 0 {
+		var digest string
+		if args[0] != cfg.Image {
+			digest, _ = local.ImageDigest(ctx, args[0])
+		}
+		if err := cfg.CheckReplay(args[0], digest, args[1:]); err != nil {
+			return "", nil, "", err
+		}
+	}
+	if len(cfg.Args) == 0 {
+		cfg.Args = nil
+	}
+	return cfg.Image, cfg.Args, cfg.Digest, nil
 }
 
 // checkpointSize is the recorded chain's checkpoint interval: the length

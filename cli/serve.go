@@ -73,7 +73,6 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stopped := stopOnSignal(g, cancel, stderr)
-	g.Config(*port) // the entries' buffer takes it: it comes first
 	go g.Serve()
 	fmt.Fprintf(stderr, "lockstep serve: %s on %s: %d replicas of %s, stream %s (Ctrl-C stops it)\n", fs.Arg(0), ln.Addr(), o.Replicas, fs.Arg(0), o.Stream)
 	o.Stdout = io.MultiWriter(stdout, chains.writer("stdout"))
@@ -130,13 +129,13 @@ func stopOnSignal(g *serve.Gateway, cancel func(), stderr io.Writer) (stopped fu
 	return func() bool { mu.Lock(); defer mu.Unlock(); return was }
 }
 
-// replayed is the Responder of a replay of a served stream: the one
+// replayedConns is the Responder of a replay of a served stream: the one
 // replica's answers go to the digest chains, connection by connection.
-type replayed struct{ s *syncChains }
+type replayedConns struct{ s *syncChains }
 
-func (r replayed) Response(_ int, id uint64, p []byte) { r.s.conn(id, p) }
-func (r replayed) Finished(int, uint64)                {}
-func (r replayed) Gone(int)                            {}
+func (r replayedConns) Response(_ int, id uint64, p []byte) { r.s.conn(id, p) }
+func (r replayedConns) Finished(int, uint64)                {}
+func (r replayedConns) Gone(int)                            {}
 
 // syncChains are digest chains written from several goroutines: the
 // answers of each connection ("conn N") and stdout.

@@ -73,8 +73,8 @@ for i in 1 2 3; do curl -sf -X PUT -d "value $i" http://127.0.0.1:7480/k/demo; d
 curl -sf http://127.0.0.1:7480/
 kill -INT $served; wait $served || { cat "$work/serve.log"; exit 1; }
 grep -v warning "$work/serve.log" | grep "lockstep serve" || true
-echo "a fourth copy, from the recorded log: lockstep replay served.log IMAGE -- /kv"
-lockstep replay "${run[@]}" "$work/served.log" $img -- /kv 2>&1 | grep "lockstep replay:" | grep -v warning
+echo "a fourth copy, from the recorded log (which names the image and command): lockstep replay served.log"
+lockstep replay "${run[@]}" "$work/served.log" 2>&1 | grep "lockstep replay:" | grep -v warning
 
 step "the determinism core: lockstep exec, twice, a second apart"
 for i in 1 2; do lockstep exec -- /bin/busybox sh -c 'date; head -c 8 /dev/urandom | od -An -tx1; echo pid $$'; sleep 1; done

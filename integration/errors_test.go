@@ -2,12 +2,16 @@ package integration
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lockstep-run/lockstep/replicate"
 )
 
 // TestSetupFailures: a run that cannot start (a missing image, no
@@ -46,6 +50,17 @@ func TestSetupFailures(t *testing.T) {
 		if code != c.code || strings.Count(errs, c.want) != 1 {
 			t.Errorf("%v: exit %d (want %d), stderr %q (want %q once)", c.argv, code, c.code, errs, c.want)
 		}
+	}
+
+	// A provider whose image of the run's name is another image (its
+	// digest differs) refuses the job.
+	lc := startLogd(t)
+	_, err := replicate.Run(context.Background(), replicate.Options{
+		Providers: []replicate.Provider{p.local(lc)}, Image: probeImage, Digest: "sha256:" + strings.Repeat("0", 64),
+		Args: []string{"/bin/busybox", "true"}, Replicas: 1, Logd: lc, Stream: newID(t), Stdin: strings.NewReader(""), Stdout: io.Discard,
+	})
+	if err == nil || !strings.Contains(err.Error(), "the run's is sha256:0000") {
+		t.Errorf("a run of another image digest: %v", err)
 	}
 
 	cmd := exec.Command(lockstepBinary(t), "run", "--replicas", "3", "--address", sock, "--namespace", namespace, probeImage, "--", "/bin/busybox", "sleep", "60")

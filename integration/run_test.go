@@ -14,12 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/images"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
 )
@@ -231,15 +233,62 @@ func TestRecordAndReplay(t *testing.T) {
 	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
 		t.Errorf("replay: exit %d, same output %v: %s", code, again == out, errs)
 	}
-	other := ([]string{log, probeImage, "--", "/bin/busybox", "sh", "-c", "sort | head -c 100000; date; exit 2"})
-	if _, errs, code := cli("", append(append([]string{"replay"}, common...), other...)...); code != divergedExit(t) || !strings.Contains(errs, "DIFFERS: stdout at checkpoint 0") {
-		t.Errorf("replay of another command: exit %d: %s", code, errs)
+	// The log says what ran: a replay given nothing runs it, one given the
+	// image under another name (the same digest) runs it, and one given
+	// another command is refused before anything runs.
+	if again, errs, code := cli("", append(append([]string{"replay"}, common...), log)...); code != 0 || again != out {
+		t.Errorf("replay without IMAGE: exit %d, same output %v: %s", code, again == out, errs)
 	}
+	p := env.providers[0]
+	img, err := p.client.GetImage(p.ctx(), probeImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := "lockstep.test/probes:alias"
+	p.client.ImageService().Delete(p.ctx(), alias)
+	if _, err := p.client.ImageService().Create(p.ctx(), images.Image{Name: alias, Target: img.Target()}); err != nil {
+		t.Fatal(err)
+	}
+	if again, errs, code := cli("", append(append([]string{"replay"}, common...), append([]string{log, alias}, cmd[1:]...)...)...); code != 0 || again != out {
+		t.Errorf("replay of the image under another name: exit %d, same output %v: %s", code, again == out, errs)
+	}
+	other := ([]string{log, probeImage, "--", "/bin/busybox", "sh", "-c", "sort | head -c 100000; date; exit 2"})
+	if again, errs, code := cli("", append(append([]string{"replay"}, common...), other...)...); code != 125 || again != "" || !strings.Contains(errs, "the log was recorded for "+probeImage+" -- /bin/busybox sh -c 'sort -r") {
+		t.Errorf("replay of another command: exit %d, stdout %q: %s", code, again, errs)
+	}
+	// A recording whose output is not what this copy prints: told where.
+	restore := editDigests(t, log+".digests", "stdout")
+	if _, errs, code := cli("", append(append([]string{"replay"}, common...), log)...); code != divergedExit(t) || !strings.Contains(errs, "DIFFERS: stdout at checkpoint 0") {
+		t.Errorf("replay against other digests: exit %d: %s", code, errs)
+	}
+	restore()
 	b, _ := os.ReadFile(log)
 	lines = strings.SplitAfter(string(b), "\n")
-	lines[1], lines[3] = lines[3], lines[1] // entries 0 and 1 (a checkpoint follows each append)
+	lines[1], lines[2] = lines[2], lines[1] // entries 0 and 1, the seed and the config
 	os.WriteFile(log, []byte(strings.Join(lines, "")), 0o600)
 	if _, errs, code := cli("", append(append([]string{"replay"}, common...), append([]string{log}, cmd...)...)...); code == 0 || !strings.Contains(errs, "reordered") {
 		t.Errorf("replay of a reordered log: exit %d: %s", code, errs)
 	}
+}
+
+// editDigests changes every checkpoint digest of the streams named
+// stream... in a recorded digest chain (lockstep run --record's
+// LOG.digests); restore puts the file back.
+func editDigests(t *testing.T, path, stream string) (restore func()) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if strings.Contains(l, `"stream":"`+stream) {
+			l = regexp.MustCompile(`"digest":"[0-9a-f]{8}`).ReplaceAllString(l, `"digest":"00000000`)
+		}
+		out = append(out, l)
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(out, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func() { os.WriteFile(path, b, 0o600) }
 }

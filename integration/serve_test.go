@@ -140,8 +140,16 @@ func TestServe(t *testing.T) {
 	if errs, code := replay(probeImage, "--", "/kv"); code != 0 || !strings.Contains(errs, "reproduced the recorded run") {
 		t.Errorf("replay: exit %d: %s", code, errs)
 	}
+	if errs, code := replay(); code != 0 || !strings.Contains(errs, "reproduced the recorded run") {
+		t.Errorf("replay without IMAGE: exit %d: %s", code, errs)
+	}
+	restore := editDigests(t, log+".digests", "conn ")
+	if errs, code := replay(); code == 0 || !strings.Contains(errs, "DIFFERS: conn ") {
+		t.Errorf("replay against other digests: exit %d: %s", code, errs)
+	}
+	restore()
 	other := []string{probeImage, "--", "/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/"}
-	if errs, code := replay(other...); code == 0 || !strings.Contains(errs, "DIFFERS: conn ") {
+	if errs, code := replay(other...); code != 125 || !strings.Contains(errs, "the log was recorded for "+probeImage+" -- /kv, not") {
 		t.Errorf("replay of another service: exit %d: %s", code, errs)
 	}
 }
@@ -155,7 +163,6 @@ func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, args ...s
 		t.Fatal(err)
 	}
 	g := serve.New(ln, 3)
-	g.Config(8080)
 	go g.Serve()
 	done := make(chan replicate.Verdict, 1)
 	stream := newID(t)

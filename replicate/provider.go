@@ -28,11 +28,14 @@ import (
 // Job is one replica to run: a container of Image, whose stdin is the
 // verified input stream and whose seed is the stream's seed entry.
 type Job struct {
-	Replica string   `json:"replica"` // its name in the stream's reports
-	Stream  string   `json:"stream"`
-	Key     string   `json:"key"` // the stream's checkpoint key (logd.EncodeKey): trust no other
-	Image   string   `json:"image"`
-	Args    []string `json:"args,omitempty"` // nil: the image's command
+	Replica string `json:"replica"` // its name in the stream's reports
+	Stream  string `json:"stream"`
+	Key     string `json:"key"` // the stream's checkpoint key (logd.EncodeKey): trust no other
+	Image   string `json:"image"`
+	// Digest, if set, is the image's manifest digest: a provider whose
+	// image of that name differs refuses the job.
+	Digest string   `json:"digest,omitempty"`
+	Args   []string `json:"args,omitempty"` // nil: the image's command
 	// Require names sources (hostcap: rdtsc, cpuid) the provider's host
 	// must make deterministic: one that cannot refuses the job.
 	Require []string `json:"require,omitempty"`
@@ -194,6 +197,9 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	img, err := client.GetImage(ctx, j.Image)
 	if err != nil {
 		return Result{}, fmt.Errorf("image %s: %w (import it with ctr image import)", j.Image, err)
+	}
+	if d := img.Target().Digest.String(); j.Digest != "" && d != j.Digest {
+		return Result{}, fmt.Errorf("image %s is %s on provider %s, the run's is %s (import the run's image)", j.Image, d, p.Name(), j.Digest)
 	}
 	trusted, err := logd.DecodeKey(j.Key)
 	if err != nil {

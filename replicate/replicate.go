@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,11 @@ type Options struct {
 	// takes the replicas' responses on it.
 	Port int
 	Net  Responder
+
+	// Digest, if set, is the image's manifest digest: a provider whose
+	// image differs refuses the job. Run sets it from a Local provider's
+	// containerd where it can, and writes it in the log's config entry.
+	Digest string
 }
 
 // Responder takes what the replicas' services send on served
@@ -129,6 +135,9 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if o.TickEvery <= 0 {
 		o.TickEvery = 10 * time.Millisecond
 	}
+	if o.Digest == "" && o.Replay == nil {
+		o.Digest = imageDigest(ctx, o.Providers, o.Image)
+	}
 	key, app, err := openLog(ctx, &o)
 	if err != nil {
 		return Verdict{}, err
@@ -139,7 +148,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	v := newVoter(o, cancel)
 	var wg sync.WaitGroup
 	for i, r := range v.reps {
-		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Args: o.Args, Require: o.Require, Port: o.Port}
+		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Digest: o.Digest, Args: o.Args, Require: o.Require, Port: o.Port}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -197,7 +206,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 }
 
 // openLog makes the run's input log: a fresh stream with the seed as its
-// first entry, signed by a key of this run, or the recorded stream of a
+// first entry and the config (what runs) as its second, signed by a key of this run, or the recorded stream of a
 // replay. It returns the key replicas trust and, for a fresh stream, its
 // appender.
 func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
@@ -218,7 +227,9 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 	}
 	seed := make([]byte, 8)
 	binary.BigEndian.PutUint64(seed, o.Seed)
-	if _, err := app.Append(ctx, []logd.Entry{{Kind: logd.KindSeed, Time: time.Now().UnixNano(), Payload: seed}}); err != nil {
+	cfg, _ := json.Marshal(Config{Image: o.Image, Digest: o.Digest, Args: o.Args, Port: o.Port})
+	now := time.Now().UnixNano()
+	if _, err := app.Append(ctx, []logd.Entry{{Kind: logd.KindSeed, Time: now, Payload: seed}, {Kind: logd.KindConfig, Time: now, Payload: cfg}}); err != nil {
 		return "", nil, err
 	}
 	return logd.EncodeKey(pub), app, nil

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -61,33 +60,6 @@ func (g *Gateway) Entries() <-chan logd.Entry { return g.entries }
 
 // Failed is closed when no majority of the replicas can answer any more.
 func (g *Gateway) Failed() <-chan struct{} { return g.failed }
-
-// Config is the first entry a served stream gets after its seed: the
-// service's port, which a replay of the stream needs (ReadConfig).
-func (g *Gateway) Config(port int) {
-	b, _ := json.Marshal(Config{Port: port})
-	g.emit(logd.Entry{Kind: logd.KindConfig, Payload: b})
-}
-
-// Config is a served stream's config entry.
-type Config struct {
-	Port int `json:"port"`
-}
-
-// ReadConfig finds a served stream's config among its entries: ok is
-// false for a stream that is not served.
-func ReadConfig(es []logd.Entry) (Config, bool, error) {
-	for _, e := range es {
-		if e.Kind == logd.KindConfig {
-			var c Config
-			if err := json.Unmarshal(e.Payload, &c); err != nil || c.Port < 1 || c.Port > 65535 {
-				return Config{}, false, fmt.Errorf("%w: entry %d: a config entry without a service port: %q", logd.ErrBadLog, e.Seq, e.Payload)
-			}
-			return c, true, nil
-		}
-	}
-	return Config{}, false, nil
-}
 
 // Serve accepts clients until Stop.
 func (g *Gateway) Serve() error {
