@@ -108,12 +108,36 @@ func (f *fleet) options(ps []replicate.Provider, client *logd.Client, image stri
 	}
 }
 
-// show prints the replicas' stderr and the verdict.
-func (f *fleet) show(stderr io.Writer, v replicate.Verdict) {
+// show prints the replicas' stderr and the verdict; with --json the
+// verdict is an object with lockstep's exit status and its kind
+// (exitKinds).
+func (f *fleet) show(stderr io.Writer, v replicate.Verdict, status int) {
 	showStderr(stderr, f.name, *f.stderrMode, v)
-	if *f.asJSON {
-		printJSON(stderr, v)
-	} else {
+	if !*f.asJSON {
 		printVerdict(stderr, f.name, v)
+		return
 	}
+	kind := "exit"
+	switch {
+	case v.HostLimited:
+		kind = "host_limited"
+	case !v.Agreed:
+		kind = "diverged"
+	}
+	printJSON(stderr, struct {
+		ExitKind string `json:"exit_kind"`
+		Status   int    `json:"status"`
+		replicate.Verdict
+	}{kind, status, v})
+}
+
+// fail ends a run that gave no verdict (kind: setup, interrupted,
+// stdout_closed) with one line and, with --json, an object
+// {"exit_kind", "status", "error"}.
+func (f *fleet) fail(stderr io.Writer, status int, kind string, err error) int {
+	errorf(stderr, status, "%s: %v", f.name, err)
+	if *f.asJSON {
+		printJSON(stderr, map[string]any{"exit_kind": kind, "status": status, "error": err.Error()})
+	}
+	return status
 }

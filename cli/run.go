@@ -35,8 +35,10 @@ if a replica differs from the majority, or no majority forms, the replicas
 are named on stderr and the exit status is 3; where the replicas differ
 and a host of theirs cannot make a source deterministic (rdtsc, cpuid:
 lockstep doctor), none is blamed and the exit status is 4. Exit 125: the
-run could not start (image, containerd, logd, a provider; --require).
-See docs/run.md.
+run could not start (image, containerd, logd, a provider; --require); 2:
+a bad flag or value; 130 or 143: interrupted by SIGINT or SIGTERM (the
+replicas are stopped and removed); 141: stdout was closed. With --json,
+stderr gets an object whose exit_kind names which. See docs/run.md.
 
 Flags:
 `
@@ -112,20 +114,23 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if errors.Is(err, replicate.ErrStdout) {
-		return 141 // as a shell reports a stage killed by SIGPIPE
+		if *f.asJSON {
+			f.fail(stderr, 141, "stdout_closed", err) // as a shell reports a stage killed by SIGPIPE
+		}
+		return 141
 	}
 	if errors.Is(err, replicate.ErrInterrupted) {
-		return errorf(stderr, 128+int(interrupted()), "%s: %v", name, err)
+		return f.fail(stderr, 128+int(interrupted()), "interrupted", err)
 	}
 	if err != nil {
-		return errorf(stderr, exitRuntime, "%s: %v", name, err)
+		return f.fail(stderr, exitRuntime, "setup", err)
 	}
 	if *record != "" {
 		if err := recordRun(ctx, client, o.Stream, *record, chains, v.ExitCode); err != nil {
-			return errorf(stderr, exitRuntime, "%s: record: %v", name, err)
+			return f.fail(stderr, exitRuntime, "setup", fmt.Errorf("record: %w", err))
 		}
 	}
-	f.show(stderr, v)
+	f.show(stderr, v, verdictExit(v))
 	return verdictExit(v)
 }
 

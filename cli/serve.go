@@ -80,24 +80,27 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	v, err := replicate.Run(ctx, o)
 	g.Over()
 	if err != nil {
-		return errorf(stderr, exitRuntime, "serve: %v", err)
+		return f.fail(stderr, exitRuntime, "setup", err)
 	}
 	g.Judge(&v)
 	if *record != "" {
 		if err := recordRun(ctx, client, o.Stream, *record, chains.cs, v.ExitCode); err != nil {
-			return errorf(stderr, exitRuntime, "serve: record: %v", err)
+			return f.fail(stderr, exitRuntime, "setup", fmt.Errorf("record: %w", err))
 		}
 	}
 	fmt.Fprintf(stderr, "lockstep serve: %s\n", g.Status())
-	f.show(stderr, v)
-	if !stopped() && v.Agreed {
+	status, early := verdictExit(v), !stopped() && v.Agreed
+	switch {
+	case early:
+		status = v.ExitCode
+	case v.Agreed && v.ExitCode == 128+int(syscall.SIGKILL):
+		status = 0 // stopped at the stop entry, as asked
+	}
+	f.show(stderr, v, status)
+	if early {
 		fmt.Fprintf(stderr, "lockstep serve: the service exited (status %d) before it was stopped\n", v.ExitCode)
-		return v.ExitCode
 	}
-	if v.Agreed && v.ExitCode == 128+int(syscall.SIGKILL) {
-		return 0 // stopped at the stop entry, as asked
-	}
-	return verdictExit(v)
+	return status
 }
 
 // stopOnSignal stops the gateway at the first SIGINT or SIGTERM (the

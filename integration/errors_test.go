@@ -27,9 +27,9 @@ func TestSetupFailures(t *testing.T) {
 		{[]string{"--address", sock, "nosuch/image:1"}, `replica-0 on local:`},
 		{[]string{"--address", filepath.Join(t.TempDir(), "none.sock"), probeImage}, "is containerd running"},
 	} {
-		args := append([]string{"run", "--replicas", "3", "--namespace", namespace}, c.args...)
+		args := append([]string{"run", "--json", "--replicas", "3", "--namespace", namespace}, c.args...)
 		_, errs, code := runCLI(t, "", nil, append(args, "--", "/bin/busybox", "true")...)
-		if code != 125 || !strings.Contains(errs, "no replica ran: replica-") || !strings.Contains(errs, "replica-0 on local:") || !strings.Contains(errs, "replica-2 on local:") || !strings.Contains(errs, c.want) || strings.Contains(errs, "DIVERGED") {
+		if code != 125 || !strings.Contains(errs, "no replica ran: replica-") || !strings.Contains(errs, "replica-0 on local:") || !strings.Contains(errs, "replica-2 on local:") || !strings.Contains(errs, c.want) || strings.Contains(errs, "DIVERGED") || !strings.Contains(errs, `"exit_kind": "setup"`) {
 			t.Errorf("%v: exit %d: %s", c.args, code, errs)
 		}
 		t.Logf("%v: exit %d: %s", c.args, code, strings.TrimSpace(errs))
@@ -63,7 +63,7 @@ func TestSetupFailures(t *testing.T) {
 		t.Errorf("a run of another image digest: %v", err)
 	}
 
-	cmd := exec.Command(lockstepBinary(t), "run", "--replicas", "3", "--address", sock, "--namespace", namespace, probeImage, "--", "/bin/busybox", "sleep", "60")
+	cmd := exec.Command(lockstepBinary(t), "run", "--json", "--replicas", "3", "--address", sock, "--namespace", namespace, probeImage, "--", "/bin/busybox", "sleep", "60")
 	var errs bytes.Buffer
 	cmd.Stderr = &errs
 	if err := cmd.Start(); err != nil {
@@ -74,7 +74,7 @@ func TestSetupFailures(t *testing.T) {
 	start := time.Now()
 	cmd.Wait()
 	code := cmd.ProcessState.ExitCode()
-	if code != 130 || !strings.Contains(errs.String(), "interrupted: the replicas were stopped and removed") || strings.Contains(errs.String(), "DIVERGED") {
+	if code != 130 || !strings.Contains(errs.String(), "interrupted: the replicas were stopped and removed") || strings.Contains(errs.String(), "DIVERGED") || !strings.Contains(errs.String(), `"exit_kind": "interrupted"`) {
 		t.Errorf("SIGINT: exit %d after %v: %s", code, time.Since(start), errs.String())
 	}
 	ctx := p.ctx()

@@ -135,8 +135,20 @@ func runOn(t *testing.T, logdURL string, addrs []string, stdin string, during fu
 	}
 	out, errs, code := runCLI(t, stdin, during, append(append(cmdArgs, probeImage, "--"), args...)...)
 	var v replicate.Verdict
-	if i := strings.Index(errs, "{"); i < 0 || json.Unmarshal([]byte(errs[i:]), &v) != nil {
+	var kind struct {
+		ExitKind string `json:"exit_kind"`
+		Status   int    `json:"status"`
+	}
+	i := strings.Index(errs, "{")
+	if i < 0 || json.Unmarshal([]byte(errs[i:]), &v) != nil || json.Unmarshal([]byte(errs[i:]), &kind) != nil {
 		t.Fatalf("run: exit %d, no verdict: %s", code, errs)
+	}
+	want := map[int]string{3: "diverged", 4: "host_limited"}[code]
+	if want == "" {
+		want = "exit"
+	}
+	if kind.Status != code || kind.ExitKind != want {
+		t.Errorf("run: exit %d, but the verdict says status %d, %q", code, kind.Status, kind.ExitKind)
 	}
 	return out, v, code
 }
