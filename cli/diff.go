@@ -27,8 +27,7 @@ func diffMain(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if fs.NArg() != 2 {
-		fs.Usage()
-		return exitUsage
+		return errorf(stderr, exitUsage, "diff: want two digest files (or, with --logd, two replicas), got %d arguments (lockstep diff --help)", fs.NArg())
 	}
 	read := ebpf.ReadCheckpoints
 	if *logdAddr != "" {

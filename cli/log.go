@@ -55,6 +55,8 @@ func logMain(args []string, stdout, stderr io.Writer) int {
 // logFlags are the flags every subcommand shares.
 type logFlags struct {
 	fs      *pflag.FlagSet
+	name    string
+	usage   string
 	addr    *string
 	keyFile *string
 	json    *bool
@@ -63,7 +65,7 @@ type logFlags struct {
 func newLogFlags(name, usage string, stderr io.Writer) *logFlags {
 	fs := pflag.NewFlagSet("lockstep log "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	f := &logFlags{fs: fs,
+	f := &logFlags{fs: fs, name: name, usage: usage,
 		addr:    fs.String("logd", envOr("LOCKSTEP_LOGD", "127.0.0.1:7480"), "the logd at `ADDR` ($LOCKSTEP_LOGD)"),
 		keyFile: fs.String("key", "", "ed25519 key `FILE` (private: create, append; public or private: cat, verify)"),
 		json:    fs.Bool("json", false, "print JSON for programs"),
@@ -84,9 +86,8 @@ func (f *logFlags) parse(args []string, n int, stderr io.Writer) ([]string, int,
 	if code := parseFlags(f.fs, args, stderr); code >= 0 {
 		return nil, code, false
 	}
-	if f.fs.NArg() != n {
-		f.fs.Usage()
-		return nil, exitUsage, false
+	if got := f.fs.NArg(); got != n {
+		return nil, errorf(stderr, exitUsage, "log %s: want %d argument(s), got %d (lockstep log %s; --help lists the flags)", f.name, n, got, f.usage), false
 	}
 	return f.fs.Args(), 0, true
 }

@@ -44,9 +44,11 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 || *logdAddr == "" {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case fs.NArg() > 0:
+		return errorf(stderr, exitUsage, "provider: takes no arguments, got %q (lockstep provider --help lists the flags)", fs.Args())
+	case *logdAddr == "":
+		return errorf(stderr, exitUsage, "provider: --logd ADDR is required: the logd the jobs' streams are read from")
 	}
 	key, err := loadPrivateKey(*keyFile, true)
 	if err != nil {

@@ -34,6 +34,18 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"doctor", "extra"}, "doctor: takes no arguments"},
 		{[]string{"log", "cat", "--bogus", "s"}, "log cat: unknown flag: --bogus"},
 		{[]string{"log", "cat", "nosuch"}, "log cat: --key FILE is required"},
+		{[]string{"log", "cat", "--key", "k"}, "log cat: want 1 argument(s), got 0"},
+		{[]string{"serve", "--bogus"}, "serve: unknown flag: --bogus"},
+		{[]string{"serve"}, "serve: no IMAGE given"},
+		{[]string{"serve", "--port", "80", "img"}, "serve: --listen ADDR is required"},
+		{[]string{"serve", "--listen", ":1", "--port", "0", "img"}, "serve: --port 0: want the TCP port"},
+		{[]string{"serve", "--listen", ":1", "--port", "x", "img"}, `invalid argument "x" for "--port"`},
+		{[]string{"replay"}, "replay: no LOG given"},
+		{[]string{"replay", "/nonexistent/run.log"}, "replay: open /nonexistent/run.log: no such file"},
+		{[]string{"diff"}, "diff: want two digest files"},
+		{[]string{"provider"}, "provider: --logd ADDR is required"},
+		{[]string{"provider", "--logd", "x", "extra"}, "provider: takes no arguments"},
+		{[]string{"exec", "--log"}, "flag needs an argument: --log"},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
 	}
 	lockstep := func(args ...string) (string, int) {
@@ -47,7 +59,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("lockstep %s: exit %d, stderr %q; want exit 2 and one line with %q", strings.Join(c.args, " "), code, errs, c.want)
 		}
 	}
-	for _, cmd := range []string{"exec", "run", "pipe", "replay", "provider", "diff", "doctor"} {
+	for _, cmd := range []string{"exec", "run", "pipe", "serve", "replay", "provider", "diff", "doctor"} {
 		if errs, code := lockstep(cmd, "--help"); code != 0 || !strings.Contains(errs, "Usage: ") || !strings.Contains(errs, "lockstep "+cmd) {
 			t.Errorf("lockstep %s --help: exit %d: %s", cmd, code, errs)
 		}

@@ -20,14 +20,18 @@ import (
 func TestSetupFailures(t *testing.T) {
 	p := env.providers[0]
 	sock := filepath.Join(p.dir, "containerd.sock")
+	serve := []string{"serve", "--listen", "127.0.0.1:0", "--port", "8080"}
 	for _, c := range []struct {
+		cmd  []string
 		args []string
 		want string
 	}{
-		{[]string{"--address", sock, "nosuch/image:1"}, `replica-0 on local:`},
-		{[]string{"--address", filepath.Join(t.TempDir(), "none.sock"), probeImage}, "is containerd running"},
+		{[]string{"run"}, []string{"--address", sock, "nosuch/image:1"}, `image "nosuch/image:1": not found (import it with ctr image import)`},
+		{[]string{"run"}, []string{"--address", filepath.Join(t.TempDir(), "none.sock"), probeImage}, "is containerd running"},
+		{[]string{"pipe"}, []string{"--address", sock, "nosuch/image:1"}, `image "nosuch/image:1": not found`},
+		{serve, []string{"--address", sock, "nosuch/image:1"}, `image "nosuch/image:1": not found`},
 	} {
-		args := append([]string{"run", "--json", "--replicas", "3", "--namespace", namespace}, c.args...)
+		args := append(append(append([]string{}, c.cmd...), "--json", "--replicas", "3", "--namespace", namespace), c.args...)
 		_, errs, code := runCLI(t, "", nil, append(args, "--", "/bin/busybox", "true")...)
 		if code != 125 || !strings.Contains(errs, "no replica ran: replica-") || !strings.Contains(errs, "replica-0 on local:") || !strings.Contains(errs, "replica-2 on local:") || !strings.Contains(errs, c.want) || strings.Contains(errs, "DIVERGED") || !strings.Contains(errs, `"exit_kind": "setup"`) {
 			t.Errorf("%v: exit %d: %s", c.args, code, errs)
