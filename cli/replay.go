@@ -69,7 +69,8 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 	if err := batchScheduling(); err != nil {
 		fmt.Fprintf(stderr, "replay: warning: %v (the replay goes on, slower)\n", err)
 	}
-	ctx := context.Background()
+	ctx, interrupted, stopSignals := cancelOnSignal()
+	defer stopSignals()
 	client, stop, err := openLogd("")
 	if err != nil {
 		return errorf(stderr, exitRuntime, "replay: %v", err)
@@ -97,6 +98,9 @@ func replayMain(args []string, stdout, stderr io.Writer) int {
 		o.Port, o.Net = cfg.Port, replayedConns{chains}
 	}
 	verdict, err := replicate.Run(ctx, o)
+	if errors.Is(err, replicate.ErrInterrupted) {
+		return errorf(stderr, 128+int(interrupted()), "replay: %v", err)
+	}
 	if err != nil {
 		return errorf(stderr, exitRuntime, "replay: %v", err)
 	}

@@ -88,6 +88,9 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 			return f.fail(stderr, exitRuntime, "setup", fmt.Errorf("record: %w", err))
 		}
 	}
+	if g.Failure() != "" {
+		fmt.Fprintf(stderr, "lockstep serve: stopped: %s\n", g.Failure())
+	}
 	fmt.Fprintf(stderr, "lockstep serve: %s\n", g.Status())
 	status, early := verdictExit(v), !stopped() && v.Agreed
 	switch {
@@ -122,8 +125,7 @@ func stopOnSignal(g *serve.Gateway, cancel func(), stderr io.Writer) (stopped fu
 		case <-ch:
 			fmt.Fprintln(stderr, "lockstep serve: stopping: the replicas stop at the log's stop entry (again to kill them now)")
 			stop()
-		case <-g.Failed():
-			fmt.Fprintf(stderr, "lockstep serve: stopping: %s\n", g.Failure())
+		case <-g.Failed(): // said after the run: a set-up failure's cause comes first
 			stop()
 		}
 		<-ch
