@@ -67,7 +67,7 @@ echo hello | "$ls" run "${c[@]}" --replicas 1 --record "$work/run.log" $img -- "
 row replay "bad flag" replay --bogus "$work/run.log"
 row replay "missing argument" replay
 row replay "bad value" replay --require nope "$work/run.log"
-row replay "missing image" replay "${c[@]}" "$work/run.log" nosuch/image:1 -- "${busy[@]}"
+row replay "missing image" replay "${c[@]}" --namespace lockstep-empty "$work/run.log"
 row replay "no containerd" replay --address "$work/none.sock" "$work/run.log"
 row replay "replay of another command" replay "${c[@]}" "$work/run.log" $img -- /bin/busybox cat
 sed '2s/AAAA"}$/AAAB"}/' "$work/run.log" >"$work/edited-run.log" # the seed
