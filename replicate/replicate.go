@@ -239,7 +239,8 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 // each), stamped with the log's clock when read, and an eof entry at its
 // end; ticks while a replica waits for the log's time (voter.Waiting);
 // and, once over is closed (the replicas ended), the end entry.
-// While one append is on its way to disk, the reads that arrive meanwhile
+// While one append is on its way to disk, the reads (and a served
+// stream's connection entries) that arrive meanwhile
 // are gathered into the next (a group commit of at most gatherBytes): one
 // durable write per batch, not per read, and no wait when input is slow.
 // It reads no further than Window entries ahead of what a majority has read.
@@ -284,7 +285,7 @@ func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter, over 
 			batch = append(batch[:0], e)
 			n := len(e.Payload)
 		gather:
-			for n < gatherBytes && e.Kind == logd.KindInput {
+			for n < gatherBytes && e.Kind != logd.KindEOF && e.Kind != logd.KindStop {
 				select {
 				case e, ok = <-reads:
 					if !ok {
