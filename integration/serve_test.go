@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -50,16 +51,23 @@ func get(t *testing.T, c *http.Client, method, url, body string) string {
 	return string(b)
 }
 
-// waitServing waits until the gateway at addr answers.
+// waitServing waits until the gateway at addr answers a request to its
+// end (an answer of no bytes, a closed connection, is one too).
 func waitServing(t *testing.T, addr string) {
 	t.Helper()
-	c := &http.Client{Timeout: 20 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := c.Get("http://" + addr + "/")
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
-			resp.Body.Close()
-			return
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			_, err = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			if err == nil {
+				_, err = io.ReadAll(c)
+			}
+			c.Close()
+			if err == nil {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the gateway at %s did not answer: %v", addr, err)
@@ -259,4 +267,69 @@ func killReplica(t *testing.T, p *provider, name string) {
 		}
 	}
 	t.Fatalf("no container of %s", name)
+}
+
+// TestServeBusyboxHttpd: an unmodified server of another kind, busybox
+// httpd (a process forked per connection, HTTP/1.0, a Date header from
+// the log's clock), behind lockstep serve: 4 clients at once fetch a
+// 1 MB file, and every answer is the file; the replicas agree.
+func TestServeBusyboxHttpd(t *testing.T) {
+	p := env.providers[0]
+	lc := startLogd(t)
+	want, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
+		"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/")
+	var wg sync.WaitGroup
+	for c := 0; c < 4; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 60 * time.Second}
+			for i := 0; i < 3; i++ {
+				resp, err := client.Get("http://" + addr + "/bin/busybox")
+				if err != nil {
+					t.Errorf("client %d: %v", c, err)
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, want) {
+					t.Errorf("client %d, request %d: status %d, %d bytes (want %d), %v", c, i, resp.StatusCode, len(b), len(want), err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(g.Odd()) > 0 || g.Failure() != "" {
+		t.Errorf("odd replicas %v, failure %q", g.Odd(), g.Failure())
+	}
+	g.Stop()
+	v := <-done
+	g.Judge(&v)
+	if !v.Agreed || len(v.Odd) > 0 {
+		t.Errorf("verdict: %s %+v", v.Detail, v.Replicas)
+	}
+}
+
+// TestServeWrongPort: a service that does not listen on the served port
+// refuses every connection on every replica alike: clients get no bytes,
+// the replicas agree, and the gateway's status says what to check.
+func TestServeWrongPort(t *testing.T) {
+	p := env.providers[0]
+	lc := startLogd(t)
+	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
+		"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:9999", "-h", "/")
+	if _, err := http.Get("http://" + addr + "/bin/busybox"); err == nil {
+		t.Error("a request to a port nothing listens on was answered")
+	}
+	g.Stop()
+	if v := <-done; !v.Agreed {
+		t.Errorf("verdict: %s", v.Detail)
+	}
+	if st := g.Status(); !strings.Contains(st, "does the service listen on --port") {
+		t.Errorf("status: %s", st)
+	}
 }

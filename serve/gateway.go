@@ -40,6 +40,7 @@ type Gateway struct {
 	conns   map[uint64]*conn
 	open    map[net.Conn]bool
 	served  int64 // connections whose response completed
+	silent  int64 // of them, those answered with no byte at all
 	stopped bool
 	failure string
 }
@@ -223,6 +224,9 @@ func (g *Gateway) forget(c *conn) {
 	if g.conns[c.id] == c && c.settled(&g.v) {
 		delete(g.conns, c.id)
 		g.served++
+		if c.sent == 0 {
+			g.silent++
+		}
 	}
 }
 
@@ -320,6 +324,10 @@ func (g *Gateway) Status() string {
 	}
 	sort.Strings(odd)
 	s := fmt.Sprintf("%d connections, %d open, %d answered", g.next, len(g.open), g.served)
+	if g.silent > 0 && g.silent == g.served {
+		// A refused connection is closed at once on every replica alike.
+		s += ", every one closed without a byte: does the service listen on --port inside the container?"
+	}
 	if len(odd) > 0 {
 		s += "; odd: " + strings.Join(odd, ", ")
 	}
