@@ -3,14 +3,17 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -219,6 +222,49 @@ func TestProviderHosts(t *testing.T) {
 			t.Errorf("logd's verdict: %+v", v.Log)
 		}
 		t.Logf("%s", v.Detail)
+	})
+
+	t.Run("serve", func(t *testing.T) {
+		// A served stream across the three hosts: connections reach each
+		// replica over the provider protocol, answers come back and are
+		// voted; Ctrl-C ends it verified, and logd agrees.
+		addr := freeAddr(t)
+		args := []string{"serve", "--json", "--listen", addr, "--port", "8080", "--logd", logdURL, "--provider-token-file", hostToken}
+		for _, a := range addrs {
+			args = append(args, "--provider", a)
+		}
+		cmd := exec.Command(lockstepBinary(t), append(args, probeImage, "--", "/kv")...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		waitServing(t, addr)
+		var wg sync.WaitGroup
+		for c := 0; c < 4; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				client := &http.Client{Timeout: 30 * time.Second}
+				for i := 1; i <= 5; i++ {
+					want := fmt.Sprintf(`{"key":"h%d","value":"%d","version":%d}`+"\n", c, i, i)
+					if got := get(t, client, "PUT", fmt.Sprintf("http://%s/k/h%d", addr, c), fmt.Sprint(i)); got != want {
+						t.Errorf("PUT: %q, want %q", got, want)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil || !strings.Contains(stderr.String(), `"exit_kind": "exit"`) || !strings.Contains(stderr.String(), `"state": "agree"`) {
+			t.Fatalf("serve on three hosts: %v\n%s", err, stderr.String())
+		}
+		for _, a := range addrs {
+			if !strings.Contains(stderr.String(), `"provider": "`+a+`"`) {
+				t.Errorf("no replica on %s: %s", a, stderr.String())
+			}
+		}
 	})
 
 	t.Run("killed", func(t *testing.T) {

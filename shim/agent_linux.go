@@ -47,6 +47,10 @@ type agentConfig struct {
 	// Stdio lists which of fds 0, 1, 2 the init gets from the FIFOs the
 	// shim opened (stdio_linux.go), passed at stdioFD, stdioFD+1, ...
 	Stdio []int `json:",omitempty"`
+	// Created is when the shim was asked to create the container: file
+	// times from then on (the mounts runc makes, such as /proc's) are the
+	// run's, not the image's, whenever the agent starts (virt.World.Began).
+	Created time.Time
 }
 
 // First PIDs: the init's first child is firstChildPID, the n-th exec'd
@@ -184,6 +188,7 @@ func (a *containerAgent) openWorld() error {
 	if err != nil {
 		return err
 	}
+	w.Began(a.cfg.Created)
 	a.world = w
 	return nil
 }

@@ -117,6 +117,7 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // and then lets runc create the container (runc connects to the agent's
 // seccomp listener before it returns).
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	created := time.Now()
 	settings := DefaultSettings()
 	if r.Options.GetValue() != nil {
 		v, err := typeurl.UnmarshalAny(r.Options)
@@ -157,7 +158,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	cfg := agentConfig{ID: r.ID, Settings: settings, Stderr: r.Stderr, Helper: helper}
+	cfg := agentConfig{ID: r.ID, Settings: settings, Stderr: r.Stderr, Helper: helper, Created: created}
 	var given []*os.File
 	if direct != nil {
 		cfg.Stdio, given = direct.std, direct.given

@@ -217,3 +217,13 @@ func (w *World) Processes() []int32 { return w.pr.tgids() }
 
 // Logged reports whether the run records or replays an exec log.
 func (w *World) Logged() bool { return w.log != nil }
+
+// Began moves the start of the run, for file times, back to t if it is
+// earlier: a file time from then on was set by the run's own setup (a
+// container's mounts, made while its agent starts), not the image's
+// content, and is served as the virtual time it is first seen at.
+func (w *World) Began(t time.Time) {
+	if !t.IsZero() && t.Before(w.realStart) {
+		w.realStart = t
+	}
+}
