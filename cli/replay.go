@@ -150,9 +150,6 @@ func replayed(ctx context.Context, v *logd.Verified, local *replicate.Local, arg
 			return "", nil, "", err
 		}
 	}
-	if len(cfg.Args) == 0 {
-		cfg.Args = nil
-	}
 	return cfg.Image, cfg.Args, cfg.Digest, nil
 }
 

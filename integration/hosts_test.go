@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -228,19 +227,11 @@ func TestProviderHosts(t *testing.T) {
 		// A served stream across the three hosts: connections reach each
 		// replica over the provider protocol, answers come back and are
 		// voted; Ctrl-C ends it verified, and logd agrees.
-		addr := freeAddr(t)
-		args := []string{"serve", "--json", "--listen", addr, "--port", "8080", "--logd", logdURL, "--provider-token-file", hostToken}
+		args := []string{"--json", "--logd", logdURL, "--provider-token-file", hostToken}
 		for _, a := range addrs {
 			args = append(args, "--provider", a)
 		}
-		cmd := exec.Command(lockstepBinary(t), append(args, probeImage, "--", "/kv")...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer cmd.Process.Kill()
-		waitServing(t, addr)
+		cmd, addr, stderr := startServe(t, append(args, probeImage, "--", "/kv")...)
 		var wg sync.WaitGroup
 		for c := 0; c < 4; c++ {
 			wg.Add(1)

@@ -87,16 +87,8 @@ func TestServe(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "served.log")
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
-	addr := freeAddr(t)
 	common := []string{"--address", sock, "--namespace", namespace}
-	cmd := exec.Command(lockstepBinary(t), append(append([]string{"serve", "--listen", addr, "--port", "8080", "--record", log}, common...), probeImage, "--", "/kv")...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	waitServing(t, addr)
+	cmd, addr, stderr := startServe(t, append(append([]string{"--record", log}, common...), probeImage, "--", "/kv")...)
 
 	var wg sync.WaitGroup
 	for c := 0; c < 8; c++ {
@@ -160,6 +152,22 @@ func TestServe(t *testing.T) {
 	if errs, code := replay(other...); code != 125 || !strings.Contains(errs, "the log was recorded for "+probeImage+" -- /kv, not") {
 		t.Errorf("replay of another service: exit %d: %s", code, errs)
 	}
+}
+
+// startServe starts lockstep serve --listen ADDR --port 8080 ARGS... and
+// waits until it answers; the test kills it at its end.
+func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *bytes.Buffer) {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(lockstepBinary(t), append([]string{"serve", "--listen", addr, "--port", "8080"}, args...)...)
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitServing(t, addr)
+	return cmd, addr, stderr
 }
 
 // servedRun runs a gateway and replicas on providers ps, as lockstep serve
