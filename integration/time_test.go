@@ -31,8 +31,17 @@ func (p *pacedInput) Read(b []byte) (int, error) {
 // lines at irregular real times, print one interleaving with one set of
 // times: the log's. The times start at the real time of the run, ticks are
 // one second apart, every line comes in the order of its time, and a
-// replay prints the same bytes without waiting the seconds out.
+// replay prints the same bytes without waiting the seconds out. The
+// ticker waits in three ways: a sleep (the agent holds it), a condition
+// variable's absolute timeout (a futex the tracer takes the timeout from),
+// and one thread's ppoll on stdin with a timeout to the next second.
 func TestTimeFollowsLog(t *testing.T) {
+	for _, mode := range []string{"sleep", "cond", "ppoll"} {
+		t.Run(mode, func(t *testing.T) { timeFollowsLog(t, mode) })
+	}
+}
+
+func timeFollowsLog(t *testing.T, mode string) {
 	log := filepath.Join(t.TempDir(), "run.log")
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
 	common := []string{"--address", sock, "--namespace", namespace}
@@ -41,7 +50,7 @@ func TestTimeFollowsLog(t *testing.T) {
 		lines:  []string{"a\n", "b\n", "c\n"},
 	}
 	start := time.Now()
-	out, errs, code := runCLIFrom(t, in, nil, append(append([]string{"run", "--replicas", "3", "--record", log}, common...), probeImage, "--", "/tickecho")...)
+	out, errs, code := runCLIFrom(t, in, nil, append(append([]string{"run", "--replicas", "3", "--record", log}, common...), probeImage, "--", "/tickecho", "10", mode)...)
 	live := time.Since(start)
 	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
 		t.Fatalf("run: exit %d: %s", code, errs)
@@ -82,7 +91,7 @@ func TestTimeFollowsLog(t *testing.T) {
 		t.Errorf("%d ticks in a run fed for 3.8 s:\n%s", len(ticks), out)
 	}
 	begin := time.Now()
-	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log, probeImage, "--", "/tickecho")...)
+	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
 	took := time.Since(begin)
 	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
 		t.Fatalf("replay: exit %d, output %q, recorded %q: %s", code, again, out, errs)

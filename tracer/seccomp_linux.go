@@ -69,6 +69,29 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 		return t.reaped(zeroOnSuccess(regs.R10, sizeofRusage), 0), nil
 	case unix.SYS_WAITID:
 		return t.reaped(zeroOnSuccess(regs.R8, sizeofRusage), regs.Rdx), nil
+	case unix.SYS_POLL, unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT, unix.SYS_PPOLL, unix.SYS_PSELECT6,
+		unix.SYS_EPOLL_PWAIT2, unix.SYS_RT_SIGTIMEDWAIT, unix.SYS_SELECT, unix.SYS_FUTEX, unix.SYS_FUTEX_WAITV:
+		if w, ok := timedWaitOf(regs); ok {
+			if fix, ok, err := t.awaitLog(tid, th, regs, w); ok {
+				return fix, err
+			}
+		}
+		return t.wait(tid, regs)
+	case unix.SYS_ARCH_PRCTL:
+		return deny(tid, regs, unix.EPERM) // the tracer's own come through syscallIn
+	case unix.SYS_PRCTL: // PR_SET_TSC, by the profile
+		if regs.Rsi == unix.PR_TSC_SIGSEGV {
+			return nil, nil
+		}
+		return deny(tid, regs, unix.EPERM)
+	}
+	return nil, nil
+}
+
+// wait returns the exit fixup of a wait with a timeout: the clocks move to
+// its deadline if it expires.
+func (t *Tracer) wait(tid int, regs *unix.PtraceRegs) (exitFixup, error) {
+	switch regs.Orig_rax {
 	case unix.SYS_POLL:
 		return t.relativeWait(tid, msTimeout(regs.Rdx), 0, nil), nil
 	case unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT:
@@ -87,15 +110,46 @@ func (t *Tracer) entry(tid int, th *thread, regs *unix.PtraceRegs) (exitFixup, e
 		return t.futex(tid, regs)
 	case unix.SYS_FUTEX_WAITV:
 		return t.absoluteWait(tid, regs, int32(regs.R8))
-	case unix.SYS_ARCH_PRCTL:
-		return deny(tid, regs, unix.EPERM) // the tracer's own come through syscallIn
-	case unix.SYS_PRCTL: // PR_SET_TSC, by the profile
-		if regs.Rsi == unix.PR_TSC_SIGSEGV {
-			return nil, nil
-		}
-		return deny(tid, regs, unix.EPERM)
 	}
 	return nil, nil
+}
+
+// timedWaitOf says where the wait in regs keeps its timeout, for awaitLog.
+func timedWaitOf(regs *unix.PtraceRegs) (timedWait, bool) {
+	rel := int32(-1)
+	switch regs.Orig_rax {
+	case unix.SYS_POLL:
+		return timedWait{reg: 2, clock: rel}, true
+	case unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT:
+		return timedWait{reg: 3, clock: rel}, true
+	case unix.SYS_PPOLL:
+		return timedWait{reg: 2, unit: 1, clock: rel, zero: true}, true
+	case unix.SYS_PSELECT6:
+		return timedWait{reg: 4, unit: 1, clock: rel, zero: true}, true
+	case unix.SYS_EPOLL_PWAIT2:
+		return timedWait{reg: 3, unit: 1, clock: rel}, true
+	case unix.SYS_RT_SIGTIMEDWAIT:
+		return timedWait{reg: 2, unit: 1, clock: rel, ret: -int64(unix.EAGAIN)}, true
+	case unix.SYS_SELECT:
+		return timedWait{reg: 4, unit: 1000, clock: rel, zero: true}, true
+	case unix.SYS_FUTEX_WAITV:
+		return timedWait{reg: 3, unit: 1, clock: int32(regs.R8), ret: -int64(unix.ETIMEDOUT)}, true
+	case unix.SYS_FUTEX:
+		op := regs.Rsi
+		clock := int32(virt.ClockMonotonic)
+		if op&futexClockRealtime != 0 {
+			clock = virt.ClockRealtime
+		}
+		switch op & futexCmdMask {
+		case futexWait:
+			return timedWait{reg: 3, unit: 1, clock: rel, ret: -int64(unix.ETIMEDOUT)}, true
+		case futexWaitBitset, futexWaitRequeuePI, futexLockPI2:
+			return timedWait{reg: 3, unit: 1, clock: clock, ret: -int64(unix.ETIMEDOUT)}, true
+		case futexLockPI:
+			return timedWait{reg: 3, unit: 1, clock: virt.ClockRealtime, ret: -int64(unix.ETIMEDOUT)}, true
+		}
+	}
+	return timedWait{}, false
 }
 
 // rewrite returns a fixup that rewrites the n-byte struct at addr when the

@@ -23,12 +23,15 @@ const syscallStop = unix.SIGTRAP | 0x80 // PTRACE_O_TRACESYSGOOD
 type exitFixup func(tid int, regs *unix.PtraceRegs) error
 
 type thread struct {
-	announced bool          // its creator's fork or clone stop has been seen (or it is the root)
-	parked    time.Time     // when stopped at its first stop until it is announced, else zero
-	exit      exitFixup     // pending syscall-exit work, or nil
-	busyTG    int32         // thread group marked busy in the world's Quiet until the exit, or 0
-	deferred  []unix.Signal // signals that stopped it while the tracer ran syscalls in it
-	forkedBy  int32         // a new process with memory of its own: its parent's (give it a clock page)
+	announced   bool          // its creator's fork or clone stop has been seen (or it is the root)
+	parked      time.Time     // when stopped at its first stop until it is announced, else zero
+	exit        exitFixup     // pending syscall-exit work, or nil
+	busyTG      int32         // thread group marked busy in the world's Quiet until the exit, or 0
+	deferred    []unix.Signal // signals that stopped it while the tracer ran syscalls in it
+	forkedBy    int32         // a new process with memory of its own: its parent's (give it a clock page)
+	await       func() bool   // takes back a timed wait's registration with the timeline (awaitLog), or nil
+	interrupted bool          // the tracer interrupted it for its timeline (awaitLog), and it has yet to stop for that
+	awaited     bool          // it has been in awaitLog: a PTRACE_EVENT_STOP is an interrupt's, not a first stop
 }
 
 // Tracer traces one process tree. All its methods must be called from the
@@ -49,6 +52,7 @@ type Tracer struct {
 	exited   bool
 	clocks   map[int32]clockMap // by process: where its clock page is
 	pending  []waited           // statuses an injection took from wait4, for the loop
+	bell     bell               // wakes the loop for a timeline (awaitLog)
 	Execs    int                // execve calls seen
 	// OnFirstExec, if set, runs at the first execve's stop, before the
 	// new program runs (the I/O tracer starts recording there).
@@ -102,6 +106,7 @@ func (t *Tracer) Reap(pid int) { t.others[pid] = true }
 // has exited, and returns the root's wait status. On an error it kills
 // every tracee first.
 func (t *Tracer) Wait() (unix.WaitStatus, error) {
+	defer t.silenceBell()
 	for len(t.threads) > 0 || len(t.others) > 0 {
 		var ws unix.WaitStatus
 		// __WNOTHREAD: only this thread's tracees and children, so that
@@ -134,6 +139,12 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 		if err != nil {
 			return ws, t.fail(fmt.Errorf("tracer: wait: %w", err))
 		}
+		if tid == t.bell.pid {
+			if err := t.rung(ws); err != nil {
+				return ws, t.fail(err)
+			}
+			continue
+		}
 		if ws.Exited() || ws.Signaled() {
 			if tid == t.root {
 				t.status, t.exited = ws, true
@@ -143,6 +154,10 @@ func (t *Tracer) Wait() (unix.WaitStatus, error) {
 				if !th.parked.IsZero() {
 					t.parked--
 				}
+				if th.await != nil {
+					th.await()
+				}
+				t.woken(tid, th)
 			}
 			delete(t.threads, tid)
 			delete(t.held, tid)
@@ -197,6 +212,7 @@ func (t *Tracer) thread(tid int) *thread {
 // stopped handles one ptrace stop and resumes the thread.
 func (t *Tracer) stopped(tid int, ws unix.WaitStatus) error {
 	th := t.thread(tid)
+
 	sig := ws.StopSignal()
 	event := int(ws>>16) & 0xff
 	switch {
@@ -237,6 +253,10 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		t.Execs++
 		return t.exec(tid, th)
 	case unix.PTRACE_EVENT_STOP:
+		if th.awaited { // awaitLog's PTRACE_INTERRUPT, which came after the wait ended
+			t.woken(tid, th)
+			return resume(tid, 0)
+		}
 		// A new tracee's first stop. It runs only once its creator's
 		// fork or clone stop has named it (virt.World.Fork), so that
 		// it never asks for entropy under no name.

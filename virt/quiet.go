@@ -31,6 +31,7 @@ type Quiet struct {
 	tgids    map[int32]int32 // thread ID -> thread group ID
 	sleeping map[int32]bool  // threads in a notified syscall that waits (a sleep)
 	held     map[int32]bool  // threads a Timeline holds until the log's time
+	waking   map[int32]bool  // threads a Timeline woke that their tracer has yet to resume
 }
 
 func newQuiet() *Quiet {
@@ -40,6 +41,7 @@ func newQuiet() *Quiet {
 	q.tgids = map[int32]int32{}
 	q.sleeping = map[int32]bool{}
 	q.held = map[int32]bool{}
+	q.waking = map[int32]bool{}
 	return q
 }
 
@@ -71,6 +73,13 @@ func (q *Quiet) in(set map[int32]bool, tid int32) bool {
 // such sleepers as waiting, not a sleep the agent has yet to hand it.
 func (q *Quiet) Hold(tid int32)   { q.mark(q.held, tid, true) }
 func (q *Quiet) Unhold(tid int32) { q.mark(q.held, tid, false) }
+
+// Waking and Woken bracket the time between a Timeline's waking a thread
+// blocked in the kernel (Timeline.Await) and its tracer's resuming it:
+// the thread counts as running then, though the kernel still has it
+// asleep.
+func (q *Quiet) Waking(tid int32) { q.mark(q.waking, tid, true) }
+func (q *Quiet) Woken(tid int32)  { q.mark(q.waking, tid, false) }
 
 // Tgid returns the thread group (process) of thread tid.
 func (q *Quiet) Tgid(tid uint32) int32 {
@@ -175,6 +184,9 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 		tid, _ := strconv.Atoi(name)
 		if skip(tid) {
 			continue
+		}
+		if q.in(q.waking, int32(tid)) {
+			return true
 		}
 		b, err := os.ReadFile(dir + name + "/stat")
 		if err != nil {

@@ -88,7 +88,7 @@ type Network interface {
 type sleeper struct {
 	tid      int32
 	deadline time.Duration // from the epoch
-	fired    chan struct{}
+	fire     func()        // called once, with tl.mu held, when the deadline comes
 }
 
 // Stream is where a timeline's entries go: stdin (the write end of the
@@ -164,7 +164,11 @@ func (tl *Timeline) Pending() int {
 // (from the epoch); valid is polled meanwhile, and an error from it (the
 // caller was interrupted) ends the sleep with that error.
 func (tl *Timeline) Sleep(tid int32, deadline time.Duration, valid func() error) error {
-	s := &sleeper{tid: tid, deadline: deadline, fired: make(chan struct{})}
+	fired := make(chan struct{})
+	s := &sleeper{tid: tid, deadline: deadline, fire: func() {
+		tl.w.quiet.Unhold(tid) // running from here: not still until it waits again
+		close(fired)
+	}}
 	tl.mu.Lock()
 	tl.sleepers[s] = true
 	tl.w.quiet.Hold(tid)
@@ -174,20 +178,47 @@ func (tl *Timeline) Sleep(tid int32, deadline time.Duration, valid func() error)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.fired:
+		case <-fired:
 			return nil
 		case <-t.C:
 			if err := valid(); err != nil {
-				tl.mu.Lock()
-				if tl.sleepers[s] {
-					delete(tl.sleepers, s)
+				if tl.cancel(s) {
 					tl.w.quiet.Unhold(tid)
+					return err
 				}
-				tl.mu.Unlock()
-				return err
 			}
 		}
 	}
+}
+
+// Await registers thread tid, blocked in the kernel in a wait whose
+// timeout its tracer took away, to be woken when the run's time reaches
+// deadline (from the epoch), as a Sleep is: wake is called then (with the
+// timeline's lock held: it must not block), and the thread counts as
+// running (Quiet.Waking) until its tracer calls Quiet.Woken. The returned
+// cancel takes the registration back, and reports false if wake was
+// called first.
+func (tl *Timeline) Await(tid int32, deadline time.Duration, wake func()) (cancel func() bool) {
+	s := &sleeper{tid: tid, deadline: deadline, fire: func() {
+		tl.w.quiet.Waking(tid)
+		wake()
+	}}
+	tl.mu.Lock()
+	tl.sleepers[s] = true
+	tl.mu.Unlock()
+	tl.kick()
+	return func() bool { return tl.cancel(s) }
+}
+
+// cancel takes sleeper s back, and reports false if it fired already.
+func (tl *Timeline) cancel(s *sleeper) bool {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if !tl.sleepers[s] {
+		return false
+	}
+	delete(tl.sleepers, s)
+	return true
 }
 
 // sleepPoll is how often a held sleeper checks that it was not
@@ -271,11 +302,8 @@ func (tl *Timeline) run() {
 		if s == fire {
 			for sl := range tl.sleepers {
 				if sl.deadline <= at {
-					// Running from here: the run is not still until
-					// it waits again.
 					delete(tl.sleepers, sl)
-					tl.w.quiet.Unhold(sl.tid)
-					close(sl.fired)
+					sl.fire()
 				}
 			}
 			tl.mu.Unlock()
