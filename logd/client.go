@@ -270,6 +270,7 @@ func (a *Appender) appendBatch(ctx context.Context, entries []Entry) (Checkpoint
 		return Checkpoint{}, err
 	}
 	cp := Checkpoint{Stream: a.stream, Size: a.tree.Size(), Root: root}
+	cp.Stamp(entries[len(entries)-1].Time)
 	cp.Sign(a.key)
 	if err := a.send(ctx, oldSize, recs, cp); err != nil {
 		undo()
@@ -305,16 +306,17 @@ const retryFor = 30 * time.Second
 // root matches the entries received, and the log server has proved it
 // consistent with the checkpoint before it.
 type Follower struct {
-	c        *Client
-	stream   string
-	trusted  ed25519.PublicKey
-	tree     Tree
-	entries  []Entry // received from handed on, not handed out yet (see maxHeld)
-	held     int     // payload bytes in entries
-	last     *Entry  // the last entry received
-	verified int64   // entries [0, verified) are covered by cp
-	handed   int64   // entries handed out by Next
-	cp       Checkpoint
+	c         *Client
+	stream    string
+	trusted   ed25519.PublicKey
+	tree      Tree
+	entries   []Entry // received from handed on, not handed out yet (see maxHeld)
+	held      int     // payload bytes in entries
+	last      *Entry  // the last entry received
+	verified  int64   // entries [0, verified) are covered by cp
+	unchecked []Entry // entries [verified, ...) received, without their payloads: checked against the next checkpoint's time
+	handed    int64   // entries handed out by Next
+	cp        Checkpoint
 }
 
 // maxHeld bounds the payload a follower holds between receiving entries
@@ -434,6 +436,7 @@ func (f *Follower) receive(ctx context.Context, wait time.Duration) error {
 		}
 		f.tree.Append(rec)
 		f.last = &e
+		f.unchecked = append(f.unchecked, Entry{Seq: e.Seq, Time: e.Time})
 		// Keep it if those before it are kept and there is room.
 		if f.handed+int64(len(f.entries)) == f.tree.Size()-1 && f.held < maxHeld {
 			f.entries = append(f.entries, e)
@@ -489,6 +492,11 @@ func (f *Follower) verify(ctx context.Context) error {
 	if root != cp.Root {
 		return fmt.Errorf("%w: entries %d..%d do not match the signed checkpoint of size %d", ErrBadLog, f.verified, cp.Size-1, cp.Size)
 	}
+	n := cp.Size - f.verified
+	if err := CheckTimes(f.cp, cp, f.unchecked[:n]); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadLog, err)
+	}
+	f.unchecked = f.unchecked[n:]
 	f.verified, f.cp = cp.Size, cp
 	return nil
 }

@@ -84,6 +84,9 @@ func (fw *Writer) Checkpoint() (Checkpoint, error) {
 		return Checkpoint{}, err
 	}
 	c := Checkpoint{Stream: fw.stream, Size: fw.tree.Size(), Root: root}
+	if fw.last != nil {
+		c.Stamp(fw.last.Time)
+	}
 	c.Sign(fw.key)
 	return c, fw.line(fileLine{C: &c})
 }
@@ -209,6 +212,13 @@ func ReadFile(r io.Reader, trusted ed25519.PublicKey) (*Verified, error) {
 					from = v.Checkpoints[n-1].Size
 				}
 				return nil, bad("signed checkpoint of size %d does not match the entries: entry %d..%d was edited, reordered or forged", c.Size, from, c.Size-1)
+			}
+			var prev Checkpoint
+			if n := len(v.Checkpoints); n > 0 {
+				prev = v.Checkpoints[n-1]
+			}
+			if err := CheckTimes(prev, c, v.Entries[min(prev.Size, c.Size):c.Size]); err != nil {
+				return nil, bad("%v", err)
 			}
 			v.Checkpoints = append(v.Checkpoints, c)
 			continue

@@ -181,3 +181,61 @@ func FuzzReadFile(f *testing.F) {
 		}
 	})
 }
+
+// timed writes a stream of input entries at the given times, with one
+// checkpoint after them signed with time cpTime (0: a v1 checkpoint).
+func timed(t *testing.T, k ed25519.PrivateKey, times []int64, cpTime int64) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := NewWriter(&b, "svc", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Append(Entry{Kind: KindSeed, Payload: make([]byte, 8)})
+	for _, at := range times {
+		if _, err := w.Append(Entry{Kind: KindTick, Time: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, _ := w.tree.Root(w.tree.Size())
+	c := Checkpoint{Stream: "svc", Size: w.tree.Size(), Root: root, Time: cpTime}
+	c.Sign(k)
+	w.line(fileLine{C: &c})
+	w.Flush()
+	return b.Bytes()
+}
+
+// TestCheckpointTimes: a checkpoint signs its appender's time, and a log
+// whose entries run ahead of it is refused, naming the entry; a log
+// whose checkpoints carry no time (v1) is read as before.
+func TestCheckpointTimes(t *testing.T) {
+	k := key(t, 1)
+	pub := k.Public().(ed25519.PublicKey)
+	if _, err := ReadFile(bytes.NewReader(timed(t, k, []int64{1000, 2000, 3000}, 3000)), pub); err != nil {
+		t.Errorf("a log within its checkpoint's time: %v", err)
+	}
+	if _, err := ReadFile(bytes.NewReader(timed(t, k, []int64{1000, 2000, 3000}, 0)), pub); err != nil {
+		t.Errorf("a log with a v1 checkpoint: %v", err)
+	}
+	_, err := ReadFile(bytes.NewReader(timed(t, k, []int64{1000, 2000, 9e18}, 3000)), pub)
+	if err == nil || !errors.Is(err, ErrBadLog) || !strings.Contains(err.Error(), "entry 3: time 9000000000000000000 is after the time of the signed checkpoint of size 4 (3000)") {
+		t.Errorf("a tick beyond its checkpoint's time: %v", err)
+	}
+	if err := CheckTimes(Checkpoint{Size: 4, Time: 5000}, Checkpoint{Size: 6, Time: 4000}, nil); err == nil || !strings.Contains(err.Error(), "before the checkpoint of size 4") {
+		t.Errorf("a checkpoint's time going back: %v", err)
+	}
+	// The writer stamps its own checkpoints: its clock, never before the
+	// last entry.
+	var b bytes.Buffer
+	w, _ := NewWriter(&b, "svc", k)
+	w.Append(Entry{Kind: KindSeed, Payload: make([]byte, 8)})
+	w.Append(Entry{Kind: KindTick, Time: 9e18})
+	c, _ := w.Checkpoint()
+	if c.Time != 9e18 {
+		t.Errorf("checkpoint after an entry at 9e18 stamped %d", c.Time)
+	}
+	parsed, err := ParseCheckpointText(c.Text())
+	if err != nil || parsed.Time != c.Time {
+		t.Errorf("checkpoint text %q read back as %+v, %v", c.Text(), parsed, err)
+	}
+}

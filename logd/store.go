@@ -253,6 +253,11 @@ func (s *Store) Append(ctx context.Context, stream string, expect int64, records
 			err = fmt.Errorf("append: %w", err)
 		}
 	}
+	if err == nil {
+		if err = CheckTimes(Checkpoint{}, cp, []Entry{*c.last}); err != nil {
+			err = fmt.Errorf("append: %w", err)
+		}
+	}
 	if err != nil {
 		undo()
 		return Checkpoint{}, err
