@@ -170,12 +170,18 @@ func (a *containerAgent) openWorld() error {
 			if err != nil {
 				return err
 			}
+			if !a.cfg.Settings.EpochSet {
+				cfg.Epoch = h.Epoch // the recording's start
+			}
 			if !h.Config().Equal(cfg) {
 				l.Close()
 				return fmt.Errorf("the log %s was recorded with other settings (%+v) than this container's (%+v)", p, h.Config(), cfg)
 			}
 			a.log = l
 		} else {
+			if !a.cfg.Settings.EpochSet {
+				cfg.Epoch = time.Now().UTC() // a record starts at the real time, as exec --log's
+			}
 			l, err := virt.CreateLog(p, virt.Header{Seed: cfg.Seed, Epoch: cfg.Epoch, CPUs: cfg.CPUs,
 				MemBytes: cfg.MemBytes, Hostname: cfg.Hostname, Argv: []string{a.cfg.ID}})
 			if err != nil {

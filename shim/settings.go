@@ -49,6 +49,10 @@ type Settings struct {
 	Audit   string // where to write the audit, "" for none
 	Input   string // the feed's socket: stdin and time follow the input stream
 	Port    int    // the served port, with Input: 0 for none
+	// EpochSet says the epoch was given (annotation or options file):
+	// otherwise a new exec log starts at the real time, and a replay at
+	// the recorded one.
+	EpochSet bool
 	// Require names sources (hostcap) the host must make deterministic.
 	Require []string
 
@@ -136,6 +140,7 @@ func (s *Settings) apply(values map[string]string, where string) error {
 			c.Seed, err = strconv.ParseUint(v, 10, 64)
 		case AnnotationEpoch:
 			c.Epoch, err = time.Parse(time.RFC3339Nano, v)
+			s.EpochSet = true
 		case AnnotationCPUs:
 			c.CPUs, err = strconv.Atoi(v)
 		case AnnotationMemory:
