@@ -135,12 +135,8 @@ func timedWaitOf(regs *unix.PtraceRegs) (timedWait, bool) {
 	case unix.SYS_FUTEX_WAITV:
 		return timedWait{reg: 3, unit: 1, clock: int32(regs.R8), ret: -int64(unix.ETIMEDOUT)}, true
 	case unix.SYS_FUTEX:
-		op := regs.Rsi
-		clock := int32(virt.ClockMonotonic)
-		if op&futexClockRealtime != 0 {
-			clock = virt.ClockRealtime
-		}
-		switch op & futexCmdMask {
+		clock := futexClock(regs.Rsi)
+		switch regs.Rsi & futexCmdMask {
 		case futexWait:
 			return timedWait{reg: 3, unit: 1, clock: rel, ret: -int64(unix.ETIMEDOUT)}, true
 		case futexWaitBitset, futexWaitRequeuePI, futexLockPI2:
@@ -286,13 +282,17 @@ func (t *Tracer) structWait(tid int, addr uint64, unit int64, restore bool, time
 	return t.relativeWait(tid, d, timeoutErrno, after), nil
 }
 
-func (t *Tracer) futex(tid int, regs *unix.PtraceRegs) (exitFixup, error) {
-	op := regs.Rsi
-	clock := int32(virt.ClockMonotonic)
+// futexClock is the clock of a futex op's absolute timeout.
+func futexClock(op uint64) int32 {
 	if op&futexClockRealtime != 0 {
-		clock = virt.ClockRealtime
+		return virt.ClockRealtime
 	}
-	switch op & futexCmdMask {
+	return virt.ClockMonotonic
+}
+
+func (t *Tracer) futex(tid int, regs *unix.PtraceRegs) (exitFixup, error) {
+	clock := futexClock(regs.Rsi)
+	switch regs.Rsi & futexCmdMask {
 	case futexWait:
 		return t.timespecWait(tid, regs.R10, false, unix.ETIMEDOUT)
 	case futexWaitBitset, futexWaitRequeuePI, futexLockPI2:
