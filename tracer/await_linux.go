@@ -71,11 +71,9 @@ func (t *Tracer) awaitLog(tid int, th *thread, regs *unix.PtraceRegs, w timedWai
 		if err != nil {
 			return nil, false, nil // the kernel will say EFAULT
 		}
-		sec, frac := int64(le.Uint64(b)), int64(le.Uint64(b[8:]))
-		if sec < 0 || frac < 0 || frac >= 1e9/w.unit {
+		if v, ok = timeoutNs(b, w.unit); !ok {
 			return nil, false, nil // the kernel will say EINVAL
 		}
-		v = sec*1e9 + frac*w.unit
 	}
 	tg := t.tgid(tid)
 	abs, clock := w.clock >= 0, w.clock
@@ -217,8 +215,8 @@ func (t *Tracer) silenceBell() {
 }
 
 // forkPause forks a child that pauses until it is killed (or its parent
-// thread exits), with no open files. The child runs no Go code that could split its stack or
-// need the runtime.
+// thread exits), with no open files. The child runs no Go code that could
+// split its stack or need the runtime.
 //
 //go:norace
 //go:nosplit

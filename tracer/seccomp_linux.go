@@ -269,7 +269,8 @@ func (t *Tracer) structWait(tid int, addr uint64, unit int64, restore bool, time
 	if err != nil {
 		return nil, nil // a bad pointer: the kernel will say EFAULT
 	}
-	d := time.Duration(int64(le.Uint64(orig))*1e9 + int64(le.Uint64(orig[8:]))*unit)
+	ns, _ := timeoutNs(orig, unit)
+	d := time.Duration(ns)
 	var after exitFixup
 	if restore {
 		after = func(tid int, regs *unix.PtraceRegs) error {
@@ -280,6 +281,13 @@ func (t *Tracer) structWait(tid int, addr uint64, unit int64, restore bool, time
 		}
 	}
 	return t.relativeWait(tid, d, timeoutErrno, after), nil
+}
+
+// timeoutNs reads a struct timespec (unit 1) or timeval (unit 1000) as
+// ns; ok is false for a value the kernel refuses (EINVAL).
+func timeoutNs(b []byte, unit int64) (ns int64, ok bool) {
+	sec, frac := int64(le.Uint64(b)), int64(le.Uint64(b[8:]))
+	return sec*1e9 + frac*unit, sec >= 0 && frac >= 0 && frac < 1e9/unit
 }
 
 // futexClock is the clock of a futex op's absolute timeout.
@@ -317,7 +325,7 @@ func (t *Tracer) absoluteWait(tid int, regs *unix.PtraceRegs, clock int32) (exit
 	if err != nil {
 		return nil, nil
 	}
-	deadline := int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
+	deadline, _ := timeoutNs(b, 1)
 	tg := t.tgid(tid)
 	now, err := t.world.Now(tg, clock)
 	if err != nil {
