@@ -49,7 +49,8 @@ type Timeline struct {
 	ended    bool    // the end entry came: nothing follows
 	eof      bool    // an eof entry came
 	sleepers map[*sleeper]bool
-	writing  int // payloads given to the writer and not yet written
+	writing  int  // entries given to the writer and not yet done
+	blocking bool // the writer is in a write to stdin
 }
 
 // Input is one entry of the stream, for the Timeline: input bytes (EOF:
@@ -328,9 +329,12 @@ const (
 // stdin has written what it was given (or waits for the program to read).
 func (tl *Timeline) still() bool {
 	tl.mu.Lock()
-	writing := tl.writing
+	writing, blocking := tl.writing, tl.blocking
 	tl.mu.Unlock()
-	if writing > 0 && !tl.shut.Load() && !pipeFull(tl.stdin) {
+	// An entry on its way (stdin's bytes or its close, which wakes the
+	// reader only once it is done) keeps the run from being still, unless
+	// its write waits for the program to read.
+	if writing > 0 && !(blocking && pipeFull(tl.stdin)) {
 		return false
 	}
 	if tl.net != nil && tl.net.Busy() {
@@ -357,7 +361,7 @@ func (tl *Timeline) write() {
 			if tl.net != nil {
 				tl.net.Deliver(e.Net, e.Conn, e.Payload)
 			}
-		case !tl.shut.Load() && (e.EOF || writeErr(tl.stdin.Write(e.Payload)) != nil):
+		case !tl.shut.Load() && (e.EOF || tl.writeStdin(e.Payload) != nil):
 			tl.shut.Store(true)
 			tl.stdin.Close()
 		}
@@ -368,4 +372,15 @@ func (tl *Timeline) write() {
 	}
 }
 
-func writeErr(_ int, err error) error { return err }
+// writeStdin writes p to the program's stdin. While it blocks on a full
+// pipe, the run may be still: the program is not reading.
+func (tl *Timeline) writeStdin(p []byte) error {
+	tl.mu.Lock()
+	tl.blocking = true
+	tl.mu.Unlock()
+	_, err := tl.stdin.Write(p)
+	tl.mu.Lock()
+	tl.blocking = false
+	tl.mu.Unlock()
+	return err
+}
