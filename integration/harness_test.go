@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ const (
 	lockstepRuntime = "io.containerd.lockstep.v1"
 	runcRuntime     = "io.containerd.runc.v2"
 	probeImage      = "lockstep.test/probes:1"
+	pythonImage     = "lockstep.test/python:1"
 	namespace       = "lockstep-test"
 )
 
@@ -90,14 +92,20 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	env.archive = archive
+	python, err := buildPythonImage(filepath.Join(dir, "python"))
+	if err != nil {
+		return 1, err
+	}
 	for _, name := range []string{"provider-a", "provider-b"} {
 		p, err := startProvider(name, "")
 		if err != nil {
 			return 1, err
 		}
 		env.providers = append(env.providers, p)
-		if err := p.importImage(archive); err != nil {
-			return 1, err
+		for _, a := range [][]byte{archive, python} {
+			if err := p.importImage(a); err != nil {
+				return 1, err
+			}
 		}
 	}
 	return m.Run(), nil
@@ -128,6 +136,34 @@ func buildProbeImage(probes string) ([]byte, error) {
 		if err := im.AddBinary(b.src, b.dst); err != nil {
 			return nil, err
 		}
+	}
+	var buf bytes.Buffer
+	if err := im.WriteArchive(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// buildPythonImage makes the Python image: Debian's python3 with its
+// standard library, the services of testdata/python at /srv, and a
+// 300 KiB file of pseudo-random bytes at /srv/www/docs/data.bin (made in
+// dir).
+func buildPythonImage(dir string) ([]byte, error) {
+	im := &ociimage.Image{Name: pythonImage, Trees: map[string]string{"/srv": "../testdata/python"}}
+	if err := im.AddPython("/usr/bin/python3"); err != nil {
+		return nil, fmt.Errorf("the python image (apt-get install -y python3): %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	data := make([]byte, 300<<10)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	im.Files["/srv/www/docs/data.bin"] = filepath.Join(dir, "data.bin")
+	if err := os.WriteFile(im.Files["/srv/www/docs/data.bin"], data, 0o644); err != nil {
+		return nil, err
 	}
 	var buf bytes.Buffer
 	if err := im.WriteArchive(&buf); err != nil {

@@ -170,9 +170,10 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *bytes.Buffer)
 	return cmd, addr, stderr
 }
 
-// servedRun runs a gateway and replicas on providers ps, as lockstep serve
-// does, until stop is called; the verdict comes on the channel.
-func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, args ...string) (*serve.Gateway, string, chan replicate.Verdict) {
+// servedRun runs a gateway and replicas of image on providers ps, as
+// lockstep serve does, until stop is called; the verdict comes on the
+// channel.
+func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, image string, args ...string) (*serve.Gateway, string, chan replicate.Verdict) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -184,7 +185,7 @@ func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, args ...s
 	stream := newID(t)
 	go func() {
 		v, err := replicate.Run(context.Background(), replicate.Options{
-			Providers: ps, Image: probeImage, Args: args, Replicas: 3, Logd: lc, Stream: stream,
+			Providers: ps, Image: image, Args: args, Replicas: 3, Logd: lc, Stream: stream,
 			Stdout: io.Discard, Entries: g.Entries(), Port: 8080, Net: g,
 		})
 		g.Over()
@@ -207,7 +208,7 @@ func TestServeOddReplica(t *testing.T) {
 	cheat := p.local(lc)
 	cheat.ProviderName = "cheat"
 	cheat.Annotations = map[string]string{shim.AnnotationSeed: "99"}
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), cheat}, "/kv")
+	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), cheat}, probeImage, "/kv")
 	for i := 0; i < 5; i++ {
 		if got := get(t, &http.Client{Timeout: 30 * time.Second}, "GET", "http://"+addr+"/", ""); !strings.Contains(got, "\nrandom ") {
 			t.Errorf("answer %d: %q", i, got)
@@ -231,7 +232,7 @@ func TestServeOddReplica(t *testing.T) {
 func TestServeReplicaKilled(t *testing.T) {
 	p := env.providers[0]
 	lc := startLogd(t)
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)}, "/kv")
+	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)}, probeImage, "/kv")
 	client := &http.Client{Timeout: 30 * time.Second}
 	for i := 1; i <= 200; i++ {
 		if i == 100 {
@@ -289,7 +290,7 @@ func TestServeBusyboxHttpd(t *testing.T) {
 		t.Fatal(err)
 	}
 	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
-		"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/")
+		probeImage, "/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/")
 	var wg sync.WaitGroup
 	for c := 0; c < 4; c++ {
 		wg.Add(1)
@@ -329,7 +330,7 @@ func TestServeWrongPort(t *testing.T) {
 	p := env.providers[0]
 	lc := startLogd(t)
 	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
-		"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:9999", "-h", "/")
+		probeImage, "/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:9999", "-h", "/")
 	if _, err := http.Get("http://" + addr + "/bin/busybox"); err == nil {
 		t.Error("a request to a port nothing listens on was answered")
 	}

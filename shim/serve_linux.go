@@ -4,6 +4,7 @@ package shim
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -30,8 +31,9 @@ type served struct {
 	port int
 	send func(feed.Frame)
 
-	mu    sync.Mutex
-	conns map[uint64]*servedConn
+	mu       sync.Mutex
+	conns    map[uint64]*servedConn
+	listened bool // a connection to the port succeeded once
 }
 
 type servedConn struct {
@@ -49,7 +51,7 @@ func (a *containerAgent) newServed(port int, send func(feed.Frame)) *served {
 func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 	switch op {
 	case virt.NetOpen:
-		c, err := s.dial()
+		c, err := s.dialReady()
 		if err != nil {
 			// Nothing listens at this point of the run (or the
 			// connection failed): the client gets no bytes, on every
@@ -148,6 +150,33 @@ func (s *served) landed(sc *servedConn) {
 const (
 	landWait = 10 * time.Millisecond
 	landPoll = 20 * time.Microsecond
+)
+
+// dialReady dials the service's port, and until the service has
+// listened on it once, waits for it to (up to startWait): a client that
+// comes while the service starts is held, as a readiness probe would
+// hold it, and reaches it on every replica at the same point, once it
+// listens, whatever each host's start-up took. Meanwhile the delivery is
+// under way, so the run's time stands still. After the service first
+// listened, a refused connection is the service's doing, refused at once.
+func (s *served) dialReady() (*net.TCPConn, error) {
+	deadline := time.Now().Add(startWait)
+	for {
+		c, err := s.dial()
+		s.mu.Lock()
+		waiting := !s.listened
+		s.listened = s.listened || err == nil
+		s.mu.Unlock()
+		if err == nil || !waiting || !errors.Is(err, unix.ECONNREFUSED) || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(startPoll)
+	}
+}
+
+const (
+	startWait = 10 * time.Second
+	startPoll = 5 * time.Millisecond
 )
 
 // dial connects to the service's port on the container's loopback. The

@@ -16,8 +16,10 @@ func main() {
 	rootfs := fs.String("rootfs", "", "copy host `DIR` (e.g. made by debootstrap) to the image's /")
 	bins := fs.StringArray("bin", nil, "add a binary `SRC[:DST]` and, if dynamic, its shared libraries")
 	files := fs.StringArray("file", nil, "add a file `SRC:DST`")
+	trees := fs.StringArray("tree", nil, "add a host directory `SRC:DST`")
+	python := fs.String("python", "", "add the host's Python interpreter `BIN` with its standard library")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: mkimage -o FILE -n NAME [--rootfs DIR] [--bin SRC[:DST]]... [--file SRC:DST]... [-- CMD ARGS...]\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "usage: mkimage -o FILE -n NAME [--rootfs DIR] [--bin SRC[:DST]]... [--file SRC:DST]... [--tree SRC:DST]... [--python BIN] [-- CMD ARGS...]\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -26,7 +28,21 @@ func main() {
 		fs.Usage()
 		os.Exit(2)
 	}
-	im := &ociimage.Image{Name: *name, RootFS: *rootfs, Files: map[string]string{}, Cmd: fs.Args()}
+	im := &ociimage.Image{Name: *name, RootFS: *rootfs, Files: map[string]string{}, Trees: map[string]string{}, Cmd: fs.Args()}
+	if *python != "" {
+		if err := im.AddPython(*python); err != nil {
+			fmt.Fprintln(os.Stderr, "mkimage:", err)
+			os.Exit(1)
+		}
+	}
+	for _, t := range *trees {
+		src, dst, ok := strings.Cut(t, ":")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "mkimage: --tree %s: want SRC:DST\n", t)
+			os.Exit(2)
+		}
+		im.Trees[dst] = src
+	}
 	for _, b := range *bins {
 		src, dst, ok := strings.Cut(b, ":")
 		if !ok {

@@ -28,9 +28,11 @@ import (
 
 // Image describes one image.
 type Image struct {
-	Name       string            // e.g. "lockstep.test/probe:latest"
-	Files      map[string]string // path in the image -> path on the host
-	RootFS     string            // a host directory copied to / first ("" for none)
+	Name       string                // e.g. "lockstep.test/probe:latest"
+	Files      map[string]string     // path in the image -> path on the host
+	RootFS     string                // a host directory copied to / first ("" for none)
+	Trees      map[string]string     // path in the image -> host directory copied there
+	Skip       func(rel string) bool // leaves out a file or directory of a tree (path relative to it)
 	Entrypoint []string
 	Cmd        []string
 	Env        []string // default: PATH
@@ -164,7 +166,12 @@ func descriptor(mediaType string, b []byte, annotations map[string]string) map[s
 func (im *Image) layer() ([]byte, error) {
 	entries := map[string]*entry{}
 	if im.RootFS != "" {
-		if err := addTree(entries, im.RootFS); err != nil {
+		if err := addTree(entries, im.RootFS, "", nil); err != nil {
+			return nil, err
+		}
+	}
+	for dst, src := range im.Trees {
+		if err := addTree(entries, src, path.Clean("/" + dst)[1:], im.Skip); err != nil {
 			return nil, err
 		}
 	}
@@ -224,15 +231,22 @@ func addFile(entries map[string]*entry, name, src string) error {
 	return nil
 }
 
-// addTree adds every file under root, keeping symlinks, modes and device
-// nodes (as debootstrap makes them), but not owners or times.
-func addTree(entries map[string]*entry, root string) error {
+// addTree adds every file under root at dir ("" for /), keeping
+// symlinks, modes and device nodes (as debootstrap makes them), but not
+// owners or times; skip, if not nil, leaves paths out.
+func addTree(entries map[string]*entry, root, dir string, skip func(string) bool) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
 		if rel == "." {
+			return nil
+		}
+		if skip != nil && skip(filepath.ToSlash(rel)) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
 			return nil
 		}
 		info, err := d.Info()
@@ -255,7 +269,47 @@ func addTree(entries map[string]*entry, root string) error {
 				return err
 			}
 		}
-		entries[filepath.ToSlash(rel)] = e
+		entries[path.Join(dir, filepath.ToSlash(rel))] = e
 		return nil
 	})
+}
+
+// AddPython adds the host's Python interpreter bin (e.g. /usr/bin/python3)
+// at its host path, with its standard library and the shared libraries
+// of its extension modules: the interpreter Debian ships, in an image
+// without the rest of Debian. Left out: tests, IDLE, Tk, the static
+// library, and the byte-code caches (the image's files carry no times,
+// so a cache would not match them).
+func (im *Image) AddPython(bin string) error {
+	out, err := exec.Command(bin, "-c", "import sys,sysconfig; print(sys.executable); print(sysconfig.get_paths()['stdlib'])").Output()
+	if err != nil {
+		return fmt.Errorf("python %s: %w", bin, err)
+	}
+	exe, stdlib, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	exe, _ = filepath.EvalSymlinks(exe)
+	if err := im.AddBinary(exe, exe); err != nil {
+		return err
+	}
+	if bin != exe {
+		im.Files[bin] = exe
+	}
+	if im.Trees == nil {
+		im.Trees = map[string]string{}
+	}
+	im.Trees[stdlib] = stdlib
+	im.Skip = func(rel string) bool {
+		base := path.Base(rel)
+		return base == "__pycache__" || base == "test" || base == "idlelib" || base == "tkinter" || strings.HasPrefix(base, "config-")
+	}
+	mods, _ := filepath.Glob(filepath.Join(stdlib, "lib-dynload", "*.so"))
+	for _, m := range mods {
+		libs, err := SharedLibraries(m)
+		if err != nil {
+			return err
+		}
+		for _, l := range libs {
+			im.Files[l] = l
+		}
+	}
+	return nil
 }
