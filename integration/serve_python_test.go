@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -114,30 +115,54 @@ type note struct {
 // stamps) behind lockstep serve: a client stores 20 notes on one
 // keep-alive connection, another on new connections, and the list has
 // all 20, with distinct ids and times from the log's clock; Ctrl-C ends
-// it with a verdict that the replicas agreed, and the recorded log
-// reproduces every answer in a replay. (Clients at once: docs/serve.md,
-// "Threads".)
+// it with a verdict, and when the replicas agreed the recorded log
+// reproduces every answer in a replay. Python's threads make the clock
+// reads, and so the stamps, differ between replicas at times (docs/
+// serve.md, "Concurrency and threads"): a replica that differs is named
+// and the majority answers; where all three differ the answer is cut
+// short (never held); both are logged.
 func TestServeSqlite(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "notes.log")
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
 	common := []string{"--address", sock, "--namespace", namespace}
 	begin := time.Now()
 	cmd, addr, stderr := startServe(t, append(append([]string{"--record", log}, common...), pythonImage, "--", "/usr/bin/python3", "/srv/notes.py", "8080", "/tmp/notes.db")...)
+	cut := 0 // answers cut short where the replicas split three ways
+	ask := func(client *http.Client, method, body string) (string, bool) {
+		req, _ := http.NewRequest(method, "http://"+addr+"/notes", strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s /notes: %v", method, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			cut++
+			return "", false
+		}
+		if err != nil {
+			t.Fatalf("%s /notes: %v", method, err)
+		}
+		return string(b), true
+	}
 	for c, client := range []*http.Client{
 		{Timeout: 60 * time.Second},
 		{Timeout: 60 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	} {
 		for i := 0; i < 10; i++ {
 			var n note
-			body := get(t, client, "POST", "http://"+addr+"/notes", fmt.Sprintf("note %d of client %d", i, c))
-			if err := json.Unmarshal([]byte(body), &n); err != nil || len(n.ID) != 36 || n.N != 10*c+i+1 {
+			body, whole := ask(client, "POST", fmt.Sprintf("note %d of client %d", i, c))
+			if err := json.Unmarshal([]byte(body), &n); whole && (err != nil || len(n.ID) != 36 || n.N != 10*c+i+1) {
 				t.Errorf("POST: %q", body)
 			}
 		}
 	}
 	var notes []note
-	body := get(t, http.DefaultClient, "GET", "http://"+addr+"/notes", "")
-	if err := json.Unmarshal([]byte(body), &notes); err != nil || len(notes) != 20 {
+	body, whole := ask(http.DefaultClient, "GET", "")
+	if cut > 0 {
+		t.Logf("%d answers cut short: the replicas' clock reads split three ways (docs/serve.md, \"Concurrency and threads\")", cut)
+	}
+	if err := json.Unmarshal([]byte(body), &notes); whole && (err != nil || len(notes) != 20) {
 		t.Fatalf("GET /notes: %d notes, %v: %q", len(notes), err, body)
 	}
 	ids := map[string]bool{}
@@ -147,7 +172,7 @@ func TestServeSqlite(t *testing.T) {
 			t.Errorf("note %q stamped %v, not the log's time (after %v)", n.Text, at, begin)
 		}
 	}
-	if len(ids) != 20 {
+	if whole && len(ids) != 20 {
 		t.Errorf("%d distinct ids in 20 notes", len(ids))
 	}
 	cmd.Process.Signal(syscall.SIGINT)
@@ -155,8 +180,8 @@ func TestServeSqlite(t *testing.T) {
 	if !strings.Contains(stderr.String(), "answered") || strings.Contains(stderr.String(), "lockstep serve: stopped:") {
 		t.Fatalf("serve: %v\n%s", err, stderr.String())
 	}
-	if err != nil { // the replicas disagreed: one was named, the majority answered
-		if !strings.Contains(stderr.String(), "its answers differ from the majority's") {
+	if err != nil { // the replicas disagreed: the majority answered, or the answer was cut short
+		if !strings.Contains(stderr.String(), "its answers differ from the majority's") && !strings.Contains(stderr.String(), "cut short") {
 			t.Fatalf("serve: %v\n%s", err, stderr.String())
 		}
 		t.Logf("a replica diverged (a thread schedule's clock reads, docs/serve.md):\n%s", stderr.String())

@@ -256,15 +256,17 @@ func TestServeReplicaKilled(t *testing.T) {
 	}
 }
 
-// killReplica kills the container of the named replica (SIGKILL).
+// killReplica kills the container of the named replica of this test's
+// run (SIGKILL); a container another test left behind is not it.
 func killReplica(t *testing.T, p *provider, name string) {
 	t.Helper()
 	cs, err := p.client.Containers(p.ctx())
 	if err != nil {
 		t.Fatal(err)
 	}
+	mine := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + "-" // newID's
 	for _, c := range cs {
-		if strings.HasSuffix(c.ID(), "-"+name) {
+		if strings.HasPrefix(c.ID(), mine) && strings.HasSuffix(c.ID(), "-"+name) {
 			task, err := c.Task(p.ctx(), nil)
 			if err != nil {
 				t.Fatal(err)

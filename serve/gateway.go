@@ -41,6 +41,7 @@ type Gateway struct {
 	open    map[net.Conn]bool
 	served  int64 // connections whose response completed
 	silent  int64 // of them, those answered with no byte at all
+	splits  int64 // of them, those cut short: no majority answered alike
 	stopped bool
 	failure string
 }
@@ -204,6 +205,10 @@ func (g *Gateway) Gone(r int) {
 // settle takes the replicas the vote on c found odd out of every vote,
 // and forgets c once every replica is done with it; g.mu is held.
 func (g *Gateway) settle(c *conn, odd map[int]string) {
+	if c.split && !c.told {
+		c.told = true
+		g.splits++
+	}
 	if len(odd) > 0 {
 		g.markOdd(odd)
 		g.revote()
@@ -327,6 +332,9 @@ func (g *Gateway) Status() string {
 	if g.silent > 0 && g.silent == g.served {
 		// A refused connection is closed at once on every replica alike.
 		s += ", every one closed without a byte: does the service listen on --port inside the container?"
+	}
+	if g.splits > 0 {
+		s += fmt.Sprintf(", %d cut short where no majority of the replicas answered alike", g.splits)
 	}
 	if len(odd) > 0 {
 		s += "; odd: " + strings.Join(odd, ", ")

@@ -21,6 +21,8 @@ type conn struct {
 	pend     [][]byte
 	fin      []bool
 	ended    bool // a majority finished: the response is complete at sent
+	split    bool // no majority can agree on the next byte: the response ends at sent
+	told     bool // the gateway counted the split
 	out      *writer
 	tap      func(id uint64, p []byte) // or nil
 }
@@ -43,6 +45,9 @@ func (v *votes) in(r int) bool { return v.odd[r] == "" && !v.gone[r] }
 // add takes bytes replica r sent on c, checks what it can and releases
 // what a majority agrees on. It returns the replicas found odd, with why.
 func (c *conn) add(v *votes, r int, p []byte) map[int]string {
+	if c.split {
+		return nil // nothing more goes to the client: no vote
+	}
 	if c.ended && c.ok[r]+int64(len(c.pend[r]))+int64(len(p)) > c.sent {
 		return map[int]string{r: fmt.Sprintf("connection %d: it sent more than the majority's %d-byte response", c.id, c.sent)}
 	}
@@ -100,6 +105,11 @@ func (c *conn) vote(v *votes) map[int]string {
 		}
 		c.sent += int64(best)
 	}
+	if !c.ended && c.splits(v, odd) {
+		c.split, c.ended = true, true
+		c.out.end()
+		return odd
+	}
 	// The response is complete when a majority closed the connection
 	// with all of its bytes released.
 	done := 0
@@ -125,6 +135,35 @@ func (c *conn) vote(v *votes) map[int]string {
 	}
 	c.drop(v, odd)
 	return odd
+}
+
+// splits reports whether the replicas in the vote can no longer form a
+// majority on c: each has said what comes after the released bytes (a
+// next byte, or its close), and no majority says the same. Waiting would
+// hold the client forever; the connection ends at the released bytes.
+func (c *conn) splits(v *votes, odd map[int]string) bool {
+	next := map[int]int{} // the next byte (-1: closed) -> replicas
+	for r := range c.ok {
+		if !v.in(r) || odd[r] != "" {
+			continue
+		}
+		switch {
+		case c.ok[r] != c.sent:
+			return false // behind: still to be checked
+		case len(c.pend[r]) > 0:
+			next[int(c.pend[r][0])]++
+		case c.fin[r]:
+			next[-1]++
+		default:
+			return false // yet to say
+		}
+	}
+	for _, n := range next {
+		if n >= v.need {
+			return false
+		}
+	}
+	return len(next) > 0
 }
 
 // drop forgets the released bytes every replica in the vote has passed.

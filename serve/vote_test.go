@@ -81,11 +81,29 @@ func TestVote(t *testing.T) {
 	}
 }
 
-// Without a majority nothing is released.
+// Without a majority nothing is released; once every replica in the vote
+// has said its next byte and no majority says the same, the response is
+// cut short there (the client is not held forever), and not before.
 func TestVoteNoMajority(t *testing.T) {
 	c, v, _ := client(t, 3)
-	apply(c, v, "r0:abc", "r1:xyz", "g2")
+	apply(c, v, "r0:abc", "r1:xyz")
 	if c.sent != 0 || c.ended {
-		t.Fatalf("released %d bytes with no majority", c.sent)
+		t.Fatalf("released %d bytes, ended %v, while replica 2 may yet decide", c.sent, c.ended)
+	}
+	apply(c, v, "g2")
+	if c.sent != 0 || !c.split || !c.ended {
+		t.Fatalf("released %d bytes, split %v: two replicas left that disagree", c.sent, c.split)
+	}
+	c, v, got := client(t, 3)
+	apply(c, v, "r0:ab1", "r1:ab2", "r2:ab", "r2:3", "r0:more")
+	if !c.split || c.sent != 2 {
+		t.Fatalf("three different answers: split %v after %d bytes", c.split, c.sent)
+	}
+	apply(c, v, "f0", "f1", "f2")
+	if g := <-got; g != "ab" {
+		t.Errorf("the client got %q, want the agreed %q", g, "ab")
+	}
+	if !c.settled(v) {
+		t.Error("a split connection every replica closed is not settled")
 	}
 }
