@@ -2,7 +2,7 @@
 # Builds OCI image archives locally (no registry) and, with --import
 # ADDRESS, imports them into the containerd at that socket:
 #   lockstep.test/probes:1   the C (static, dynamic) and Go probes, busybox
-#   lockstep.test/python:1   the host's python3 with its standard library and
+#   lockstep.test/python:1   Debian's /usr/bin/python3 with its standard library and
 #                            testdata/python at /srv (with --python; the
 #                            integration tests build their own)
 #   lockstep.test/debian:12  a Debian 12 minbase rootfs from debootstrap
@@ -31,7 +31,7 @@ bin/mkimage -o "$out/probes.tar" -n lockstep.test/probes:1 \
 	--bin "$out/probes/goprobe:/goprobe" --bin "$out/probes/tickecho:/tickecho" --bin "$out/probes/kv:/kv" --bin /bin/busybox:/bin/busybox -- /probe-static
 archives=("$out/probes.tar")
 if [ "$python" = yes ]; then
-	bin/mkimage -o "$out/python.tar" -n lockstep.test/python:1 --python "$(command -v python3)" --tree testdata/python:/srv -- /usr/bin/python3
+	bin/mkimage -o "$out/python.tar" -n lockstep.test/python:1 --python /usr/bin/python3 --tree testdata/python:/srv -- /usr/bin/python3
 	archives+=("$out/python.tar")
 fi
 if [ "$debian" = yes ]; then

@@ -35,14 +35,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	for _, t := range *trees {
-		src, dst, ok := strings.Cut(t, ":")
-		if !ok {
-			fmt.Fprintf(os.Stderr, "mkimage: --tree %s: want SRC:DST\n", t)
-			os.Exit(2)
-		}
-		im.Trees[dst] = src
-	}
+	pairs("tree", *trees, im.Trees)
 	for _, b := range *bins {
 		src, dst, ok := strings.Cut(b, ":")
 		if !ok {
@@ -53,16 +46,21 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	for _, f := range *files {
-		src, dst, ok := strings.Cut(f, ":")
-		if !ok {
-			fmt.Fprintf(os.Stderr, "mkimage: --file %s: want SRC:DST\n", f)
-			os.Exit(2)
-		}
-		im.Files[dst] = src
-	}
+	pairs("file", *files, im.Files)
 	if err := im.WriteFile(*out); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
+	}
+}
+
+// pairs puts each SRC:DST of flag's values into m as dst -> src.
+func pairs(flag string, values []string, m map[string]string) {
+	for _, v := range values {
+		src, dst, ok := strings.Cut(v, ":")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "mkimage: --%s %s: want SRC:DST\n", flag, v)
+			os.Exit(2)
+		}
+		m[dst] = src
 	}
 }

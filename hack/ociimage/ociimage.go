@@ -28,11 +28,13 @@ import (
 
 // Image describes one image.
 type Image struct {
-	Name       string                // e.g. "lockstep.test/probe:latest"
-	Files      map[string]string     // path in the image -> path on the host
-	RootFS     string                // a host directory copied to / first ("" for none)
-	Trees      map[string]string     // path in the image -> host directory copied there
-	Skip       func(rel string) bool // leaves out a file or directory of a tree (path relative to it)
+	Name   string            // e.g. "lockstep.test/probe:latest"
+	Files  map[string]string // path in the image -> path on the host
+	RootFS string            // a host directory copied to / first ("" for none)
+	Trees  map[string]string // path in the image -> host directory copied there
+	// Skip leaves out files or directories of a tree (keyed by the
+	// tree's path in the image; rel is relative to the tree).
+	Skip       map[string]func(rel string) bool
 	Entrypoint []string
 	Cmd        []string
 	Env        []string // default: PATH
@@ -46,7 +48,13 @@ func (im *Image) AddBinary(src, dst string) error {
 		im.Files = map[string]string{}
 	}
 	im.Files[dst] = src
-	libs, err := SharedLibraries(src)
+	return im.addLibraries(src)
+}
+
+// addLibraries adds the loader and the shared libraries bin loads, at
+// their host paths.
+func (im *Image) addLibraries(bin string) error {
+	libs, err := SharedLibraries(bin)
 	if err != nil {
 		return err
 	}
@@ -171,7 +179,7 @@ func (im *Image) layer() ([]byte, error) {
 		}
 	}
 	for dst, src := range im.Trees {
-		if err := addTree(entries, src, path.Clean("/" + dst)[1:], im.Skip); err != nil {
+		if err := addTree(entries, src, path.Clean("/" + dst)[1:], im.Skip[dst]); err != nil {
 			return nil, err
 		}
 	}
@@ -296,19 +304,18 @@ func (im *Image) AddPython(bin string) error {
 	if im.Trees == nil {
 		im.Trees = map[string]string{}
 	}
+	if im.Skip == nil {
+		im.Skip = map[string]func(string) bool{}
+	}
 	im.Trees[stdlib] = stdlib
-	im.Skip = func(rel string) bool {
+	im.Skip[stdlib] = func(rel string) bool {
 		base := path.Base(rel)
 		return base == "__pycache__" || base == "test" || base == "idlelib" || base == "tkinter" || strings.HasPrefix(base, "config-")
 	}
 	mods, _ := filepath.Glob(filepath.Join(stdlib, "lib-dynload", "*.so"))
 	for _, m := range mods {
-		libs, err := SharedLibraries(m)
-		if err != nil {
+		if err := im.addLibraries(m); err != nil {
 			return err
-		}
-		for _, l := range libs {
-			im.Files[l] = l
 		}
 	}
 	return nil
