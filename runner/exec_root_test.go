@@ -353,6 +353,7 @@ func TestProcessTable(t *testing.T) {
 		t.Fatalf("exit %d; idle and busy runs differ:\n%s%s\n%s", idle.code, idle.stdout, idle.stderr, loaded.stdout)
 	}
 	for _, want := range []string{
+		"    1 Wed Jan  1 00:00:00 2025       00:00 00:00:00     0   0 S    exe\n",
 		"   10 Wed Jan  1 00:00:00 2025       00:00 00:00:00     0   0 S    sh\n",
 		"State:\tR (running)\n", "VmRSS:\t       0 kB\n", "Cpus_allowed_list:\t0\n", "SigQ:\t0/16384\n",
 	} {

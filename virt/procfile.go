@@ -118,7 +118,7 @@ func (w *World) procStatus(name string, b []byte, start time.Duration, self, our
 		switch key {
 		case "State":
 			if st := strings.Fields(val); len(st) > 0 {
-				if s := state(st[0], self); s != st[0] {
+				if s := state(st[0], self, ours); s != st[0] {
 					val = "\t" + stateNames[s] // state only changes to R or S
 				}
 			}
@@ -173,7 +173,7 @@ func procStat(b []byte, start time.Duration, self, ours bool) ([]byte, error) {
 	if len(f) < 44-first+1 {
 		return nil, fmt.Errorf("stat: %d fields, want at least 44", len(f)+2)
 	}
-	f[0] = state(f[0], self)
+	f[0] = state(f[0], self, ours)
 	for _, k := range []int{10, 11, 12, 13, 14, 15, 16, 17, 24, 39, 42, 43, 44} {
 		f[k-first] = "0"
 	}
@@ -188,12 +188,14 @@ func procStat(b []byte, start time.Duration, self, ours bool) ([]byte, error) {
 // state is the state letter a process shows: running when it reads its
 // own file (it waits for the agent meanwhile), and sleeping where the
 // tracer holds it (every process of the run has Lockstep's tracer, so no
-// other tracer can stop one).
-func state(s string, self bool) string {
+// other tracer can stop one) or where it is not the run's (Lockstep's
+// init waits for the command; its Go runtime's threads wake when the
+// host's timing has them, and showed R on a busy host).
+func state(s string, self, ours bool) string {
 	switch {
 	case self:
 		return "R"
-	case s == "t":
+	case s == "t" || !ours:
 		return "S"
 	}
 	return s
