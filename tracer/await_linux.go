@@ -13,8 +13,8 @@ import (
 
 // Timed waits in a run whose time follows its log (virt.Timeline).
 //
-// A wait with a timeout (poll, select, epoll_wait, futex, ...) longer
-// than a runtime's own (virt.RuntimeSleep) does not expire in the kernel:
+// A wait with a timeout (poll, select, epoll_wait, futex, ...) does not
+// expire in the kernel:
 // at its entry the tracer takes the timeout away (the wait blocks until
 // something happens), and the timeline ends it when the run's time
 // reaches the deadline, at a point where every thread of the run waits,
@@ -26,6 +26,9 @@ import (
 // wait ends with EINTR or a restart code, which the exit fixup replaces
 // with the wait's timeout result. A wait that ends for another reason
 // (its fd is ready, a futex wake, a signal) takes its registration back.
+// A short wait (at most virt.RuntimeSleep: CPython's GIL hand-over, Go's
+// timers) is woken at virt.ShortLimit of real time if the run was never
+// still enough for its deadline, and then moves no clock.
 
 // timedWait is a wait whose timeout the tracer took away.
 type timedWait struct {
@@ -48,7 +51,7 @@ func argReg(regs *unix.PtraceRegs, i int) *uint64 {
 }
 
 // awaitLog takes the timeout from the wait in regs when the run's time
-// follows a log and the wait is longer than a runtime's own. ok is false
+// follows a log. ok is false
 // when it does not apply: the caller handles the wait as before.
 func (t *Tracer) awaitLog(tid int, th *thread, regs *unix.PtraceRegs, w timedWait) (fix exitFixup, ok bool, err error) {
 	tl := t.world.Timeline()
@@ -88,9 +91,7 @@ func (t *Tracer) awaitLog(tid int, th *thread, regs *unix.PtraceRegs, w timedWai
 	if !abs {
 		end = now + v
 	}
-	if end-now <= int64(virt.RuntimeSleep) {
-		return nil, false, nil
-	}
+	short := end-now <= int64(virt.RuntimeSleep)
 	deadline, err := t.world.Deadline(tg, clock, true, end)
 	if err != nil {
 		return nil, false, nil
@@ -106,7 +107,7 @@ func (t *Tracer) awaitLog(tid int, th *thread, regs *unix.PtraceRegs, w timedWai
 	if err := unix.PtraceSetRegs(tid, regs); err != nil {
 		return nil, true, ignoreGone(err)
 	}
-	cancel := tl.Await(int32(tid), deadline, func() { t.ring(tid) })
+	cancel, escaped := tl.Await(int32(tid), deadline, short, func() { t.ring(tid) })
 	th.await, th.awaited = cancel, true
 	return func(tid int, regs *unix.PtraceRegs) error {
 		th.await = nil
@@ -119,7 +120,9 @@ func (t *Tracer) awaitLog(tid int, th *thread, regs *unix.PtraceRegs, w timedWai
 			if w.zero {
 				writeMem(tid, orig, make([]byte, 16))
 			}
-			t.world.TimedOut(tg, clock, end)
+			if !escaped() {
+				t.world.TimedOut(tg, clock, end)
+			}
 		}
 		return ignoreGone(unix.PtraceSetRegs(tid, regs))
 	}, true, nil

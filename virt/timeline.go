@@ -90,6 +90,29 @@ type sleeper struct {
 	tid      int32
 	deadline time.Duration // from the epoch
 	fire     func()        // called once, with tl.mu held, when the deadline comes
+	escaped  bool          // it ended at its real-time limit, not at the run's time (set with tl.mu held)
+}
+
+// A short wait (at most RuntimeSleep: Python's GIL hand-over waits 5 ms,
+// Go's runtime its timers' remainders) follows the log as a longer one
+// does, so that where it moves its process's clock does not depend on the
+// host's timing. But a runtime uses it to take a turn from a thread that
+// computes (CPython's GIL), and a run that computes is never still: after
+// ShortLimit of real time it ends as the kernel would end it, and moves
+// no clock (it was a runtime's pause, as a short nanosleep(2) is).
+const ShortLimit = 100 * time.Millisecond
+
+// limit ends sleeper s at its real-time limit, unless it ended before.
+func (tl *Timeline) limit(s *sleeper) {
+	time.AfterFunc(ShortLimit, func() {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		if tl.sleepers[s] {
+			delete(tl.sleepers, s)
+			s.escaped = true
+			s.fire()
+		}
+	})
 }
 
 // Stream is where a timeline's entries go: stdin (the write end of the
@@ -163,8 +186,10 @@ func (tl *Timeline) Pending() int {
 
 // Sleep holds thread tid until the run's time reaches deadline
 // (from the epoch); valid is polled meanwhile, and an error from it (the
-// caller was interrupted) ends the sleep with that error.
-func (tl *Timeline) Sleep(tid int32, deadline time.Duration, valid func() error) error {
+// caller was interrupted) ends the sleep with that error. A short sleep
+// (at most RuntimeSleep) ends at ShortLimit of real time if the run's
+// time has not reached its deadline by then: ok is false.
+func (tl *Timeline) Sleep(tid int32, deadline time.Duration, short bool, valid func() error) (ok bool, err error) {
 	fired := make(chan struct{})
 	s := &sleeper{tid: tid, deadline: deadline, fire: func() {
 		tl.w.quiet.Unhold(tid) // running from here: not still until it waits again
@@ -174,18 +199,23 @@ func (tl *Timeline) Sleep(tid int32, deadline time.Duration, valid func() error)
 	tl.sleepers[s] = true
 	tl.w.quiet.Hold(tid)
 	tl.mu.Unlock()
+	if short {
+		tl.limit(s)
+	}
 	tl.kick()
 	t := time.NewTicker(sleepPoll)
 	defer t.Stop()
 	for {
 		select {
 		case <-fired:
-			return nil
+			tl.mu.Lock()
+			defer tl.mu.Unlock()
+			return !s.escaped, nil
 		case <-t.C:
 			if err := valid(); err != nil {
 				if tl.cancel(s) {
 					tl.w.quiet.Unhold(tid)
-					return err
+					return false, err
 				}
 			}
 		}
@@ -198,8 +228,10 @@ func (tl *Timeline) Sleep(tid int32, deadline time.Duration, valid func() error)
 // timeline's lock held: it must not block), and the thread counts as
 // running (Quiet.Waking) until its tracer calls Quiet.Woken. The returned
 // cancel takes the registration back, and reports false if wake was
-// called first.
-func (tl *Timeline) Await(tid int32, deadline time.Duration, wake func()) (cancel func() bool) {
+// called first. A short wait (at most RuntimeSleep) is woken at
+// ShortLimit of real time if the run's time has not reached its deadline
+// by then, and escaped reports that it was (its clock must not move).
+func (tl *Timeline) Await(tid int32, deadline time.Duration, short bool, wake func()) (cancel, escaped func() bool) {
 	s := &sleeper{tid: tid, deadline: deadline, fire: func() {
 		tl.w.quiet.Waking(tid)
 		wake()
@@ -207,8 +239,15 @@ func (tl *Timeline) Await(tid int32, deadline time.Duration, wake func()) (cance
 	tl.mu.Lock()
 	tl.sleepers[s] = true
 	tl.mu.Unlock()
+	if short {
+		tl.limit(s)
+	}
 	tl.kick()
-	return func() bool { return tl.cancel(s) }
+	return func() bool { return tl.cancel(s) }, func() bool {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		return s.escaped
+	}
 }
 
 // cancel takes sleeper s back, and reports false if it fired already.

@@ -105,8 +105,8 @@ func (a *Agent) clockNanosleep(r *Req) (int64, error) {
 	if err != nil {
 		return 0, clockErr(err)
 	}
-	if tl := a.world.Timeline(); tl != nil && d > virt.RuntimeSleep {
-		return 0, r.logSleep(tl, id, abs, t)
+	if tl := a.world.Timeline(); tl != nil && d > 0 {
+		return 0, r.logSleep(tl, id, abs, t, d <= virt.RuntimeSleep)
 	}
 	if err := r.sleep(d); err != nil {
 		return 0, err
@@ -122,7 +122,7 @@ func (a *Agent) nanosleep(r *Req) (int64, error) {
 	}
 	d := time.Duration(t)
 	if tl := a.world.Timeline(); tl != nil && d > virt.RuntimeSleep {
-		return 0, r.logSleep(tl, virt.ClockMonotonic, false, t)
+		return 0, r.logSleep(tl, virt.ClockMonotonic, false, t, false)
 	}
 	if err := r.sleep(d); err != nil {
 		return 0, err
@@ -132,13 +132,16 @@ func (a *Agent) nanosleep(r *Req) (int64, error) {
 }
 
 // logSleep holds a sleep until the run's time, which follows the input
-// log, reaches its end (virt.Timeline): the clocks move there then.
-func (r *Req) logSleep(tl *virt.Timeline, id int32, abs bool, t int64) error {
+// log, reaches its end (virt.Timeline): the clocks move there then. A
+// short one (a runtime's pause) may end sooner, at virt.ShortLimit, and
+// moves no clock then.
+func (r *Req) logSleep(tl *virt.Timeline, id int32, abs bool, t int64, short bool) error {
 	deadline, err := r.a.world.Deadline(r.Tgid(), id, abs, t)
 	if err != nil {
 		return clockErr(err)
 	}
-	return tl.Sleep(int32(r.Pid), deadline, r.Valid)
+	_, err = tl.Sleep(int32(r.Pid), deadline, short, r.Valid)
+	return err
 }
 
 // sleepSlice bounds how long an interrupted sleeper keeps the agent
