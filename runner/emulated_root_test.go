@@ -14,7 +14,7 @@ import (
 // results and errors not).
 func TestEmulatedAgreeWithKernel(t *testing.T) {
 	requireRoot(t)
-	for _, probe := range []string{"getrandom"} {
+	for _, probe := range []string{"getrandom", "emulated"} {
 		prog := filepath.Join(bin.probes, probe)
 		native, err := exec.Command(prog).Output()
 		if err != nil {

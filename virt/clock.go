@@ -19,7 +19,7 @@ const (
 	ClockBoottimeAlarm   = 9
 	ClockTAI             = 11
 	clockFD              = 3 // low bits of a dynamic (fd) clock id
-	clockCPUClockMask    = 7
+	clockWhichMask       = 3
 	taiOffset            = 37 * time.Second
 	coarseResolution     = 4 * time.Millisecond
 	monoStart            = 100 * time.Second
@@ -49,8 +49,11 @@ func ClassOf(id int32) (Class, error) {
 	case ClockProcessCPUTime, ClockThreadCPUTime:
 		return CPU, nil
 	}
-	if id < 0 && id&clockCPUClockMask != clockFD {
-		return CPU, nil // another process's or thread's CPU clock
+	// Another process's or thread's CPU clock: its low two bits say
+	// which (0, 1, 2: PROF, VIRT, SCHED); 3 is a dynamic (fd) clock, or,
+	// with the per-thread bit, invalid (the kernel's CPUCLOCK_WHICH).
+	if id < 0 && id&clockWhichMask != clockFD {
+		return CPU, nil
 	}
 	return 0, ErrBadClock
 }

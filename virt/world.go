@@ -126,6 +126,9 @@ func (w *World) Resolution(id int32) (int64, error) {
 // in virtual (and so in real) time: t itself, or from now to the absolute
 // deadline t.
 func (w *World) SleepLength(tgid, id int32, abs bool, t int64) (time.Duration, error) {
+	if _, err := ClassOf(id); err != nil {
+		return 0, err
+	}
 	if !abs {
 		return time.Duration(t), nil
 	}

@@ -3,6 +3,8 @@
 package agent
 
 import (
+	"fmt"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -57,6 +59,15 @@ func (a *Agent) schedGetaffinity(r *Req) (int64, error) {
 	size := r.Arg(1)
 	if size < sizeofCPUMask || size%8 != 0 {
 		return 0, syscall.EINVAL
+	}
+	// As the kernel: pid is an int, 0 is the caller, another must exist
+	// in the caller's view of processes.
+	if pid := int32(r.Arg(0)); pid < 0 {
+		return 0, syscall.ESRCH
+	} else if pid > 0 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/proc/%d", r.Tid(), pid)); err != nil {
+			return 0, syscall.ESRCH
+		}
 	}
 	return sizeofCPUMask, r.Write(r.Arg(2), a.world.CPUMask())
 }

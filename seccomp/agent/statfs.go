@@ -23,6 +23,9 @@ func (a *Agent) registerStatfs() {
 		if err != nil {
 			return 0, err
 		}
+		if p == "" {
+			return 0, syscall.ENOENT // as the kernel: statfs has no AT_EMPTY_PATH
+		}
 		fd, err := openInRoot(r.Tid(), p)
 		if err != nil {
 			return 0, err

@@ -95,7 +95,7 @@ func (a *Agent) getrusage(r *Req) (int64, error) {
 func (a *Agent) clockNanosleep(r *Req) (int64, error) {
 	id, abs := int32(r.Arg(0)), r.Arg(1)&timerAbstime != 0
 	if id == virt.ClockThreadCPUTime {
-		return 0, syscall.EINVAL
+		return 0, syscall.EOPNOTSUPP // the kernel's thread clock has no nsleep
 	}
 	t, err := r.readTimespec(r.Arg(2))
 	if err != nil {
