@@ -5,6 +5,7 @@ package agent
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -75,6 +76,10 @@ func (a *Agent) getdents(r *Req, f direntFormat) (int64, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return 0, syscall.ENOTDIR
 	}
+	count := int(uint32(r.Arg(2))) // as the kernel: an unsigned int, at most INT_MAX
+	if count > math.MaxInt32 {
+		return 0, syscall.EINVAL
+	}
 	pos, err := unix.Seek(fd, 0, 1)
 	if err != nil {
 		return 0, syscall.EINVAL
@@ -84,12 +89,12 @@ func (a *Agent) getdents(r *Req, f direntFormat) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	out := make([]byte, 0, min(int(r.Arg(2)), 1<<16))
+	out := make([]byte, 0, min(count, 1<<16))
 	i := int(pos)
 	for ; i < len(ents); i++ {
 		e := ents[i]
 		n := f.reclen(e.name)
-		if len(out)+n > int(r.Arg(2)) {
+		if len(out)+n > count {
 			break
 		}
 		rec := make([]byte, n)

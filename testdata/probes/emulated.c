@@ -7,6 +7,7 @@
 // be the same (TestEmulatedAgreeWithKernel, runner).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -159,6 +160,29 @@ static void files(void) {
 	}
 }
 
+// Directory listings: the agent serves them in name order; what fails
+// must fail as the kernel's does.
+static void dirents(void) {
+	const char *paths[] = {"/", "/dev/null"};
+	long counts[] = {0, 1, 18, 19, 24, 4096, 0x100000000L + 4096, -1};
+	long nrs[] = {SYS_getdents64, SYS_getdents};
+	for (unsigned k = 0; k < 2; k++)
+		for (unsigned i = 0; i < 3; i++) {
+			int fd = i < 2 ? open(paths[i], O_RDONLY) : 9999;
+			for (unsigned c = 0; c < sizeof counts / sizeof counts[0]; c++)
+				for (int p = 0; p < 6; p++) {
+					char what[96];
+					lseek(fd, 0, SEEK_SET);
+					errno = 0;
+					long r = syscall(nrs[k], fd, outs(p), counts[c]);
+					snprintf(what, sizeof what, "getdents%s(%s, out%d, %#lx)", k ? "" : "64", i < 2 ? paths[i] : "9999", p, counts[c]);
+					show(what, r, 0);
+				}
+			if (i < 2)
+				close(fd);
+		}
+}
+
 int main(void) {
 	rw = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -171,5 +195,6 @@ int main(void) {
 	sleeps();
 	identity();
 	files();
+	dirents();
 	return 0;
 }
