@@ -91,6 +91,7 @@ type sleeper struct {
 	deadline time.Duration // from the epoch
 	fire     func()        // called once, with tl.mu held, when the deadline comes
 	escaped  bool          // it ended at its real-time limit, not at the run's time (set with tl.mu held)
+	limit    *time.Timer   // a short one's real-time limit, or nil
 }
 
 // A short wait (at most RuntimeSleep: Python's GIL hand-over waits 5 ms,
@@ -102,17 +103,33 @@ type sleeper struct {
 // no clock (it was a runtime's pause, as a short nanosleep(2) is).
 const ShortLimit = 100 * time.Millisecond
 
-// limit ends sleeper s at its real-time limit, unless it ended before.
-func (tl *Timeline) limit(s *sleeper) {
-	time.AfterFunc(ShortLimit, func() {
-		tl.mu.Lock()
-		defer tl.mu.Unlock()
-		if tl.sleepers[s] {
-			delete(tl.sleepers, s)
-			s.escaped = true
-			s.fire()
-		}
-	})
+// add registers sleeper s; a short one ends at its real-time limit,
+// unless it ended before. tl.mu is held.
+func (tl *Timeline) add(s *sleeper, short bool) {
+	tl.sleepers[s] = true
+	if short {
+		s.limit = time.AfterFunc(ShortLimit, func() {
+			tl.mu.Lock()
+			defer tl.mu.Unlock()
+			if tl.take(s) {
+				s.escaped = true
+				s.fire()
+			}
+		})
+	}
+}
+
+// take removes sleeper s, and reports false if it was gone already;
+// tl.mu is held.
+func (tl *Timeline) take(s *sleeper) bool {
+	if !tl.sleepers[s] {
+		return false
+	}
+	delete(tl.sleepers, s)
+	if s.limit != nil {
+		s.limit.Stop()
+	}
+	return true
 }
 
 // Stream is where a timeline's entries go: stdin (the write end of the
@@ -196,12 +213,9 @@ func (tl *Timeline) Sleep(tid int32, deadline time.Duration, short bool, valid f
 		close(fired)
 	}}
 	tl.mu.Lock()
-	tl.sleepers[s] = true
+	tl.add(s, short)
 	tl.w.quiet.Hold(tid)
 	tl.mu.Unlock()
-	if short {
-		tl.limit(s)
-	}
 	tl.kick()
 	t := time.NewTicker(sleepPoll)
 	defer t.Stop()
@@ -237,11 +251,8 @@ func (tl *Timeline) Await(tid int32, deadline time.Duration, short bool, wake fu
 		wake()
 	}}
 	tl.mu.Lock()
-	tl.sleepers[s] = true
+	tl.add(s, short)
 	tl.mu.Unlock()
-	if short {
-		tl.limit(s)
-	}
 	tl.kick()
 	return func() bool { return tl.cancel(s) }, func() bool {
 		tl.mu.Lock()
@@ -254,11 +265,7 @@ func (tl *Timeline) Await(tid int32, deadline time.Duration, short bool, wake fu
 func (tl *Timeline) cancel(s *sleeper) bool {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	if !tl.sleepers[s] {
-		return false
-	}
-	delete(tl.sleepers, s)
-	return true
+	return tl.take(s)
 }
 
 // sleepPoll is how often a held sleeper checks that it was not
@@ -342,7 +349,7 @@ func (tl *Timeline) run() {
 		if s == fire {
 			for sl := range tl.sleepers {
 				if sl.deadline <= at {
-					delete(tl.sleepers, sl)
+					tl.take(sl)
 					sl.fire()
 				}
 			}
