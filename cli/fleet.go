@@ -3,11 +3,14 @@ package cli
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/lockstep-run/lockstep/serve"
 	"github.com/spf13/pflag"
 )
 
@@ -26,8 +29,10 @@ type fleet struct {
 	asJSON     *bool
 	require    *string
 	stderrMode *string
+	allowNet   *string
 
-	required []string // parsed from require by check
+	required []string      // parsed from require by check
+	allow    *serve.Policy // parsed from allowNet by check
 }
 
 func addFleetFlags(name string, fs *pflag.FlagSet) *fleet {
@@ -43,6 +48,7 @@ func addFleetFlags(name string, fs *pflag.FlagSet) *fleet {
 		tick:       fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution: while a replica waits for a time, a tick entry is appended once the clock passes it, at most one per `DURATION` (1ms to 1s)"),
 		asJSON:     fs.Bool("json", false, "print the verdict as JSON on stderr"),
 		require:    requireFlag(fs),
+		allowNet:   fs.String("allow-net", "", "let the program connect out of the run, through the guard, to `HOST:PORT,...` (an address, a CIDR network or a name, and a port or *); the default allows none (docs/egress.md)"),
 		stderrMode: fs.String("stderr", "majority", "the replicas' stderr to show after the run: majority (what most replicas wrote; the vote is on stdout), replica-N, or none"),
 	}
 }
@@ -64,6 +70,11 @@ func (f *fleet) check(stderr io.Writer) int {
 	if err := checkStderrMode(*f.stderrMode, *f.replicas); err != nil {
 		return errorf(stderr, exitUsage, "%s: --stderr: %v", f.name, err)
 	}
+	allow, err := serve.ParsePolicy(*f.allowNet)
+	if err != nil {
+		return errorf(stderr, exitUsage, "%s: %v", f.name, err)
+	}
+	f.allow = allow
 	if len(*f.providers) > 0 && *f.logdAddr == "" {
 		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", f.name)
 	}
@@ -98,6 +109,15 @@ func (f *fleet) open(stderr io.Writer) (client *logd.Client, ps []replicate.Prov
 
 // options are a run's options from the flags: replicas of image running
 // args, on ps, reading a new stream of client's.
+// guard is the run's guard: its outbound connections (egress) go
+// through it, and a served stream's clients too (ln; nil for a run).
+func (f *fleet) guard(ln net.Listener, stderr io.Writer) *serve.Gateway {
+	g := serve.New(ln, *f.replicas)
+	g.Allow = f.allow
+	g.Log = func(s string) { fmt.Fprintf(stderr, "lockstep %s: %s\n", f.name, s) }
+	return g
+}
+
 func (f *fleet) options(ps []replicate.Provider, client *logd.Client, image string, args []string) replicate.Options {
 	id := make([]byte, 6)
 	rand.Read(id)

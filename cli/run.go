@@ -109,7 +109,13 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintf(stderr, "\rlockstep %s: %s in, %s verified out, %d of %d replicas running  ", name, size(p.In), size(p.Out), p.Running, *f.replicas)
 		}
 	}
+	g := f.guard(nil, stderr)
+	o.Entries, o.Net = g.Entries(), g
 	v, err := replicate.Run(ctx, o)
+	g.Over()
+	if err == nil {
+		g.Judge(&v)
+	}
 	if showProgress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
 	"github.com/lockstep-run/lockstep/serve"
 	"github.com/spf13/pflag"
@@ -67,7 +68,7 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	defer closeFleet()
 	o := f.options(ps, client, fs.Arg(0), fs.Args()[1:])
 	chains := &syncChains{cs: ebpf.NewChains(64 << 10)}
-	g := serve.New(ln, o.Replicas)
+	g := f.guard(ln, stderr)
 	g.Tap = chains.conn
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,8 +139,13 @@ func stopOnSignal(g *serve.Gateway, cancel func(), stderr io.Writer) (stopped fu
 // replica's answers go to the digest chains, connection by connection.
 type replayedConns struct{ s *syncChains }
 
-func (r replayedConns) Response(_ int, id uint64, p []byte) { r.s.conn(id, p) }
+func (r replayedConns) Response(_ int, id uint64, p []byte) {
+	if id&logd.EgressConn == 0 { // the recorded chains are the clients' answers
+		r.s.conn(id, p)
+	}
+}
 func (r replayedConns) Finished(int, uint64)                {}
+func (r replayedConns) Dial(int, uint64, string)            {}
 func (r replayedConns) Gone(int)                            {}
 
 // syncChains are digest chains written from several goroutines: the

@@ -25,6 +25,10 @@ const (
 	Consumed byte = 'c'
 	Response byte = 'r' // bytes the service sent on a connection
 	Finished byte = 'f' // the service closed a connection: no more bytes
+	// Dial asks the guard to connect out of the run (egress): the payload
+	// is the connection's number (logd.EgressConn set), then the address
+	// (host:port) the program connected to.
+	Dial byte = 'a'
 )
 
 // MaxPayload bounds a frame's payload: a log entry's (1 MiB) and a
@@ -58,7 +62,7 @@ func Read(r *bufio.Reader) (Frame, error) {
 	}
 	f := Frame{Kind: h[0], Seq: int64(binary.BigEndian.Uint64(h[1:])), Time: int64(binary.BigEndian.Uint64(h[9:]))}
 	switch f.Kind {
-	case Input, EOF, Tick, End, Open, Data, Close, Stop, Wait, Consumed, Response, Finished:
+	case Input, EOF, Tick, End, Open, Data, Close, Stop, Wait, Consumed, Response, Finished, Dial:
 	default:
 		return Frame{}, fmt.Errorf("feed: unknown frame kind %q", f.Kind)
 	}

@@ -29,6 +29,15 @@ const (
 	lastKind = KindStop
 )
 
+// EgressConn marks the number of a connection the run's program made out
+// of the run (egress, docs/egress.md): the guard dialed it, and its entries
+// carry what the remote side did. An egress open entry's payload is the
+// number, the result of the guard's dial (an errno, 4 bytes big-endian: 0
+// when it connected), then the address dialed; its data entries are the
+// bytes the remote sent; its close entry says the remote closed its side,
+// and a close with an errno (4 more bytes: ECONNRESET) that it ended so.
+const EgressConn = uint64(1) << 63
+
 // ConnID is the connection number an open, data or close entry's payload
 // starts with.
 func ConnID(p []byte) uint64 { return binary.BigEndian.Uint64(p) }
@@ -111,9 +120,10 @@ func (e *Entry) check() error {
 	switch {
 	case e.Kind < KindInput || e.Kind > lastKind:
 		return fmt.Errorf("entry %d: %v", e.Seq, e.Kind)
-	case (e.Kind == KindOpen || e.Kind == KindClose) && len(e.Payload) != 8,
-		e.Kind == KindData && len(e.Payload) < 8:
+	case (e.Kind == KindOpen || e.Kind == KindClose || e.Kind == KindData) && len(e.Payload) < 8:
 		return fmt.Errorf("entry %d: a %v entry starts with its connection's 8-byte number (it has %d bytes)", e.Seq, e.Kind, len(e.Payload))
+	case (e.Kind == KindOpen || e.Kind == KindClose) && !connSize(ConnID(e.Payload), e.Kind, len(e.Payload)):
+		return fmt.Errorf("entry %d: a %v entry of %d bytes: a served connection's carries its 8-byte number only; an outbound one's (docs/egress.md) open the number, an errno and the address, and its close the number and at most an errno", e.Seq, e.Kind, len(e.Payload))
 	case len(e.Payload) > MaxPayload:
 		return fmt.Errorf("entry %d: payload of %d bytes is over the 1 MiB limit: split it", e.Seq, len(e.Payload))
 	case e.Kind == KindSeed && len(e.Payload) != 8:
@@ -122,6 +132,18 @@ func (e *Entry) check() error {
 		return fmt.Errorf("entry %d: negative time", e.Seq)
 	}
 	return nil
+}
+
+// connSize reports whether an open or close entry of connection conn may
+// have n bytes.
+func connSize(conn uint64, k Kind, n int) bool {
+	switch {
+	case conn&EgressConn == 0:
+		return n == 8
+	case k == KindOpen:
+		return n >= 12
+	}
+	return n == 8 || n == 12
 }
 
 // ErrMalformed is wrapped by every decoding error.

@@ -93,6 +93,10 @@ func serveFeed(ctx context.Context, c *net.UnixConn, f entrySource, es []logd.En
 				if len(fr.Payload) >= 8 {
 					out.Finished(logd.ConnID(fr.Payload))
 				}
+			case feed.Dial:
+				if len(fr.Payload) >= 8 {
+					out.Dial(logd.ConnID(fr.Payload), string(fr.Payload[8:]))
+				}
 			}
 		}
 	}()

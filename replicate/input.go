@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
@@ -54,15 +56,16 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 // It reads no further than Window entries ahead of what a majority has read.
 func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter, over <-chan struct{}) error {
 	reads := make(chan logd.Entry, gatherBytes/readSize)
-	rerr := make(chan error, 1)
+	rerr := make(chan error, 2)
 	go readInput(ctx, app.Size(), o, v, reads, rerr)
 	last := time.Now().UnixNano() // no later than the seed entry's time
 	tick := time.NewTimer(time.Hour)
 	tick.Stop()
 	var batch []logd.Entry
 	appendBatch := func() error {
-		for i := range batch { // an entry made before a tick that was appended first
+		for i := range batch { // an entry made before one appended first
 			batch[i].Time = max(batch[i].Time, last)
+			last = batch[i].Time
 		}
 		if _, err := app.Append(ctx, batch); err != nil {
 			return err
@@ -82,11 +85,12 @@ func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter, over 
 			tick.Reset(time.Duration(at - time.Now().UnixNano()))
 		}
 		select {
+		case err := <-rerr:
+			if err := readEnd(err); err != nil {
+				return err
+			}
 		case e, ok := <-reads:
 			if !ok {
-				if err := readEnd(<-rerr); err != nil {
-					return err
-				}
 				reads = nil
 				continue
 			}
@@ -108,11 +112,6 @@ func feedLog(ctx context.Context, app *logd.Appender, o Options, v *voter, over 
 			}
 			if err := appendBatch(); err != nil {
 				return err
-			}
-			if reads == nil {
-				if err := readEnd(<-rerr); err != nil {
-					return err
-				}
 			}
 		case <-tick.C:
 			if d, ok := v.nextWait(); ok && time.Now().UnixNano() >= max(d, last+int64(o.TickEvery)) {
@@ -141,53 +140,64 @@ func readEnd(err error) error {
 	return err
 }
 
-// readInput reads stdin into input entries, and an eof entry at its end;
-// rerr gets nil or the error that stopped it, then reads is closed.
+// readInput reads stdin into input entries, and an eof entry at its end,
+// and passes on the guard's entries (Entries: a served stream's, or a
+// run's outbound connections'); rerr gets the error that stopped the
+// reading of stdin (nil at its end; a served stream's: at Entries' close).
+// reads is closed once both are done.
 func readInput(ctx context.Context, next int64, o Options, v *voter, reads chan<- logd.Entry, rerr chan<- error) {
-	defer close(reads)
-	send := func(e logd.Entry) bool {
+	var made atomic.Int64 // entries made: the log's size once they are appended
+	made.Store(next)
+	send := func(e logd.Entry) error {
+		if err := v.waitRoom(ctx, made.Add(1)-1-int64(o.Window)); err != nil {
+			return err
+		}
 		select {
 		case reads <- e:
-			return true
+			return nil
 		case <-ctx.Done():
-			rerr <- ctx.Err()
-			return false
+			return ctx.Err()
 		}
 	}
-	for {
-		if err := v.waitRoom(ctx, next-int64(o.Window)); err != nil {
-			rerr <- err
-			return
-		}
-		if o.Entries != nil {
-			e, ok := <-o.Entries
-			if !ok {
+	var wg sync.WaitGroup
+	if o.Entries != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range o.Entries {
+				if err := send(e); err != nil {
+					rerr <- err
+					return
+				}
+			}
+			if o.Stdin == nil {
 				rerr <- nil
-				return
 			}
-			if !send(e) {
-				return
-			}
-			next++
-			continue
-		}
+		}()
+	}
+	if o.Stdin != nil {
+		rerr <- readStdin(o.Stdin, send)
+	}
+	wg.Wait()
+	close(reads)
+}
+
+// readStdin sends stdin's reads as input entries, and an eof entry at
+// its end.
+func readStdin(in io.Reader, send func(logd.Entry) error) error {
+	for {
 		buf := make([]byte, readSize)
-		n, err := o.Stdin.Read(buf)
+		n, err := in.Read(buf)
 		if n > 0 {
-			if !send(logd.Entry{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: buf[:n:n]}) {
-				return
+			if err := send(logd.Entry{Kind: logd.KindInput, Time: time.Now().UnixNano(), Payload: buf[:n:n]}); err != nil {
+				return err
 			}
-			next++
 		}
 		if err == io.EOF {
-			if send(logd.Entry{Kind: logd.KindEOF, Time: time.Now().UnixNano()}) {
-				rerr <- nil
-			}
-			return
+			return send(logd.Entry{Kind: logd.KindEOF, Time: time.Now().UnixNano()})
 		}
 		if err != nil {
-			rerr <- err
-			return
+			return err
 		}
 	}
 }

@@ -72,6 +72,10 @@ type Sink interface {
 	// Neither may block for long: they come on the feed's one socket.
 	Response(conn uint64, p []byte)
 	Finished(conn uint64)
+	// Dial asks the guard to make the program's connection conn out of
+	// the run, to to (host:port): egress (docs/egress.md). Response and
+	// Finished carry what the program sends on it.
+	Dial(conn uint64, to string)
 }
 
 // digestingSink is a Sink that digests every byte it is given (the

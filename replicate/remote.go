@@ -26,6 +26,7 @@ const (
 	frameStderr   = 's' // the container's stderr bytes
 	frameResponse = 'n' // 8 bytes of a served connection's number, then bytes its service sent
 	frameFinished = 'f' // 8 bytes: the service closed that connection
+	frameDial     = 'a' // 8 bytes of an outbound connection's number, then the address the program connected to
 	frameResult   = 'r' // the Result as JSON; the last frame
 	frameError    = 'e' // why the replica failed; the last frame
 
@@ -131,6 +132,10 @@ func (f *frameWriter) Response(conn uint64, p []byte) {
 	f.frame(frameResponse, append(binary.BigEndian.AppendUint64(nil, conn), p...))
 }
 
+func (f *frameWriter) Dial(conn uint64, to string) {
+	f.frame(frameDial, append(binary.BigEndian.AppendUint64(nil, conn), to...))
+}
+
 func (f *frameWriter) Finished(conn uint64) {
 	f.frame(frameFinished, binary.BigEndian.AppendUint64(nil, conn))
 }
@@ -220,6 +225,10 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		case frameFinished:
 			if n == 8 {
 				out.Finished(binary.BigEndian.Uint64(b))
+			}
+		case frameDial:
+			if n >= 8 {
+				out.Dial(binary.BigEndian.Uint64(b), string(b[8:]))
 			}
 		case frameLeaks:
 			out.HostLeaks(strings.Split(string(b), ","))

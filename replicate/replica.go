@@ -88,6 +88,12 @@ func (r *replica) Finished(conn uint64) {
 	}
 }
 
+func (r *replica) Dial(conn uint64, to string) {
+	if r.net != nil {
+		r.net.Dial(r.index, conn, to)
+	}
+}
+
 func (r *replica) HostLeaks(sources []string) {
 	r.mu.Lock()
 	r.leaks = sources

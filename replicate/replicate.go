@@ -68,6 +68,7 @@ type Options struct {
 type Responder interface {
 	Response(replica int, conn uint64, p []byte)
 	Finished(replica int, conn uint64)
+	Dial(replica int, conn uint64, to string)
 	Gone(replica int)
 }
 

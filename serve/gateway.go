@@ -22,6 +22,11 @@ type Gateway struct {
 	// connection, in order (lockstep serve --record digests them).
 	Tap func(conn uint64, p []byte)
 
+	// Allow is the egress policy (--allow-net): nil allows no outbound
+	// connection. Log, if set, gets a line for the user (a refused one).
+	Allow *Policy
+	Log   func(string)
+
 	ln       net.Listener
 	entries  chan logd.Entry
 	quit     chan struct{} // the run is over: nothing reads entries
@@ -44,15 +49,23 @@ type Gateway struct {
 	splits  int64 // of them, those cut short: no majority answered alike
 	stopped bool
 	failure string
+
+	dials   map[uint64]*dialVote // outbound connections asked for
+	remotes map[net.Conn]bool    // outbound connections open
+	refused map[string]bool      // addresses the policy refused, said once
+	dialed  int64
 }
 
-// New makes a gateway for replicas replicas, accepting on ln.
+// New makes a gateway for replicas replicas, accepting on ln; with ln
+// nil, it is the guard of a run's outbound connections only (lockstep
+// run --allow-net): Serve is not called, and Over ends it.
 func New(ln net.Listener, replicas int) *Gateway {
 	return &Gateway{
 		ln: ln, entries: make(chan logd.Entry, 64),
 		quit: make(chan struct{}), stopping: make(chan struct{}), failed: make(chan struct{}),
 		v:     votes{need: replicas/2 + 1, odd: make([]string, replicas), gone: make([]bool, replicas)},
 		conns: map[uint64]*conn{}, open: map[net.Conn]bool{},
+		dials: map[uint64]*dialVote{}, remotes: map[net.Conn]bool{}, refused: map[string]bool{},
 	}
 }
 
@@ -151,9 +164,17 @@ func (g *Gateway) Stop() {
 		c.Close()
 	}
 	g.mu.Unlock()
+	if g.ln == nil {
+		g.closeEntries() // a run's guard: the run is over, no stop entry
+		return
+	}
 	g.ln.Close()
 	g.clients.Wait()
 	g.emit(logd.Entry{Kind: logd.KindStop})
+	g.closeEntries()
+}
+
+func (g *Gateway) closeEntries() {
 	g.emitMu.Lock()
 	g.closed = true
 	close(g.entries)
@@ -168,6 +189,9 @@ func (g *Gateway) Over() {
 	g.mu.Lock()
 	for _, c := range g.conns {
 		c.out.end()
+	}
+	for c := range g.remotes {
+		c.Close()
 	}
 	g.mu.Unlock()
 }
@@ -228,6 +252,9 @@ func (g *Gateway) markOdd(odd map[int]string) {
 func (g *Gateway) forget(c *conn) {
 	if g.conns[c.id] == c && c.settled(&g.v) {
 		delete(g.conns, c.id)
+		if c.id&logd.EgressConn != 0 {
+			return
+		}
 		g.served++
 		if c.sent == 0 {
 			g.silent++
@@ -246,6 +273,12 @@ func (g *Gateway) revote() {
 			if g.v.in(r) {
 				in++
 			}
+		}
+		if in < g.v.need && g.ln == nil {
+			for _, c := range g.conns { // a run's guard: the run's voter says why
+				c.out.end()
+			}
+			return
 		}
 		if in < g.v.need {
 			if g.failure == "" && !g.stopped { // not the replicas' end at the stop entry
@@ -335,6 +368,9 @@ func (g *Gateway) Status() string {
 	}
 	if g.splits > 0 {
 		s += fmt.Sprintf(", %d cut short where no majority of the replicas answered alike", g.splits)
+	}
+	if g.dialed > 0 {
+		s += fmt.Sprintf(", %d outbound", g.dialed)
 	}
 	if len(odd) > 0 {
 		s += "; odd: " + strings.Join(odd, ", ")

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+
+	"github.com/lockstep-run/lockstep/logd"
 )
 
 // conn is one client connection's responses from the replicas, and the
@@ -25,6 +27,14 @@ type conn struct {
 	told     bool // the gateway counted the split
 	out      *writer
 	tap      func(id uint64, p []byte) // or nil
+}
+
+// String names the connection in a replica's odd-one-out reason.
+func (c *conn) String() string {
+	if c.id&logd.EgressConn != 0 {
+		return fmt.Sprintf("outbound connection %d", c.id&^logd.EgressConn)
+	}
+	return fmt.Sprintf("connection %d", c.id)
 }
 
 func newConn(id uint64, n int, out *writer) *conn {
@@ -49,7 +59,7 @@ func (c *conn) add(v *votes, r int, p []byte) map[int]string {
 		return nil // nothing more goes to the client: no vote
 	}
 	if c.ended && c.ok[r]+int64(len(c.pend[r]))+int64(len(p)) > c.sent {
-		return map[int]string{r: fmt.Sprintf("connection %d: it sent more than the majority's %d-byte response", c.id, c.sent)}
+		return map[int]string{r: fmt.Sprintf("%s: it sent more than the majority's %d-byte response", c, c.sent)}
 	}
 	c.pend[r] = append(c.pend[r], p...)
 	return c.vote(v)
@@ -97,7 +107,7 @@ func (c *conn) vote(v *votes) map[int]string {
 		for _, s := range up {
 			n := lcp(seg, c.pend[s])
 			if n < len(seg) && n < len(c.pend[s]) {
-				odd[s] = fmt.Sprintf("connection %d: its response differs from the majority's at byte %d", c.id, c.sent+int64(n))
+				odd[s] = fmt.Sprintf("%s: its response differs from the majority's at byte %d", c, c.sent+int64(n))
 				continue
 			}
 			c.pend[s] = c.pend[s][n:]
@@ -128,9 +138,9 @@ func (c *conn) vote(v *votes) map[int]string {
 		}
 		switch got := c.ok[r] + int64(len(c.pend[r])); {
 		case c.fin[r] && got < c.sent:
-			odd[r] = fmt.Sprintf("connection %d: its response ended after %d bytes, the majority's went on", c.id, got)
+			odd[r] = fmt.Sprintf("%s: its response ended after %d bytes, the majority's went on", c, got)
 		case c.ended && got > c.sent:
-			odd[r] = fmt.Sprintf("connection %d: it sent more than the majority's %d-byte response", c.id, c.sent)
+			odd[r] = fmt.Sprintf("%s: it sent more than the majority's %d-byte response", c, c.sent)
 		}
 	}
 	c.drop(v, odd)
@@ -189,7 +199,7 @@ func (c *conn) checkBehind(v *votes, odd map[int]string) {
 		from := c.ok[r] - c.trim
 		n := int(min(int64(len(c.pend[r])), c.sent-c.ok[r]))
 		if m := lcp(c.pend[r][:n], c.released[from:]); m < n {
-			odd[r] = fmt.Sprintf("connection %d: its response differs from the majority's at byte %d", c.id, c.ok[r]+int64(m))
+			odd[r] = fmt.Sprintf("%s: its response differs from the majority's at byte %d", c, c.ok[r]+int64(m))
 			continue
 		}
 		c.pend[r] = c.pend[r][n:]

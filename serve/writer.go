@@ -7,9 +7,11 @@ import (
 
 // writer writes a client's released response bytes in order, on a
 // goroutine of its own: a slow client holds up only itself. end closes
-// the connection once what was pushed is written.
+// the connection once what was pushed is written, or with half set (an
+// outbound connection: the remote may still answer), shuts its write side.
 type writer struct {
 	c     net.Conn
+	half  bool
 	mu    sync.Mutex
 	cond  *sync.Cond
 	queue [][]byte
@@ -57,7 +59,11 @@ func (w *writer) run() {
 			}
 		}
 		if ended && len(q) == 0 {
-			w.c.Close()
+			if tc, ok := w.c.(*net.TCPConn); ok && w.half {
+				tc.CloseWrite()
+			} else {
+				w.c.Close()
+			}
 			return
 		}
 	}

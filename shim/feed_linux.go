@@ -48,9 +48,8 @@ func (a *containerAgent) startFeed() error {
 		feed.Write(c, f)
 	}
 	to := virt.Stream{Stdin: w, Stop: a.stop}
-	if port := a.cfg.Settings.Port; port != 0 {
-		to.Net = a.newServed(port, send)
-	}
+	// Served connections (a port), and outbound ones (egress) in any run.
+	to.Net = a.newServed(a.cfg.Settings.Port, send)
 	tl := a.world.NewTimeline(to,
 		func(deadline int64) { send(feed.Frame{Kind: feed.Wait, Time: deadline}) },
 		func(n int64) { send(feed.Frame{Kind: feed.Consumed, Seq: n}) })

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lockstep-run/lockstep/feed"
@@ -34,6 +35,7 @@ type served struct {
 	mu       sync.Mutex
 	conns    map[uint64]*servedConn
 	listened bool // a connection to the port succeeded once
+	out      outbound
 }
 
 type servedConn struct {
@@ -78,7 +80,12 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 		if sc == nil {
 			return
 		}
-		sc.c.CloseWrite()
+		if len(p) >= 4 && syscall.Errno(binary.BigEndian.Uint32(p)) == syscall.ECONNRESET {
+			sc.c.SetLinger(0) // the remote reset it: so does the program's side
+			sc.c.Close()
+		} else {
+			sc.c.CloseWrite()
+		}
 		s.mu.Lock()
 		sc.clientClosed = true
 		s.forget(id, sc)
@@ -179,38 +186,20 @@ const (
 	startPoll = 5 * time.Millisecond
 )
 
-// dial connects to the service's port on the container's loopback. The
-// socket is made on a thread that enters the container's network
-// namespace and leaves it; a socket stays in the namespace it was made
-// in.
+// dial connects to the service's port on the container's loopback.
 func (s *served) dial() (*net.TCPConn, error) {
-	pid := s.a.initPID()
-	if pid == 0 {
-		return nil, fmt.Errorf("the container has not started")
-	}
-	type made struct {
-		fd  int
-		err error
-	}
-	ch := make(chan made, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked if it cannot go back: the thread then ends with this goroutine
-		fd, err := socketIn(pid)
-		ch <- made{fd, err}
-		if err != errNoWayBack {
-			runtime.UnlockOSThread()
-		}
-	}()
-	m := <-ch
-	if m.err != nil {
-		return nil, m.err
-	}
-	sa := &unix.SockaddrInet4{Port: s.port, Addr: [4]byte{127, 0, 0, 1}}
-	if err := unix.Connect(m.fd, sa); err != nil {
-		unix.Close(m.fd)
+	fd, err := s.a.inNetns(func() (int, error) {
+		return unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	})
+	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(m.fd), "served")
+	sa := &unix.SockaddrInet4{Port: s.port, Addr: [4]byte{127, 0, 0, 1}}
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "served")
 	defer f.Close()
 	c, err := net.FileConn(f)
 	if err != nil {
@@ -221,9 +210,34 @@ func (s *served) dial() (*net.TCPConn, error) {
 
 var errNoWayBack = fmt.Errorf("could not return to the agent's network namespace")
 
-// socketIn makes a TCP socket in pid's network namespace; the calling
-// thread is locked.
-func socketIn(pid int) (int, error) {
+// inNetns runs fn on a thread that enters the container's network
+// namespace and leaves it after: a socket fn makes stays in the
+// namespace it was made in.
+func (a *containerAgent) inNetns(fn func() (int, error)) (int, error) {
+	pid := a.initPID()
+	if pid == 0 {
+		return -1, fmt.Errorf("the container has not started")
+	}
+	type made struct {
+		fd  int
+		err error
+	}
+	ch := make(chan made, 1)
+	go func() {
+		runtime.LockOSThread() // not unlocked if it cannot go back: the thread then ends with this goroutine
+		fd, err := enterNetns(pid, fn)
+		ch <- made{fd, err}
+		if err != errNoWayBack {
+			runtime.UnlockOSThread()
+		}
+	}()
+	m := <-ch
+	return m.fd, m.err
+}
+
+// enterNetns runs fn in pid's network namespace; the calling thread is
+// locked.
+func enterNetns(pid int, fn func() (int, error)) (int, error) {
 	self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
@@ -237,7 +251,7 @@ func socketIn(pid int) (int, error) {
 	if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
 		return -1, fmt.Errorf("enter the container's network namespace: %w", err)
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := fn()
 	if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil {
 		if fd >= 0 {
 			unix.Close(fd)

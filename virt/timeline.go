@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lockstep-run/lockstep/logd"
 )
 
 // Timeline makes a replica's time follow its input log: the log is the
@@ -51,6 +53,8 @@ type Timeline struct {
 	sleepers map[*sleeper]bool
 	writing  int  // entries given to the writer and not yet done
 	blocking bool // the writer is in a write to stdin
+	dialed   uint64           // outbound connections asked for
+	dials    map[uint64]*dial // of them, those waiting for the log's answer
 }
 
 // Input is one entry of the stream, for the Timeline: input bytes (EOF:
@@ -145,7 +149,7 @@ type Stream struct {
 func (w *World) NewTimeline(to Stream, ask func(int64), consumed func(int64)) *Timeline {
 	tl := &Timeline{
 		w: w, origin: w.cfg.Epoch.UnixNano(), ask: ask, consumed: consumed, stdin: to.Stdin, net: to.Net, stop: to.Stop,
-		writes: make(chan Input, 1024), wake: make(chan struct{}, 1), sleepers: map[*sleeper]bool{},
+		writes: make(chan Input, 1024), wake: make(chan struct{}, 1), sleepers: map[*sleeper]bool{}, dials: map[uint64]*dial{},
 	}
 	tl.logTime = tl.origin
 	w.timeline = tl
@@ -403,6 +407,8 @@ func (tl *Timeline) write() {
 			if tl.stop != nil {
 				tl.stop()
 			}
+		case e.Net == NetOpen && e.Conn&logd.EgressConn != 0:
+			tl.answer(e.Conn, e.Payload)
 		case e.Net != NetNone:
 			if tl.net != nil {
 				tl.net.Deliver(e.Net, e.Conn, e.Payload)

@@ -5,12 +5,15 @@ package agent
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
+	"github.com/lockstep-run/lockstep/virt"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,8 +24,42 @@ import (
 // because what the other side sends back is input that no log of an exec
 // holds (virt.World.Outside).
 func (a *Agent) registerNet() {
-	a.handle(unix.SYS_CONNECT, "connect", func(r *Req) (int64, error) { return a.outside(r, "connect", r.Arg(1), r.Arg(2)) })
+	a.handle(unix.SYS_CONNECT, "connect", a.connect)
 	a.handle(unix.SYS_SENDTO, "sendto", func(r *Req) (int64, error) { return a.outside(r, "sendto", r.Arg(4), r.Arg(5)) })
+}
+
+// connect: in a run whose time is its log's, a TCP connection out of the
+// run goes through the guard (egress, docs/egress.md): the log says
+// whether it connected, and carries what the remote sends. Otherwise it
+// runs natively, noted as outside.
+func (a *Agent) connect(r *Req) (int64, error) {
+	tl := a.world.Timeline()
+	ap, ok := peer(r, r.Arg(1), r.Arg(2))
+	if tl == nil || !ok || ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() || !ap.Addr().Unmap().Is4() {
+		return a.outside(r, "connect", r.Arg(1), r.Arg(2))
+	}
+	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
+	if err != nil {
+		return 0, errContinue // not a descriptor: the kernel says so
+	}
+	defer unix.Close(sock)
+	typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return a.outside(r, "connect", r.Arg(1), r.Arg(2)) // UDP: not through the guard yet
+	}
+	if _, err := unix.Getpeername(sock); err == nil {
+		return 0, syscall.EISCONN
+	}
+	errno, err := tl.Dial(int32(r.Pid), sock, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), r.Valid)
+	switch {
+	case errors.Is(err, virt.ErrNoEgress):
+		return a.outside(r, "connect", r.Arg(1), r.Arg(2))
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, errno
+	}
+	return 0, nil
 }
 
 func (a *Agent) outside(r *Req, call string, addr, size uint64) (int64, error) {

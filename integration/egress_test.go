@@ -1,0 +1,142 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	webNetns = "lockstep-web"
+	webVeth  = "lsweb0"
+	webHost  = "10.213.7.1"
+	webAddr  = "10.213.7.2"
+)
+
+// startWeb runs a real HTTP server (python3 -m http.server) in a network
+// namespace of its own at webAddr:8000, reached from the host over a
+// veth pair; it serves dir, and its access log (one line per request)
+// is returned by the function it gives back. stop takes the site down.
+func startWeb(t *testing.T, dir string) (access func() string, stop func()) {
+	exec.Command("ip", "netns", "del", webNetns).Run() // a leftover
+	exec.Command("ip", "link", "del", webVeth).Run()
+	sh(t, "ip", "netns", "add", webNetns)
+	sh(t, "ip", "link", "add", webVeth, "type", "veth", "peer", "name", "eth0", "netns", webNetns)
+	sh(t, "ip", "addr", "add", webHost+"/24", "dev", webVeth)
+	sh(t, "ip", "link", "set", webVeth, "up")
+	sh(t, "ip", "-n", webNetns, "addr", "add", webAddr+"/24", "dev", "eth0")
+	sh(t, "ip", "-n", webNetns, "link", "set", "eth0", "up")
+	sh(t, "ip", "-n", webNetns, "link", "set", "lo", "up")
+	var log bytes.Buffer
+	srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-m", "http.server", "8000", "--bind", webAddr, "--directory", dir)
+	srv.Stderr = &log
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	down := false
+	stop = func() {
+		if down {
+			return
+		}
+		down = true
+		srv.Process.Kill()
+		srv.Wait()
+		exec.Command("ip", "link", "del", webVeth).Run()
+		exec.Command("ip", "netns", "del", webNetns).Run()
+	}
+	t.Cleanup(stop)
+	for i := 0; ; i++ {
+		if exec.Command("ip", "netns", "exec", webNetns, "python3", "-c", "import socket; socket.create_connection(('"+webAddr+"', 8000), 1)").Run() == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("the web server did not start: %s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return func() string { return log.String() }, stop
+}
+
+// TestEgressMonitor: website monitoring through the guard. Three
+// replicas fetch a page from a real server in another network namespace
+// every 2 s, and probe a port nothing listens on; the guard makes each
+// connection once (the server's access log shows each fetch once), every
+// replica prints the same lines (the page's digest, the time each fetch
+// took by the replica's own clock), and a replay with the site gone
+// prints them again from the log.
+func TestEgressMonitor(t *testing.T) {
+	dir := t.TempDir()
+	page := bytes.Repeat([]byte("lockstep egress\n"), 20000)
+	if err := os.WriteFile(filepath.Join(dir, "page"), page, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	access, stop := startWeb(t, dir)
+	sum := sha256.Sum256(page)
+	log := filepath.Join(t.TempDir(), "monitor.log")
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	common := []string{"--address", sock, "--namespace", namespace}
+	cmd := []string{pythonImage, "--", "/usr/bin/python3", "/srv/monitor.py", "5", "2",
+		"http://" + webAddr + ":8000/page", "tcp:" + webAddr + ":8000", "tcp:" + webAddr + ":8001"}
+	args := append(append([]string{"run", "--allow-net", webAddr + ":*", "--record", log}, common...), cmd...)
+	out, errs, code := runCLI(t, "", nil, args...)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
+		t.Fatalf("run: exit %d: %s", code, errs)
+	}
+	if got := strings.Count(out, hex.EncodeToString(sum[:])); got != 5 {
+		t.Errorf("%d of 5 fetches printed the page's sha256", got)
+	}
+	if got := strings.Count(out, "tcp "+webAddr+":8001 down: ConnectionRefusedError"); got != 5 {
+		t.Errorf("%d of 5 probes of the closed port said it was down", got)
+	}
+	if got := strings.Count(out, "tcp "+webAddr+":8000 up"); got != 5 {
+		t.Errorf("%d of 5 probes of the open port said it was up", got)
+	}
+	if got := strings.Count(access(), "GET /page"); got != 5 {
+		t.Errorf("the server saw %d fetches, want 5 (one per round, whatever the replica count):\n%s", got, access())
+	}
+	stop() // the site is gone: the replay reads its replies from the log
+	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
+	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
+		t.Errorf("replay without the site: exit %d, same output %v:\n%s%s", code, again == out, again, errs)
+	}
+}
+
+// TestEgressRefused: without --allow-net, no connection leaves the run:
+// the program's connect is refused on every replica alike and lockstep
+// says which flag allows it; with another address allowed, the same.
+func TestEgressRefused(t *testing.T) {
+	access, _ := startWeb(t, t.TempDir())
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	url := "http://" + webAddr + ":8000/"
+	for _, allow := range []string{"", "10.9.9.9:80"} {
+		args := []string{"run", "--address", sock, "--namespace", namespace}
+		if allow != "" {
+			args = append(args, "--allow-net", allow)
+		}
+		args = append(args, probeImage, "--", "/bin/busybox", "sh", "-c", "wget -q -O - "+url+"; echo wget $?")
+		out, errs, code := runCLI(t, "", nil, args...)
+		if code != 0 || out != "wget 1\n" || !strings.Contains(errs, "Connection refused") {
+			t.Errorf("--allow-net %q: exit %d, stdout %q:\n%s", allow, code, out, errs)
+		}
+		want := fmt.Sprintf("allow it with --allow-net %s:8000", webAddr)
+		if allow != "" {
+			want = "which --allow-net does not allow"
+		}
+		if strings.Count(errs, want) != 1 {
+			t.Errorf("--allow-net %q: stderr does not say %q once:\n%s", allow, want, errs)
+		}
+	}
+	if strings.Contains(access(), "GET") {
+		t.Errorf("a refused connection reached the server:\n%s", access())
+	}
+}

@@ -1,0 +1,171 @@
+package serve
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/lockstep-run/lockstep/logd"
+)
+
+// Egress: the run's program connects out of the run (docs/egress.md).
+// Each replica's runtime asks for connection N (logd.EgressConn set) to
+// an address; once a majority of the replicas asked for the same one, the
+// guard dials it, once, if the policy allows it, and appends the result
+// (an open entry), every read of the remote's bytes (data entries) and
+// its close to the log: every replica, and every replay, sees the same
+// connection. What the replicas send on it is voted as a served
+// connection's answers are, and only what a majority sent alike goes to
+// the remote.
+
+// dialVote is the replicas' requests for one outbound connection.
+type dialVote struct {
+	to     []string // per replica: the address it asked for, or ""
+	chosen string   // the address dialed, once a majority asked for it
+}
+
+// DialTimeout bounds the guard's dial: past it, the replicas' connect
+// fails with ETIMEDOUT.
+const DialTimeout = 10 * time.Second
+
+// Dial is a replica's request to connect out of the run
+// (replicate.Responder).
+func (g *Gateway) Dial(r int, id uint64, to string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if id&logd.EgressConn == 0 || !g.v.in(r) || g.stopped {
+		return
+	}
+	d := g.dials[id]
+	if d == nil {
+		d = &dialVote{to: make([]string, len(g.v.odd))}
+		g.dials[id] = d
+	}
+	d.to[r] = to
+	g.decide(id, d)
+}
+
+// decide dials once a majority asked for the same address, and names
+// the replicas that asked for another; g.mu is held.
+func (g *Gateway) decide(id uint64, d *dialVote) {
+	if d.chosen != "" {
+		g.checkDial(id, d)
+		return
+	}
+	count := map[string]int{}
+	for r, to := range d.to {
+		if to != "" && g.v.in(r) {
+			count[to]++
+		}
+	}
+	for to, n := range count {
+		if n < g.v.need {
+			continue
+		}
+		d.chosen = to
+		g.checkDial(id, d)
+		g.dialed++
+		go g.dial(id, to)
+		return
+	}
+}
+
+// checkDial names the replicas that asked for another address than the
+// one dialed; g.mu is held.
+func (g *Gateway) checkDial(id uint64, d *dialVote) {
+	odd := map[int]string{}
+	for r, to := range d.to {
+		if to != "" && to != d.chosen && g.v.in(r) {
+			odd[r] = fmt.Sprintf("outbound connection %d: it connected to %s, the majority to %s", id&^logd.EgressConn, to, d.chosen)
+		}
+	}
+	if len(odd) > 0 {
+		g.markOdd(odd)
+		g.revote()
+	}
+}
+
+// dial makes the real connection, and appends its result and then the
+// remote's bytes and close.
+func (g *Gateway) dial(id uint64, to string) {
+	if !g.Allow.Allows(to) {
+		g.refuse(to)
+		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
+		return
+	}
+	c, err := net.DialTimeout("tcp", to, DialTimeout)
+	if err != nil {
+		g.emit(egressOpen(id, dialErrno(err), to))
+		return
+	}
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		c.Close()
+		return
+	}
+	oc := newConn(id, len(g.v.odd), newWriter(c))
+	oc.out.half = true
+	g.conns[id] = oc
+	g.remotes[c] = true
+	g.mu.Unlock()
+	g.emit(egressOpen(id, 0, to))
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			g.emit(logd.ConnEntry(logd.KindData, 0, id, buf[:n]))
+		}
+		if err != nil {
+			var why []byte
+			if errors.Is(err, syscall.ECONNRESET) {
+				why = binary.BigEndian.AppendUint32(nil, uint32(syscall.ECONNRESET))
+			}
+			g.emit(logd.ConnEntry(logd.KindClose, 0, id, why))
+			break
+		}
+	}
+	c.(*net.TCPConn).CloseRead()
+	g.mu.Lock()
+	delete(g.remotes, c)
+	g.mu.Unlock()
+}
+
+// refuse says, once per address, that the policy refused a connection.
+func (g *Gateway) refuse(to string) {
+	g.mu.Lock()
+	first := !g.refused[to]
+	g.refused[to] = true
+	g.mu.Unlock()
+	if first && g.Log != nil {
+		if g.Allow.Empty() {
+			g.Log(fmt.Sprintf("the program connected to %s; egress is off, so it was refused (ECONNREFUSED): allow it with --allow-net %s", to, to))
+		} else {
+			g.Log(fmt.Sprintf("the program connected to %s, which --allow-net does not allow: refused (ECONNREFUSED)", to))
+		}
+	}
+}
+
+// egressOpen is the open entry of outbound connection id: the dial's
+// result (0: connected) and the address.
+func egressOpen(id uint64, errno syscall.Errno, to string) logd.Entry {
+	p := binary.BigEndian.AppendUint32(nil, uint32(errno))
+	return logd.ConnEntry(logd.KindOpen, 0, id, append(p, to...))
+}
+
+// dialErrno is what a failed dial says to the program's connect.
+func dialErrno(err error) syscall.Errno {
+	var ne net.Error
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &errno):
+		return errno
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return syscall.ETIMEDOUT
+	}
+	return syscall.ECONNREFUSED
+}

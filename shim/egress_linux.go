@@ -1,0 +1,238 @@
+//go:build linux
+
+package shim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/lockstep-run/lockstep/feed"
+	"github.com/lockstep-run/lockstep/logd"
+	"golang.org/x/sys/unix"
+)
+
+// Egress (docs/egress.md): the program's connections out of the run
+// reach a listener of the agent's, in the container's network namespace,
+// at the address the program asked for; the guard made the real
+// connection once, and the log carries its bytes. Every IPv4 address is
+// local in the namespace (a local route for 0.0.0.0/0 on lo), so the
+// program's socket is connected to the address it named (getpeername
+// says so) over the loopback, whose TCP never reaches the program as
+// packets: the bytes are delivered at the socket, as a served
+// connection's are (virt.Outbound).
+
+// outbound is the agent's state of the program's outbound connections.
+type outbound struct {
+	routed    bool
+	listeners map[netip.AddrPort]*egressListener
+}
+
+// egressListener is the agent's listener at one address; one connection
+// is joined at a time.
+type egressListener struct {
+	mu sync.Mutex
+	ln *net.TCPListener
+}
+
+// Ask sends the guard the request for outbound connection conn.
+func (s *served) Ask(conn uint64, to netip.AddrPort) {
+	s.send(feed.Frame{Kind: feed.Dial, Payload: append(connID(conn), to.String()...)})
+}
+
+// Join connects sock (the agent's copy of the program's socket) to the
+// agent's listener at to, and takes the connection as conn: the log's
+// data entries for conn are written to it, and what the program sends on
+// it goes to the guard.
+func (s *served) Join(conn uint64, sock int, to netip.AddrPort) error {
+	l, err := s.listener(to)
+	if err != nil {
+		return fmt.Errorf("egress to %s: %w", to, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bindPort(sock, conn)
+	if err := connectWait(sock, to); err != nil {
+		return fmt.Errorf("egress to %s: connect the program's socket: %w", to, err)
+	}
+	local, err := unix.Getsockname(sock)
+	if err != nil {
+		return fmt.Errorf("egress to %s: %w", to, err)
+	}
+	want := sockaddrPort(local)
+	l.ln.SetDeadline(time.Now().Add(joinWait))
+	for {
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			return fmt.Errorf("egress to %s: the program's connection did not arrive: %w", to, err)
+		}
+		if c.RemoteAddr().(*net.TCPAddr).AddrPort() != want {
+			c.Close() // not the program's socket
+			continue
+		}
+		sc := &servedConn{c: c, fd: connFD(c)}
+		s.mu.Lock()
+		s.conns[conn] = sc
+		s.mu.Unlock()
+		go s.read(conn, sc)
+		return nil
+	}
+}
+
+const joinWait = 5 * time.Second
+
+// listener is the agent's listener at to, made on first use (and the
+// namespace's local route with the first).
+func (s *served) listener(to netip.AddrPort) (*egressListener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.out.listeners[to]; l != nil {
+		return l, nil
+	}
+	if !s.out.routed {
+		if _, err := s.a.inNetns(func() (int, error) { return -1, addLocalRoute() }); err != nil {
+			return nil, fmt.Errorf("make every address local in the container's network namespace: %w", err)
+		}
+		s.out.routed = true
+	}
+	fd, err := s.a.inNetns(func() (int, error) {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		return fd, unix.Listen(fd, 64)
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "egress")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	l := &egressListener{ln: ln.(*net.TCPListener)}
+	if s.out.listeners == nil {
+		s.out.listeners = map[netip.AddrPort]*egressListener{}
+	}
+	s.out.listeners[to] = l
+	return l, nil
+}
+
+// bindPort binds an unbound socket to a port that depends only on the
+// connection's number, so that getsockname says the same on every
+// replica; where it is taken, the kernel picks one.
+func bindPort(sock int, conn uint64) {
+	sa, err := unix.Getsockname(sock)
+	if err != nil || sockaddrPort(sa).Port() != 0 {
+		return
+	}
+	port := egressPorts + int((conn&^logd.EgressConn-1)%egressPortCount)
+	switch sa.(type) {
+	case *unix.SockaddrInet4:
+		unix.Bind(sock, &unix.SockaddrInet4{Port: port})
+	case *unix.SockaddrInet6:
+		unix.Bind(sock, &unix.SockaddrInet6{Port: port})
+	}
+}
+
+// The ports outbound connections are bound to: the kernel's default
+// ephemeral range's upper part.
+const (
+	egressPorts     = 49152
+	egressPortCount = 16384
+)
+
+// connectWait connects sock to to and waits until it is connected (a
+// program's non-blocking socket answers EINPROGRESS first).
+func connectWait(sock int, to netip.AddrPort) error {
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
+	if d, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && d == unix.AF_INET6 {
+		sa = &unix.SockaddrInet6{Addr: netip.AddrFrom16(to.Addr().As16()).As16(), Port: int(to.Port())}
+	}
+	err := unix.Connect(sock, sa)
+	if err != unix.EINPROGRESS && err != unix.EAGAIN {
+		return err
+	}
+	fds := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLOUT}}
+	for {
+		n, err := unix.Poll(fds, int(joinWait/time.Millisecond))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return unix.ETIMEDOUT
+		}
+		if e, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
+			return syscall.Errno(e)
+		}
+		return nil
+	}
+}
+
+// sockaddrPort is an internet socket address as an AddrPort (IPv4-mapped
+// addresses unmapped).
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// addLocalRoute adds "local 0.0.0.0/0 dev lo" to the local routing table
+// of the calling thread's network namespace (as `ip route add local
+// 0.0.0.0/0 dev lo table local` does): every IPv4 address is the
+// namespace's own.
+func addLocalRoute() error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	const loIndex = 1 // the loopback's index in every network namespace
+	rt := unix.RtMsg{Family: unix.AF_INET, Table: unix.RT_TABLE_LOCAL, Protocol: unix.RTPROT_BOOT, Scope: unix.RT_SCOPE_HOST, Type: unix.RTN_LOCAL}
+	attr := binary.NativeEndian.AppendUint16(nil, 8)
+	attr = binary.NativeEndian.AppendUint16(attr, unix.RTA_OIF)
+	attr = binary.NativeEndian.AppendUint32(attr, loIndex)
+	body := append((*[unix.SizeofRtMsg]byte)(unsafe.Pointer(&rt))[:], attr...)
+	h := unix.NlMsghdr{Len: uint32(unix.SizeofNlMsghdr + len(body)), Type: unix.RTM_NEWROUTE,
+		Flags: unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE | unix.NLM_F_REPLACE, Seq: 1}
+	msg := append((*[unix.SizeofNlMsghdr]byte)(unsafe.Pointer(&h))[:], body...)
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return err
+	}
+	msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4 {
+			if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
+				return syscall.Errno(-e)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+package virt
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/lockstep-run/lockstep/logd"
+)
+
+// Outbound is a Network that also carries the program's own connections
+// out of the run (egress, docs/egress.md). Ask sends the guard the
+// request for outbound connection conn to to; Join, once the log says the
+// guard connected, makes sock (the agent's copy of the program's socket)
+// a connection to the runtime's end of conn, whose bytes the log's data
+// entries for conn are.
+type Outbound interface {
+	Network
+	Ask(conn uint64, to netip.AddrPort)
+	Join(conn uint64, sock int, to netip.AddrPort) error
+}
+
+// ErrNoEgress says the run has no guard to connect out through (its time
+// is not its log's, or its runtime delivers no connections).
+var ErrNoEgress = errors.New("virt: the run has no egress")
+
+// dial is a thread waiting for the log's answer to its outbound
+// connection.
+type dial struct {
+	tid  int32
+	done chan syscall.Errno
+}
+
+// Dial connects sock, the agent's copy of thread tid's socket, out of the
+// run to to, through the guard: it asks the guard, holds the thread (it
+// waits: the run may be still) until the stream's open entry for the
+// connection gives the guard's result, and then joins sock to the
+// connection. errno is what the program's connect returns (0: it is
+// connected). valid is polled meanwhile; its error (the caller was
+// interrupted) ends the wait.
+func (tl *Timeline) Dial(tid int32, sock int, to netip.AddrPort, valid func() error) (syscall.Errno, error) {
+	out, ok := tl.net.(Outbound)
+	if !ok {
+		return 0, ErrNoEgress
+	}
+	d := &dial{tid: tid, done: make(chan syscall.Errno, 1)}
+	tl.mu.Lock()
+	tl.dialed++
+	conn := logd.EgressConn | tl.dialed
+	tl.dials[conn] = d
+	tl.w.quiet.Hold(tid)
+	tl.mu.Unlock()
+	out.Ask(conn, to)
+	tl.kick()
+	t := time.NewTicker(sleepPoll)
+	defer t.Stop()
+	for {
+		select {
+		case errno := <-d.done:
+			if errno != 0 {
+				return errno, nil
+			}
+			if err := out.Join(conn, sock, to); err != nil {
+				return 0, err
+			}
+			return 0, nil
+		case <-t.C:
+			if err := valid(); err != nil {
+				tl.mu.Lock()
+				if tl.dials[conn] == d {
+					d.done = nil // the answer, when it comes, is dropped
+				}
+				tl.mu.Unlock()
+				tl.w.quiet.Unhold(tid)
+				return 0, err
+			}
+		}
+	}
+}
+
+// answer hands an outbound connection's open entry to the thread that
+// waits for it: from here it runs, and joins its socket to the connection.
+func (tl *Timeline) answer(conn uint64, p []byte) {
+	tl.mu.Lock()
+	d := tl.dials[conn]
+	delete(tl.dials, conn)
+	var done chan syscall.Errno
+	if d != nil {
+		done = d.done
+	}
+	tl.mu.Unlock()
+	if done == nil || len(p) < 4 {
+		return
+	}
+	tl.w.quiet.Unhold(d.tid)
+	done <- syscall.Errno(binary.BigEndian.Uint32(p))
+}
