@@ -144,9 +144,9 @@ func (r replayedConns) Response(_ int, id uint64, p []byte) {
 		r.s.conn(id, p)
 	}
 }
-func (r replayedConns) Finished(int, uint64)                {}
-func (r replayedConns) Dial(int, uint64, string)            {}
-func (r replayedConns) Gone(int)                            {}
+func (r replayedConns) Finished(int, uint64)     {}
+func (r replayedConns) Dial(int, uint64, string) {}
+func (r replayedConns) Gone(int)                 {}
 
 // syncChains are digest chains written from several goroutines: the
 // answers of each connection ("conn N") and stdout.

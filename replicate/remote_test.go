@@ -40,7 +40,7 @@ func (s *sink) Response(conn uint64, p []byte) {
 	s.conns[conn] += string(p)
 }
 
-func (s *sink) Finished(conn uint64) { s.Response(conn, []byte("$")) }
+func (s *sink) Finished(conn uint64)        { s.Response(conn, []byte("$")) }
 func (s *sink) Dial(conn uint64, to string) { s.Response(conn, []byte("@"+to)) }
 
 func (s *sink) Consumed(n int64) { s.consumed = n }

@@ -51,8 +51,8 @@ type Timeline struct {
 	ended    bool    // the end entry came: nothing follows
 	eof      bool    // an eof entry came
 	sleepers map[*sleeper]bool
-	writing  int  // entries given to the writer and not yet done
-	blocking bool // the writer is in a write to stdin
+	writing  int              // entries given to the writer and not yet done
+	blocking bool             // the writer is in a write to stdin
 	dialed   uint64           // outbound connections asked for
 	dials    map[uint64]*dial // of them, those waiting for the log's answer
 }
