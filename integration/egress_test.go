@@ -22,11 +22,13 @@ const (
 	webAddr  = "10.213.7.2"
 )
 
-// startWeb runs a real HTTP server (python3 -m http.server) in a network
-// namespace of its own at webAddr:8000, reached from the host over a
-// veth pair; it serves dir, and its access log (one line per request)
-// is returned by the function it gives back. stop takes the site down.
-func startWeb(t *testing.T, dir string) (access func() string, stop func()) {
+// startWeb runs real web servers in a network namespace of its own,
+// reached from the host over a veth pair: python3 -m http.server at
+// webAddr:8000, and the same over TLS at webAddr:8443 (its certificate,
+// for webAddr, is signed by testdata/python/tls/ca.pem, which the Python
+// image has at /srv/tls). Both serve dir; access gives a server's access
+// log (one line per request). stop takes the site down.
+func startWeb(t *testing.T, dir string) (access func(tls bool) string, stop func()) {
 	exec.Command("ip", "netns", "del", webNetns).Run() // a leftover
 	exec.Command("ip", "link", "del", webVeth).Run()
 	sh(t, "ip", "netns", "add", webNetns)
@@ -36,11 +38,27 @@ func startWeb(t *testing.T, dir string) (access func() string, stop func()) {
 	sh(t, "ip", "-n", webNetns, "addr", "add", webAddr+"/24", "dev", "eth0")
 	sh(t, "ip", "-n", webNetns, "link", "set", "eth0", "up")
 	sh(t, "ip", "-n", webNetns, "link", "set", "lo", "up")
-	var log bytes.Buffer
-	srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-m", "http.server", "8000", "--bind", webAddr, "--directory", dir)
-	srv.Stderr = &log
-	if err := srv.Start(); err != nil {
+	tlsDir, err := filepath.Abs("../testdata/python/tls")
+	if err != nil {
 		t.Fatal(err)
+	}
+	tlsServer := `import http.server, os, ssl, sys
+os.chdir(sys.argv[1])
+s = http.server.ThreadingHTTPServer((sys.argv[2], 8443), http.server.SimpleHTTPRequestHandler)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain(sys.argv[3] + "/server.pem", sys.argv[3] + "/server.key")
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()`
+	var logs [2]bytes.Buffer
+	srvs := []*exec.Cmd{
+		exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-m", "http.server", "8000", "--bind", webAddr, "--directory", dir),
+		exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-c", tlsServer, dir, webAddr, tlsDir),
+	}
+	for i, srv := range srvs {
+		srv.Stderr = &logs[i]
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	down := false
 	stop = func() {
@@ -48,22 +66,31 @@ func startWeb(t *testing.T, dir string) (access func() string, stop func()) {
 			return
 		}
 		down = true
-		srv.Process.Kill()
-		srv.Wait()
+		for _, srv := range srvs {
+			srv.Process.Kill()
+			srv.Wait()
+		}
 		exec.Command("ip", "link", "del", webVeth).Run()
 		exec.Command("ip", "netns", "del", webNetns).Run()
 	}
 	t.Cleanup(stop)
-	for i := 0; ; i++ {
-		if exec.Command("ip", "netns", "exec", webNetns, "python3", "-c", "import socket; socket.create_connection(('"+webAddr+"', 8000), 1)").Run() == nil {
-			break
+	for _, port := range []string{"8000", "8443"} {
+		for i := 0; ; i++ {
+			if exec.Command("ip", "netns", "exec", webNetns, "python3", "-c", "import socket; socket.create_connection(('"+webAddr+"', "+port+"), 1)").Run() == nil {
+				break
+			}
+			if i == 50 {
+				t.Fatalf("the web server on port %s did not start: %s%s", port, logs[0].String(), logs[1].String())
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if i == 50 {
-			t.Fatalf("the web server did not start: %s", log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	return func() string { return log.String() }, stop
+	return func(tls bool) string {
+		if tls {
+			return logs[1].String()
+		}
+		return logs[0].String()
+	}, stop
 }
 
 // TestEgressMonitor: website monitoring through the guard. Three
@@ -84,16 +111,16 @@ func TestEgressMonitor(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "monitor.log")
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
 	common := []string{"--address", sock, "--namespace", namespace}
-	cmd := []string{pythonImage, "--", "/usr/bin/python3", "/srv/monitor.py", "5", "2",
-		"http://" + webAddr + ":8000/page", "tcp:" + webAddr + ":8000", "tcp:" + webAddr + ":8001"}
+	cmd := []string{pythonImage, "--", "/usr/bin/python3", "/srv/monitor.py", "--ca", "/srv/tls/ca.pem", "5", "2",
+		"http://" + webAddr + ":8000/page", "https://" + webAddr + ":8443/page", "tcp:" + webAddr + ":8000", "tcp:" + webAddr + ":8001"}
 	args := append(append([]string{"run", "--allow-net", webAddr + ":*", "--record", log}, common...), cmd...)
 	out, errs, code := runCLI(t, "", nil, args...)
 	t.Logf("lockstep run:\n%s%s", out, errs)
 	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
 		t.Fatalf("run: exit %d: %s", code, errs)
 	}
-	if got := strings.Count(out, hex.EncodeToString(sum[:])); got != 5 {
-		t.Errorf("%d of 5 fetches printed the page's sha256", got)
+	if got := strings.Count(out, "200 320000 bytes sha256 "+hex.EncodeToString(sum[:])); got != 10 {
+		t.Errorf("%d of 10 fetches (5 by HTTP, 5 by HTTPS) printed the page's size and sha256", got)
 	}
 	if got := strings.Count(out, "tcp "+webAddr+":8001 down: ConnectionRefusedError"); got != 5 {
 		t.Errorf("%d of 5 probes of the closed port said it was down", got)
@@ -101,8 +128,10 @@ func TestEgressMonitor(t *testing.T) {
 	if got := strings.Count(out, "tcp "+webAddr+":8000 up"); got != 5 {
 		t.Errorf("%d of 5 probes of the open port said it was up", got)
 	}
-	if got := strings.Count(access(), "GET /page"); got != 5 {
-		t.Errorf("the server saw %d fetches, want 5 (one per round, whatever the replica count):\n%s", got, access())
+	for _, tls := range []bool{false, true} {
+		if got := strings.Count(access(tls), "GET /page"); got != 5 {
+			t.Errorf("the server (TLS %v) saw %d fetches, want 5 (one per round, whatever the replica count):\n%s", tls, got, access(tls))
+		}
 	}
 	stop() // the site is gone: the replay reads its replies from the log
 	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
@@ -136,7 +165,7 @@ func TestEgressRefused(t *testing.T) {
 			t.Errorf("--allow-net %q: stderr does not say %q once:\n%s", allow, want, errs)
 		}
 	}
-	if strings.Contains(access(), "GET") {
-		t.Errorf("a refused connection reached the server:\n%s", access())
+	if strings.Contains(access(false), "GET") {
+		t.Errorf("a refused connection reached the server:\n%s", access(false))
 	}
 }
