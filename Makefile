@@ -7,7 +7,7 @@ CLANG     ?= clang-14
 GOFLAGS   ?=
 CC        ?= gcc
 
-.PHONY: generate-check test-all help build test root-test integration generate install bench bench-serve bench-logd demo vet clean
+.PHONY: generate-check test-all help build test root-test integration generate install bench bench-serve bench-egress bench-logd demo vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: build ## benchmark against native in the same run (docs/performance.md)
 
 bench-time: build ## time: Go HTTP, Python asyncio, threads, clock reads, CPU against native and an allow-all filter (docs/performance.md)
 	hack/bench-time.sh
+
+bench-egress: build ## lockstep run fetching 100 MiB through the guard (3 replicas) against one plain container (docs/egress.md)
+	hack/bench-egress.sh
 
 bench-serve: build ## lockstep serve of a Go key-value service against plain runc, 16 keep-alive clients (docs/serve.md)
 	hack/bench-serve.sh

@@ -114,7 +114,7 @@ func (g *Gateway) dial(id uint64, to string) {
 	g.remotes[c] = true
 	g.mu.Unlock()
 	g.emit(egressOpen(id, 0, to))
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, egressRead)
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
@@ -134,6 +134,11 @@ func (g *Gateway) dial(id uint64, to string) {
 	delete(g.remotes, c)
 	g.mu.Unlock()
 }
+
+// egressRead is the most one data entry of an outbound connection
+// carries: a read of what the remote sent (an entry's payload holds 1 MiB,
+// with the connection's number).
+const egressRead = logd.MaxPayload - 8
 
 // refuse says, once per address, that the policy refused a connection.
 func (g *Gateway) refuse(to string) {

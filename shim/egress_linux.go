@@ -58,6 +58,9 @@ func (s *served) Join(conn uint64, sock int, to netip.AddrPort) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	bindPort(sock, conn)
+	// Room for a whole data entry (1 MiB) in the program's receive queue,
+	// so that each lands before the program reads it (served.landed).
+	unix.SetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf)
 	if err := connectWait(sock, to); err != nil {
 		return fmt.Errorf("egress to %s: connect the program's socket: %w", to, err)
 	}
@@ -85,7 +88,10 @@ func (s *served) Join(conn uint64, sock int, to netip.AddrPort) error {
 	}
 }
 
-const joinWait = 5 * time.Second
+const (
+	joinWait = 5 * time.Second
+	rcvBuf   = 2 << 20
+)
 
 // listener is the agent's listener at to, made on first use (and the
 // namespace's local route with the first).
