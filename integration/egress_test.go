@@ -4,15 +4,21 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/lockstep-run/lockstep/serve"
+	"github.com/lockstep-run/lockstep/shim"
 )
 
 const (
@@ -167,5 +173,107 @@ func TestEgressRefused(t *testing.T) {
 	}
 	if strings.Contains(access(false), "GET") {
 		t.Errorf("a refused connection reached the server:\n%s", access(false))
+	}
+}
+
+// TestEgressLiar: a replica whose provider changes its seed (it cheats)
+// asks the remote for another path; the guard sends the remote only what
+// the majority sent, names the cheat for it, and the cheat gets the
+// majority's reply like the others.
+func TestEgressLiar(t *testing.T) {
+	access, _ := startWeb(t, t.TempDir())
+	p := env.providers[0]
+	lc := startLogd(t)
+	cheat := p.local(lc)
+	cheat.ProviderName = "cheat"
+	cheat.Annotations = map[string]string{shim.AnnotationSeed: "99"}
+	g := serve.New(nil, 3)
+	var err error
+	if g.Allow, err = serve.ParsePolicy(webAddr + ":8000"); err != nil {
+		t.Fatal(err)
+	}
+	script := `import os, sys, urllib.request, urllib.error
+token = os.urandom(8).hex()
+print(token, file=sys.stderr)
+try:
+    urllib.request.urlopen("http://` + webAddr + `:8000/" + token, timeout=10)
+except urllib.error.HTTPError as e:
+    print(e.code)
+`
+	var out bytes.Buffer
+	v, err := replicate.Run(context.Background(), replicate.Options{
+		Providers: []replicate.Provider{p.local(lc), p.local(lc), cheat}, Image: pythonImage, Args: []string{"/usr/bin/python3", "-c", script},
+		Replicas: 3, Logd: lc, Stream: newID(t), Stdin: strings.NewReader(""), Stdout: &out, Entries: g.Entries(), Net: g,
+	})
+	g.Over()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Judge(&v)
+	tokens := map[string]string{}
+	for _, r := range v.Replicas {
+		tokens[r.Provider] = strings.TrimSpace(r.Stderr)
+	}
+	t.Logf("stdout %q; verdict: %s; tokens %v; access log:\n%s", out.String(), v.Detail, tokens, access(false))
+	if out.String() != "404\n" {
+		t.Errorf("stdout %q, want the server's 404", out.String())
+	}
+	if v.Replicas[2].State != "odd" && v.Replicas[2].State != "differs" || !strings.Contains(v.Replicas[2].Why, "outbound connection 1") {
+		t.Errorf("the cheat is not named for its bytes: %+v", v.Replicas[2])
+	}
+	log := access(false)
+	if strings.Count(log, "GET /") != 1 || !strings.Contains(log, "GET /"+tokens[p.name]) || strings.Contains(log, tokens["cheat"]) {
+		t.Errorf("the server saw other requests than the majority's one (%s), or the cheat's (%s):\n%s", tokens[p.name], tokens["cheat"], log)
+	}
+}
+
+// TestServeEgress: a served service that fetches from the web for each
+// request (lockstep serve --allow-net): each request makes one real fetch,
+// whatever the replica count, and every client gets the answer.
+func TestServeEgress(t *testing.T) {
+	dir := t.TempDir()
+	page := []byte("a page the service fetches\n")
+	if err := os.WriteFile(filepath.Join(dir, "page"), page, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	access, _ := startWeb(t, dir)
+	service := `import hashlib, http.server, urllib.request
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = urllib.request.urlopen("http://` + webAddr + `:8000/page", timeout=10).read()
+        out = hashlib.sha256(body).hexdigest().encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+http.server.HTTPServer(("127.0.0.1", 8080), H).serve_forever()
+`
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	addr := freeAddr(t)
+	cmd := exec.Command(lockstepBinary(t), "serve", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":8000",
+		"--listen", addr, "--port", "8080", pythonImage, "--", "/usr/bin/python3", "-c", service)
+	var errs bytes.Buffer
+	cmd.Stderr = &errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitServing(t, addr)
+	sum := sha256.Sum256(page)
+	client := &http.Client{Timeout: 60 * time.Second}
+	for i := 0; i < 3; i++ {
+		if got := get(t, client, "GET", "http://"+addr+"/", ""); got != hex.EncodeToString(sum[:]) {
+			t.Errorf("answer %d: %q", i, got)
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	t.Logf("lockstep serve:\n%s", errs.String())
+	// Four requests: waitServing's and the three above.
+	if !strings.Contains(errs.String(), "4 outbound") || !strings.Contains(errs.String(), "3 replicas agree") {
+		t.Errorf("the status does not count 4 outbound connections, or the replicas do not agree")
+	}
+	if got := strings.Count(access(false), "GET /page"); got != 4 {
+		t.Errorf("the server saw %d fetches, want 4:\n%s", got, access(false))
 	}
 }
