@@ -277,3 +277,54 @@ http.server.HTTPServer(("127.0.0.1", 8080), H).serve_forever()
 		t.Errorf("the server saw %d fetches, want 4:\n%s", got, access(false))
 	}
 }
+
+// echoes is how many ICMP echo requests the web namespace's kernel has
+// received (its /proc/net/snmp).
+func echoes(t *testing.T) int {
+	out, err := exec.Command("ip", "netns", "exec", webNetns, "cat", "/proc/net/snmp").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if strings.HasPrefix(lines[i], "Icmp: InMsgs") {
+			names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			for j, n := range names {
+				if n == "InEchos" && j < len(values) {
+					var v int
+					fmt.Sscan(values[j], &v)
+					return v
+				}
+			}
+		}
+	}
+	t.Fatalf("no InEchos in /proc/net/snmp:\n%s", out)
+	return 0
+}
+
+// TestEgressPing: pinging computers. Three replicas ping (busybox ping,
+// ICMP echo) a host that is up and one that is down, and probe a port by
+// TCP connect: every replica prints the same lines, with round trips the
+// guard measured, and the host that is up receives one echo request per
+// ping, not three.
+func TestEgressPing(t *testing.T) {
+	startWeb(t, t.TempDir())
+	before := echoes(t)
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	script := "ping -c 3 " + webAddr + "; echo ping $?; ping -c 2 -W 1 10.213.7.9; echo ping $?; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc " + webAddr + " 8000 | head -1"
+	out, errs, code := runCLI(t, "", nil, "run", "--address", sock, "--namespace", namespace, "--allow-net", "10.213.7.0/24:*",
+		probeImage, "--", "/bin/busybox", "sh", "-c", script)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
+		t.Fatalf("run: exit %d", code)
+	}
+	for _, want := range []string{"3 packets transmitted, 3 packets received, 0% packet loss", "ping 0\n",
+		"2 packets transmitted, 0 packets received, 100% packet loss", "ping 1\n", "HTTP/1.0 200 OK"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output does not say %q", want)
+		}
+	}
+	if got := echoes(t) - before; got != 3 {
+		t.Errorf("the host that is up received %d echo requests, want 3 (one per ping, whatever the replica count)", got)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -92,8 +94,12 @@ func (g *Gateway) checkDial(id uint64, d *dialVote) {
 // dial makes the real connection, and appends its result and then the
 // remote's bytes and close.
 func (g *Gateway) dial(id uint64, to string) {
+	if f := strings.Fields(to); len(f) == 3 && f[0] == "icmp" {
+		g.ping(id, to, f[1])
+		return
+	}
 	if !g.Allow.Allows(to) {
-		g.refuse(to)
+		g.refuse("connected to "+to, to, "refused (ECONNREFUSED)")
 		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
 		return
 	}
@@ -140,17 +146,44 @@ func (g *Gateway) dial(id uint64, to string) {
 // with the connection's number).
 const egressRead = logd.MaxPayload - 8
 
-// refuse says, once per address, that the policy refused a connection.
-func (g *Gateway) refuse(to string) {
+// EchoTimeout is how long the guard waits for an echo reply: a later one
+// is lost.
+const EchoTimeout = time.Second
+
+// ping sends the echo request a majority of the replicas asked for, and
+// appends whether a reply came (errno 0) or not (ETIMEDOUT), at the
+// time it came or the wait ended.
+func (g *Gateway) ping(id uint64, to, host string) {
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !g.Allow.Allows(netip.AddrPortFrom(addr, 0).String()) {
+		g.refuse("pinged "+host, host+":*", "no reply comes")
+		g.emit(egressOpen(id, syscall.ETIMEDOUT, to))
+		return
+	}
+	ok, err := echo(addr, EchoTimeout)
+	if err != nil && g.Log != nil {
+		g.Log(fmt.Sprintf("ICMP echo to %s: %v (counted as lost)", addr, err))
+	}
+	errno := syscall.ETIMEDOUT
+	if ok {
+		errno = 0
+	}
+	g.emit(egressOpen(id, errno, to))
+}
+
+// refuse says, once per address, that the policy refused what the
+// program did (did), what the program sees instead (so), and the
+// --allow-net value that allows it.
+func (g *Gateway) refuse(did, allow, so string) {
 	g.mu.Lock()
-	first := !g.refused[to]
-	g.refused[to] = true
+	first := !g.refused[did]
+	g.refused[did] = true
 	g.mu.Unlock()
 	if first && g.Log != nil {
 		if g.Allow.Empty() {
-			g.Log(fmt.Sprintf("the program connected to %s; egress is off, so it was refused (ECONNREFUSED): allow it with --allow-net %s", to, to))
+			g.Log(fmt.Sprintf("the program %s; egress is off, so %s: allow it with --allow-net %s", did, so, allow))
 		} else {
-			g.Log(fmt.Sprintf("the program connected to %s, which --allow-net does not allow: refused (ECONNREFUSED)", to))
+			g.Log(fmt.Sprintf("the program %s, which --allow-net does not allow: %s", did, so))
 		}
 	}
 }

@@ -42,8 +42,28 @@ type egressListener struct {
 }
 
 // Ask sends the guard the request for outbound connection conn.
-func (s *served) Ask(conn uint64, to netip.AddrPort) {
-	s.send(feed.Frame{Kind: feed.Dial, Payload: append(connID(conn), to.String()...)})
+func (s *served) Ask(conn uint64, to string) {
+	s.send(feed.Frame{Kind: feed.Dial, Payload: append(connID(conn), to...)})
+}
+
+// Local makes every IPv4 address local in the container's network
+// namespace (once).
+func (s *served) Local() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.local()
+}
+
+// local is Local with s.mu held.
+func (s *served) local() error {
+	if s.out.routed {
+		return nil
+	}
+	if _, err := s.a.inNetns(func() (int, error) { return -1, addLocalRoute() }); err != nil {
+		return fmt.Errorf("make every address local in the container's network namespace: %w", err)
+	}
+	s.out.routed = true
+	return nil
 }
 
 // Join connects sock (the agent's copy of the program's socket) to the
@@ -101,11 +121,8 @@ func (s *served) listener(to netip.AddrPort) (*egressListener, error) {
 	if l := s.out.listeners[to]; l != nil {
 		return l, nil
 	}
-	if !s.out.routed {
-		if _, err := s.a.inNetns(func() (int, error) { return -1, addLocalRoute() }); err != nil {
-			return nil, fmt.Errorf("make every address local in the container's network namespace: %w", err)
-		}
-		s.out.routed = true
+	if err := s.local(); err != nil {
+		return nil, err
 	}
 	fd, err := s.a.inNetns(func() (int, error) {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)

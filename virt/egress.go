@@ -12,14 +12,23 @@ import (
 
 // Outbound is a Network that also carries the program's own connections
 // out of the run (egress, docs/egress.md). Ask sends the guard the
-// request for outbound connection conn to to; Join, once the log says the
-// guard connected, makes sock (the agent's copy of the program's socket)
-// a connection to the runtime's end of conn, whose bytes the log's data
-// entries for conn are.
+// request for outbound connection conn to to ("ADDR:PORT", or "icmp ADDR
+// ..." for an echo); Join, once the log says the guard connected, makes
+// sock (the agent's copy of the program's socket) a connection to the
+// runtime's end of conn, whose bytes the log's data entries for conn are.
+// Local makes every IPv4 address local in the run's network namespace
+// (its kernel answers an echo the guard's was answered for).
 type Outbound interface {
 	Network
-	Ask(conn uint64, to netip.AddrPort)
+	Ask(conn uint64, to string)
 	Join(conn uint64, sock int, to netip.AddrPort) error
+	Local() error
+}
+
+// Outbound is the run's egress, if its stream has one.
+func (tl *Timeline) Outbound() (Outbound, bool) {
+	out, ok := tl.net.(Outbound)
+	return out, ok
 }
 
 // ErrNoEgress says the run has no guard to connect out through (its time
@@ -33,15 +42,14 @@ type dial struct {
 	done chan syscall.Errno
 }
 
-// Dial connects sock, the agent's copy of thread tid's socket, out of the
-// run to to, through the guard: it asks the guard, holds the thread (it
-// waits: the run may be still) until the stream's open entry for the
-// connection gives the guard's result, and then joins sock to the
-// connection. errno is what the program's connect returns (0: it is
-// connected). valid is polled meanwhile; its error (the caller was
-// interrupted) ends the wait.
-func (tl *Timeline) Dial(tid int32, sock int, to netip.AddrPort, valid func() error) (syscall.Errno, error) {
-	out, ok := tl.net.(Outbound)
+// Dial asks the guard for outbound connection (or echo) to on behalf of
+// thread tid, holds the thread (it waits: the run may be still) until the
+// stream's open entry for it gives the guard's result, and then calls
+// join with the connection's number if the guard succeeded. errno is the
+// guard's result (0: connected, or answered). valid is polled meanwhile;
+// its error (the caller was interrupted) ends the wait.
+func (tl *Timeline) Dial(tid int32, to string, join func(conn uint64) error, valid func() error) (syscall.Errno, error) {
+	out, ok := tl.Outbound()
 	if !ok {
 		return 0, ErrNoEgress
 	}
@@ -62,10 +70,7 @@ func (tl *Timeline) Dial(tid int32, sock int, to netip.AddrPort, valid func() er
 			if errno != 0 {
 				return errno, nil
 			}
-			if err := out.Join(conn, sock, to); err != nil {
-				return 0, err
-			}
-			return 0, nil
+			return 0, join(conn)
 		case <-t.C:
 			if err := valid(); err != nil {
 				tl.mu.Lock()

@@ -306,6 +306,13 @@ func (tl *Timeline) next() (step, time.Duration) {
 		if first != nil && first.deadline <= at {
 			return fire, first.deadline
 		}
+		if e := tl.queue[0]; e.Net == NetOpen && e.Conn&logd.EgressConn != 0 && tl.dials[e.Conn] == nil {
+			// The guard's answer to an outbound connection this replica
+			// has yet to ask for (the majority asked first): it is
+			// delivered where the program asks, and nothing after it
+			// comes before.
+			return idle, 0
+		}
 		return deliver, at
 	}
 	if first == nil {

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ import (
 // holds (virt.World.Outside).
 func (a *Agent) registerNet() {
 	a.handle(unix.SYS_CONNECT, "connect", a.connect)
-	a.handle(unix.SYS_SENDTO, "sendto", func(r *Req) (int64, error) { return a.outside(r, "sendto", r.Arg(4), r.Arg(5)) })
+	a.handle(unix.SYS_SENDTO, "sendto", a.sendto)
 }
 
 // connect: in a run whose time is its log's, a TCP connection out of the
@@ -50,7 +51,10 @@ func (a *Agent) connect(r *Req) (int64, error) {
 	if _, err := unix.Getpeername(sock); err == nil {
 		return 0, syscall.EISCONN
 	}
-	errno, err := tl.Dial(int32(r.Pid), sock, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), r.Valid)
+	to := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	out, _ := tl.Outbound()
+	join := func(conn uint64) error { return out.Join(conn, sock, to) }
+	errno, err := tl.Dial(int32(r.Pid), to.String(), join, r.Valid)
 	switch {
 	case errors.Is(err, virt.ErrNoEgress):
 		return a.outside(r, "connect", r.Arg(1), r.Arg(2))
@@ -60,6 +64,51 @@ func (a *Agent) connect(r *Req) (int64, error) {
 		return 0, errno
 	}
 	return 0, nil
+}
+
+// sendto: in a run whose time is its log's, an ICMP echo request to an
+// IPv4 address other than loopback goes through the guard (docs/egress.md):
+// the guard sends one echo, and the log says whether, and when, it was
+// answered. Answered, the call runs natively at the log's time, and the
+// run's own kernel answers it (every IPv4 address is local in the run's
+// network namespace), so the program reads its reply at once: the round
+// trip it measures is the guard's. Not answered, the request is dropped.
+func (a *Agent) sendto(r *Req) (int64, error) {
+	tl := a.world.Timeline()
+	ap, ok := peer(r, r.Arg(4), r.Arg(5))
+	if tl == nil || !ok || ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() || !ap.Addr().Unmap().Is4() || r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
+		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+	}
+	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
+	if err != nil {
+		return 0, errContinue
+	}
+	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	unix.Close(sock)
+	if err != nil || proto != unix.IPPROTO_ICMP {
+		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+	}
+	p, err := r.Read(r.Arg(1), int(r.Arg(2)))
+	if err != nil || p[0] != 8 { // not an echo request: a raw socket's other ICMP
+		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+	}
+	// The guard votes on the request: its address, sequence number and
+	// data (the checksum and, on a datagram socket, the identifier are
+	// the kernel's).
+	sum := sha256.Sum256(append(p[6:8:8], p[8:]...))
+	to := fmt.Sprintf("icmp %s %x", ap.Addr().Unmap(), sum[:8])
+	out, _ := tl.Outbound()
+	join := func(uint64) error { return out.Local() }
+	errno, err := tl.Dial(int32(r.Pid), to, join, r.Valid)
+	switch {
+	case errors.Is(err, virt.ErrNoEgress):
+		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return int64(len(p)), nil // lost on the way: no reply comes
+	}
+	return 0, errContinue
 }
 
 func (a *Agent) outside(r *Req, call string, addr, size uint64) (int64, error) {
