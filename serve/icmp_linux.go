@@ -75,4 +75,3 @@ func checksum(b []byte) uint16 {
 	}
 	return ^uint16(s)
 }
-
