@@ -63,8 +63,10 @@ type Options struct {
 }
 
 // Responder takes what the replicas' services send on served
-// connections (lockstep serve's gateway votes on it). Replicas are
-// numbered as in the verdict (replica-N); Gone says one ended.
+// connections (lockstep serve's gateway votes on it), and their
+// programs' requests to connect out of the run (Dial: egress) and what
+// they send on such connections. Replicas are numbered as in the verdict
+// (replica-N); Gone says one ended.
 type Responder interface {
 	Response(replica int, conn uint64, p []byte)
 	Finished(replica int, conn uint64)

@@ -6,4 +6,10 @@
 // come back per connection, and a client gets each byte once a majority
 // of the replicas sent it identically. A replica that differs is named
 // and leaves the vote; the others go on answering. See docs/serve.md.
+//
+// The gateway is also the guard of a run's connections out of the run
+// (egress, for lockstep run, pipe and serve: docs/egress.md): it dials
+// (or pings) once when a majority of the replicas asked, as its Policy
+// (--allow-net) allows, logs the result and the remote's bytes, and
+// forwards to the remote only what a majority sent alike.
 package serve

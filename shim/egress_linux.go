@@ -99,11 +99,7 @@ func (s *served) Join(conn uint64, sock int, to netip.AddrPort) error {
 			c.Close() // not the program's socket
 			continue
 		}
-		sc := &servedConn{c: c, fd: connFD(c)}
-		s.mu.Lock()
-		s.conns[conn] = sc
-		s.mu.Unlock()
-		go s.read(conn, sc)
+		s.take(conn, c)
 		return nil
 	}
 }

@@ -61,11 +61,7 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 			s.send(feed.Frame{Kind: feed.Finished, Payload: connID(id)})
 			return
 		}
-		sc := &servedConn{c: c, fd: connFD(c)}
-		s.mu.Lock()
-		s.conns[id] = sc
-		s.mu.Unlock()
-		go s.read(id, sc)
+		s.take(id, c)
 	case virt.NetData:
 		sc := s.conn(id)
 		if sc == nil {
@@ -91,6 +87,16 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 		s.forget(id, sc)
 		s.mu.Unlock()
 	}
+}
+
+// take makes c connection id: the agent's end of it, whose bytes from
+// the program go to the guard.
+func (s *served) take(id uint64, c *net.TCPConn) {
+	sc := &servedConn{c: c, fd: connFD(c)}
+	s.mu.Lock()
+	s.conns[id] = sc
+	s.mu.Unlock()
+	go s.read(id, sc)
 }
 
 func (s *served) conn(id uint64) *servedConn {
