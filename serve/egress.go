@@ -30,6 +30,10 @@ type dialVote struct {
 	chosen string   // the address dialed, once a majority asked for it
 }
 
+// MaxOutbound is how many outbound connections a run may have open at
+// once; past it, a connect is refused (the log says so, as for any dial).
+const MaxOutbound = 256
+
 // DialTimeout bounds the guard's dial: past it, the replicas' connect
 // fails with ETIMEDOUT.
 const DialTimeout = 10 * time.Second
@@ -100,6 +104,16 @@ func (g *Gateway) dial(id uint64, to string) {
 	}
 	if !g.Allow.Allows(to) {
 		g.refuse("connected to "+to, to, "refused (ECONNREFUSED)")
+		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
+		return
+	}
+	g.mu.Lock()
+	open := len(g.remotes)
+	g.mu.Unlock()
+	if open >= MaxOutbound {
+		if g.Log != nil {
+			g.Log(fmt.Sprintf("the program has %d connections out of the run open, the most the guard keeps: %s refused (ECONNREFUSED)", open, to))
+		}
 		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
 		return
 	}

@@ -163,3 +163,38 @@ func TestParsePolicy(t *testing.T) {
 		t.Error("a nil policy allows something")
 	}
 }
+
+// TestEgressLimit: past MaxOutbound open connections, a dial is refused
+// (and the log says so), not made.
+func TestEgressLimit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open until the test ends
+		}
+	}()
+	g := New(nil, 1)
+	defer g.Over()
+	g.Allow, _ = ParsePolicy("127.0.0.1:*")
+	var said []string
+	g.Log = func(s string) { said = append(said, s) }
+	for i := uint64(1); i <= MaxOutbound+1; i++ {
+		g.Dial(0, logd.EgressConn|i, ln.Addr().String())
+		e := next(t, g)
+		errno := syscall.Errno(binary.BigEndian.Uint32(e.Payload[8:]))
+		if want := syscall.Errno(0); i > MaxOutbound && errno != syscall.ECONNREFUSED || i <= MaxOutbound && errno != want {
+			t.Fatalf("dial %d: %v", i, errno)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "the most the guard keeps") {
+		t.Errorf("said %q", said)
+	}
+}
