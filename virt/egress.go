@@ -25,12 +25,6 @@ type Outbound interface {
 	Local() error
 }
 
-// Outbound is the run's egress, if its stream has one.
-func (tl *Timeline) Outbound() (Outbound, bool) {
-	out, ok := tl.net.(Outbound)
-	return out, ok
-}
-
 // ErrNoEgress says the run has no guard to connect out through (its time
 // is not its log's, or its runtime delivers no connections).
 var ErrNoEgress = errors.New("virt: the run has no egress")
@@ -45,11 +39,12 @@ type dial struct {
 // Dial asks the guard for outbound connection (or echo) to on behalf of
 // thread tid, holds the thread (it waits: the run may be still) until the
 // stream's open entry for it gives the guard's result, and then calls
-// join with the connection's number if the guard succeeded. errno is the
+// join with the run's egress and the connection's number if the guard
+// succeeded. errno is the
 // guard's result (0: connected, or answered). valid is polled meanwhile;
 // its error (the caller was interrupted) ends the wait.
-func (tl *Timeline) Dial(tid int32, to string, join func(conn uint64) error, valid func() error) (syscall.Errno, error) {
-	out, ok := tl.Outbound()
+func (tl *Timeline) Dial(tid int32, to string, join func(out Outbound, conn uint64) error, valid func() error) (syscall.Errno, error) {
+	out, ok := tl.net.(Outbound)
 	if !ok {
 		return 0, ErrNoEgress
 	}
@@ -70,7 +65,7 @@ func (tl *Timeline) Dial(tid int32, to string, join func(conn uint64) error, val
 			if errno != 0 {
 				return errno, nil
 			}
-			return 0, join(conn)
+			return 0, join(out, conn)
 		case <-t.C:
 			if err := valid(); err != nil {
 				tl.mu.Lock()

@@ -34,10 +34,10 @@ func (a *Agent) registerNet() {
 // whether it connected, and carries what the remote sends. Otherwise it
 // runs natively, noted as outside.
 func (a *Agent) connect(r *Req) (int64, error) {
-	tl := a.world.Timeline()
 	ap, ok := peer(r, r.Arg(1), r.Arg(2))
-	if tl == nil || !ok || ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() || !ap.Addr().Unmap().Is4() {
-		return a.outside(r, "connect", r.Arg(1), r.Arg(2))
+	tl := a.egress(ap, ok)
+	if tl == nil {
+		return a.outside(r, "connect", ap, ok)
 	}
 	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
 	if err != nil {
@@ -46,24 +46,28 @@ func (a *Agent) connect(r *Req) (int64, error) {
 	defer unix.Close(sock)
 	typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil || typ != unix.SOCK_STREAM {
-		return a.outside(r, "connect", r.Arg(1), r.Arg(2)) // UDP: not through the guard yet
+		return a.outside(r, "connect", ap, ok) // UDP: not through the guard yet
 	}
 	if _, err := unix.Getpeername(sock); err == nil {
 		return 0, syscall.EISCONN
 	}
-	to := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	out, _ := tl.Outbound()
-	join := func(conn uint64) error { return out.Join(conn, sock, to) }
-	errno, err := tl.Dial(int32(r.Pid), to.String(), join, r.Valid)
+	join := func(out virt.Outbound, conn uint64) error { return out.Join(conn, sock, ap) }
+	errno, err := tl.Dial(int32(r.Pid), ap.String(), join, r.Valid)
 	switch {
 	case errors.Is(err, virt.ErrNoEgress):
-		return a.outside(r, "connect", r.Arg(1), r.Arg(2))
+		return a.outside(r, "connect", ap, ok)
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, errno
 	}
-	return 0, nil
+	return 0, errnoOrNil(errno)
+}
+
+// errnoOrNil is errno as an error, nil for 0.
+func errnoOrNil(errno syscall.Errno) error {
+	if errno == 0 {
+		return nil
+	}
+	return errno
 }
 
 // sendto: in a run whose time is its log's, an ICMP echo request to an
@@ -74,10 +78,10 @@ func (a *Agent) connect(r *Req) (int64, error) {
 // network namespace), so the program reads its reply at once: the round
 // trip it measures is the guard's. Not answered, the request is dropped.
 func (a *Agent) sendto(r *Req) (int64, error) {
-	tl := a.world.Timeline()
 	ap, ok := peer(r, r.Arg(4), r.Arg(5))
-	if tl == nil || !ok || ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() || !ap.Addr().Unmap().Is4() || r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
-		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+	tl := a.egress(ap, ok)
+	if tl == nil || r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
+		return a.outside(r, "sendto", ap, ok)
 	}
 	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
 	if err != nil {
@@ -86,23 +90,21 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	unix.Close(sock)
 	if err != nil || proto != unix.IPPROTO_ICMP {
-		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+		return a.outside(r, "sendto", ap, ok)
 	}
 	p, err := r.Read(r.Arg(1), int(r.Arg(2)))
 	if err != nil || p[0] != 8 { // not an echo request: a raw socket's other ICMP
-		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+		return a.outside(r, "sendto", ap, ok)
 	}
 	// The guard votes on the request: its address, sequence number and
 	// data (the checksum and, on a datagram socket, the identifier are
 	// the kernel's).
 	sum := sha256.Sum256(append(p[6:8:8], p[8:]...))
-	to := fmt.Sprintf("icmp %s %x", ap.Addr().Unmap(), sum[:8])
-	out, _ := tl.Outbound()
-	join := func(uint64) error { return out.Local() }
-	errno, err := tl.Dial(int32(r.Pid), to, join, r.Valid)
+	join := func(out virt.Outbound, _ uint64) error { return out.Local() }
+	errno, err := tl.Dial(int32(r.Pid), fmt.Sprintf("icmp %s %x", ap.Addr(), sum[:8]), join, r.Valid)
 	switch {
 	case errors.Is(err, virt.ErrNoEgress):
-		return a.outside(r, "sendto", r.Arg(4), r.Arg(5))
+		return a.outside(r, "sendto", ap, ok)
 	case err != nil:
 		return 0, err
 	case errno != 0:
@@ -111,11 +113,23 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 	return 0, errContinue
 }
 
-func (a *Agent) outside(r *Req, call string, addr, size uint64) (int64, error) {
+// egress is the run's timeline if a call to ap may go out of the run
+// through the guard: the run's time is its log's, and ap is an IPv4
+// address other than loopback (ap comes back unmapped).
+func (a *Agent) egress(ap netip.AddrPort, ok bool) *virt.Timeline {
+	tl := a.world.Timeline()
+	if tl == nil || !ok || !ap.Addr().Is4() || ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() {
+		return nil
+	}
+	return tl
+}
+
+// outside notes a call to ap (ok: the call has an internet address) as
+// reaching outside the run, unless it stays on the run's own sockets.
+func (a *Agent) outside(r *Req, call string, ap netip.AddrPort, ok bool) (int64, error) {
 	if !a.world.Logged() { // nothing to note: a stream's log holds its inputs
 		return 0, errContinue
 	}
-	ap, ok := peer(r, addr, size)
 	if !ok || ap.Port() == 0 {
 		return 0, errContinue
 	}
