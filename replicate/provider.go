@@ -248,7 +248,15 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer c.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+	defer func() {
+		// A task left behind (NewTask cancelled after containerd made
+		// it) is killed first: a container with a task is not deleted.
+		bg := context.WithoutCancel(ctx)
+		if t, err := c.Task(bg, nil); err == nil {
+			t.Delete(bg, containerd.WithProcessKill)
+		}
+		c.Delete(bg, containerd.WithSnapshotCleanup)
+	}()
 
 	// A sink that fails (the reader went away) must not stop the copy
 	// from the container's stdout, or the container would block: the run

@@ -49,6 +49,10 @@ func Handler(p Provider, token string) http.Handler {
 			http.Error(w, "bad job: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		// Read the body to its end: only then does the server watch the
+		// connection, so that a client that goes away cancels the job
+		// (r.Context) even while its container writes nothing.
+		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 		w.Header().Set("Content-Type", "application/x-lockstep-frames")
 		w.WriteHeader(http.StatusOK)
 		fw := &frameWriter{w: w, rc: http.NewResponseController(w)}
@@ -149,9 +153,13 @@ type Remote struct {
 	Addr  string // host:port or URL
 	Token string // the provider's token, if it has one
 	HTTP  *http.Client
+	Label string // its name in verdicts (default: Addr)
 }
 
 func (p *Remote) Name() string {
+	if p.Label != "" {
+		return p.Label
+	}
 	return strings.TrimPrefix(strings.TrimPrefix(p.Addr, "http://"), "https://")
 }
 
