@@ -102,7 +102,10 @@ func loadPrivateKey(path string, create bool) (ed25519.PrivateKey, error) {
 		if _, k, err = ed25519.GenerateKey(rand.Reader); err != nil {
 			return nil, err
 		}
-		return k, wire.WritePrivateKey(path, k)
+		if err = wire.WritePrivateKey(path, k); errors.Is(err, os.ErrExist) {
+			return wire.ReadPrivateKey(path) // made meanwhile by another process
+		}
+		return k, err
 	}
 	return k, err
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -45,17 +46,23 @@ func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
 }
 
 // WritePrivateKey writes k to a new file at path, readable by its owner
-// only.
+// only. The file appears whole or not at all (it is written aside and
+// linked into place), so that a process reading path never sees half a
+// key; if path exists, the error is os.ErrExist.
 func WritePrivateKey(path string, k ed25519.PrivateKey) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), ".key-*")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(f.Name())
 	if _, err := f.WriteString("private " + EncodeKey(ed25519.PublicKey(k.Seed())) + "\n"); err != nil {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Link(f.Name(), path)
 }
 
 // Trace is a replica's I/O digest chains: the eBPF tracer's checkpoints of
