@@ -132,6 +132,12 @@ func (f *fleet) options(ps []replicate.Provider, client *logd.Client, image stri
 // verdict is an object with lockstep's exit status and its kind
 // (exitKinds).
 func (f *fleet) show(stderr io.Writer, v replicate.Verdict, status int) {
+	f.showNamed(stderr, v, status, "", link{})
+}
+
+// showNamed is show for a run the hub guarded: the JSON also gives the
+// run's stream and the bytes on the requestor's link to the hub.
+func (f *fleet) showNamed(stderr io.Writer, v replicate.Verdict, status int, stream string, l link) {
 	showStderr(stderr, f.name, *f.stderrMode, v)
 	if !*f.asJSON {
 		printVerdict(stderr, f.name, v)
@@ -144,11 +150,17 @@ func (f *fleet) show(stderr io.Writer, v replicate.Verdict, status int) {
 	case !v.Agreed:
 		kind = "diverged"
 	}
+	var hubLink *link
+	if stream != "" {
+		hubLink = &l
+	}
 	printJSON(stderr, struct {
 		ExitKind string `json:"exit_kind"`
 		Status   int    `json:"status"`
+		Stream   string `json:"stream,omitempty"`
+		Link     *link  `json:"hub_link,omitempty"`
 		replicate.Verdict
-	}{kind, status, v})
+	}{kind, status, stream, hubLink, v})
 }
 
 // fail ends a run that gave no verdict (kind: setup, interrupted,

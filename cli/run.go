@@ -40,6 +40,11 @@ a bad flag or value; 130 or 143: interrupted by SIGINT or SIGTERM (the
 replicas are stopped and removed); 141: stdout was closed. With --json,
 stderr gets an object whose exit_kind names which. See docs/run.md.
 
+With --hub ID@HOST:PORT (or $LOCKSTEP_HUB), IMAGE is the NAME of a service
+registered at the hub (lockstep register), and the hub is the run's guard:
+it places the replicas, keeps the log and votes, and this process sends
+its stdin and receives the verified output once (docs/hub.md).
+
 Flags:
 `
 
@@ -50,7 +55,9 @@ it comes and writing each checkpoint of output as soon as a majority of the
 replicas agree on it, so that stages stream into each other. A slow reader
 slows the replicas down (their stdout blocks), and stdin is read no faster
 than the replicas read the log. When the replicas have exited, the rest of
-stdin is not read. See docs/run.md.
+stdin is not read. With --hub (or $LOCKSTEP_HUB), IMAGE is the NAME of a
+service registered at the hub: cmd0 | lockstep pipe NAME1 | lockstep pipe
+NAME2. See docs/run.md and docs/hub.md.
 
 Flags:
 `
@@ -71,9 +78,13 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
+	hf := addHubFlags(fs)
 	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
+	}
+	if *hf.addr != "" && fs.NArg() >= 1 && *checkpoint >= 1 {
+		return named(name, f, fs, hf, *checkpoint, *record, stdout, stderr)
 	}
 	switch {
 	case fs.NArg() < 1:

@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/lockstep-run/lockstep/ebpf"
+	"github.com/lockstep-run/lockstep/hub"
+	"github.com/spf13/pflag"
+)
+
+// hubOnly are the fleet's flags that a named service's registration or
+// the hub decide, not the requestor.
+var hubOnly = []string{"replicas", "provider", "provider-token-file", "logd", "allow-net", "require", "tick", "address", "namespace"}
+
+// link is what crossed the requestor's link to the hub.
+type link struct {
+	Sent     int64 `json:"sent"`
+	Received int64 `json:"received"`
+}
+
+// named is lockstep run and pipe of a service registered at the hub: the
+// hub is the guard, and this process sends its stdin once and receives
+// the verified output once.
+func named(name string, f *fleet, fs *pflag.FlagSet, hf hubFlags, checkpoint int, record string, stdout, stderr io.Writer) int {
+	for _, fl := range hubOnly {
+		if fs.Changed(fl) {
+			return errorf(stderr, exitUsage, "%s: --%s is not the requestor's with --hub: the service's registration (lockstep register) and the hub decide it", name, fl)
+		}
+	}
+	c, _, err := hf.dial()
+	if err != nil {
+		return errorf(stderr, exitUsage, "%s: %v", name, err)
+	}
+	ctx, interrupted, stop := cancelOnSignal()
+	defer stop()
+	signal.Ignore(syscall.SIGPIPE)
+	chains := ebpf.NewChains(int64(checkpoint))
+	req := hub.RunRequest{Args: fs.Args()[1:], Seed: *f.seed, Checkpoint: checkpoint}
+	say := func(m string) { fmt.Fprintf(stderr, "lockstep %s: %s\n", name, m) }
+	res, err := c.Run(ctx, fs.Arg(0), req, os.Stdin, io.MultiWriter(stdout, chainWriter{chains}), say)
+	var se *hub.StdoutError
+	switch {
+	case errors.As(err, &se):
+		if *f.asJSON {
+			f.fail(stderr, 141, "stdout_closed", err)
+		}
+		return 141
+	case ctx.Err() != nil:
+		return f.fail(stderr, 128+int(interrupted()), "interrupted", errors.New("interrupted: the hub stops the run and removes its replicas"))
+	case hub.IsUnknown(err):
+		return f.fail(stderr, exitUsage, "setup", err)
+	case err != nil:
+		return f.fail(stderr, exitRuntime, "setup", err)
+	case res.Verdict == nil:
+		return f.fail(stderr, exitRuntime, res.Kind, fmt.Errorf("run %s: %s", res.Stream, res.Error))
+	}
+	v := *res.Verdict
+	if record != "" {
+		if err := recordRun(ctx, c.Logd(), res.Stream, record, chains, v.ExitCode); err != nil {
+			return f.fail(stderr, exitRuntime, "setup", fmt.Errorf("record: %w", err))
+		}
+	}
+	f.showNamed(stderr, v, verdictExit(v), res.Stream, link{c.Sent.Load(), c.Received.Load()})
+	return verdictExit(v)
+}
+
+// runNamed runs one job of lockstep parallel: name with args, stdin as
+// its input; its verified output is returned whole.
+func runNamed(ctx context.Context, c *hub.Client, name string, req hub.RunRequest, stdin io.Reader, out io.Writer, say func(string)) (hub.RunResult, error) {
+	res, err := c.Run(ctx, name, req, stdin, out, say)
+	if err == nil && res.Verdict == nil {
+		err = fmt.Errorf("run %s: %s", res.Stream, res.Error)
+	}
+	return res, err
+}
