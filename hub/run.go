@@ -131,7 +131,7 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 	res := RunResult{Stream: stream}
 	run.Ended, run.In, run.Out = time.Now(), in.n.Load(), fw.out.Load()
 	switch {
-	case errors.Is(err, replicate.ErrInterrupted) || ctx.Err() != nil:
+	case errors.Is(err, replicate.ErrInterrupted) || ctx.Err() != nil || fw.broken.Load():
 		res.Error, res.Kind, run.State = "the requestor went away: the run was stopped and its replicas removed", "interrupted", "cancelled"
 	case err != nil:
 		res.Error, res.Kind, run.State = err.Error(), "setup", "failed"
@@ -204,6 +204,8 @@ type frames struct {
 	w   io.Writer
 	rc  *http.ResponseController
 	out atomic.Int64
+	// broken: a write to the requestor failed (it went away).
+	broken atomic.Bool
 }
 
 func (f *frames) frame(kind byte, p []byte) error {
@@ -212,13 +214,17 @@ func (f *frames) frame(kind byte, p []byte) error {
 	var hd [5]byte
 	hd[0] = kind
 	binary.BigEndian.PutUint32(hd[1:], uint32(len(p)))
-	if _, err := f.w.Write(hd[:]); err != nil {
-		return err
+	_, err := f.w.Write(hd[:])
+	if err == nil {
+		_, err = f.w.Write(p)
 	}
-	if _, err := f.w.Write(p); err != nil {
-		return err
+	if err == nil {
+		err = f.rc.Flush()
 	}
-	return f.rc.Flush()
+	if err != nil {
+		f.broken.Store(true)
+	}
+	return err
 }
 
 func (f *frames) Write(p []byte) (int, error) {

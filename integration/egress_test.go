@@ -119,10 +119,10 @@ func TestEgressMonitor(t *testing.T) {
 	common := []string{"--address", sock, "--namespace", namespace}
 	cmd := []string{pythonImage, "--", "/usr/bin/python3", "/srv/monitor.py", "--ca", "/srv/tls/ca.pem", "5", "2",
 		"http://" + webAddr + ":8000/page", "https://" + webAddr + ":8443/page", "tcp:" + webAddr + ":8000", "tcp:" + webAddr + ":8001"}
-	args := append(append([]string{"run", "--allow-net", webAddr + ":*", "--record", log}, common...), cmd...)
+	args := append(append([]string{"run", "--json", "--allow-net", webAddr + ":*", "--record", log}, common...), cmd...)
 	out, errs, code := runCLI(t, "", nil, args...)
 	t.Logf("lockstep run:\n%s%s", out, errs)
-	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
 		t.Fatalf("run: exit %d: %s", code, errs)
 	}
 	if got := strings.Count(out, "200 320000 bytes sha256 "+hex.EncodeToString(sum[:])); got != 10 {
@@ -250,7 +250,7 @@ http.server.HTTPServer(("127.0.0.1", 8080), H).serve_forever()
 `
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
 	addr := freeAddr(t)
-	cmd := exec.Command(lockstepBinary(t), "serve", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":8000",
+	cmd := exec.Command(lockstepBinary(t), "serve", "--json", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":8000",
 		"--listen", addr, "--port", "8080", pythonImage, "--", "/usr/bin/python3", "-c", service)
 	var errs bytes.Buffer
 	cmd.Stderr = &errs
@@ -270,7 +270,7 @@ http.server.HTTPServer(("127.0.0.1", 8080), H).serve_forever()
 	cmd.Wait()
 	t.Logf("lockstep serve:\n%s", errs.String())
 	// Four requests: waitServing's and the three above.
-	if !strings.Contains(errs.String(), "4 outbound") || !strings.Contains(errs.String(), "3 replicas agree") {
+	if !strings.Contains(errs.String(), "4 outbound") || !strings.Contains(errs.String(), `"agreed": true`) {
 		t.Errorf("the status does not count 4 outbound connections, or the replicas do not agree")
 	}
 	if got := strings.Count(access(false), "GET /page"); got != 4 {
@@ -312,10 +312,10 @@ func TestEgressPing(t *testing.T) {
 	before := echoes(t)
 	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
 	script := "ping -c 3 " + webAddr + "; echo ping $?; ping -c 2 -W 1 10.213.7.9; echo ping $?; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc " + webAddr + " 8000 | head -1"
-	out, errs, code := runCLI(t, "", nil, "run", "--address", sock, "--namespace", namespace, "--allow-net", "10.213.7.0/24:*",
+	out, errs, code := runCLI(t, "", nil, "run", "--json", "--address", sock, "--namespace", namespace, "--allow-net", "10.213.7.0/24:*",
 		probeImage, "--", "/bin/busybox", "sh", "-c", script)
 	t.Logf("lockstep run:\n%s%s", out, errs)
-	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
 		t.Fatalf("run: exit %d", code)
 	}
 	for _, want := range []string{"3 packets transmitted, 3 packets received, 0% packet loss", "ping 0\n",

@@ -246,10 +246,10 @@ func TestHub(t *testing.T) {
 			t.Fatal(err)
 		}
 		io.WriteString(stdin, "held open\n")
-		waitContainers(t, hosts, 1, 30*time.Second)
+		waitContainers(t, hosts, "slow-", 1, 30*time.Second)
 		cmd.Process.Kill()
 		cmd.Wait()
-		waitContainers(t, hosts, 0, 30*time.Second)
+		waitContainers(t, hosts, "slow-", 0, 30*time.Second)
 	})
 
 	top := t
@@ -328,8 +328,9 @@ func TestHub(t *testing.T) {
 }
 
 // waitContainers waits until the hosts have n or more (n > 0) or no (n
-// == 0) containers.
-func waitContainers(t *testing.T, hosts []*host, n int, limit time.Duration) {
+// == 0) containers whose IDs start with prefix (a stream's: the hosts'
+// containerd keep what earlier tests' killed hosts left).
+func waitContainers(t *testing.T, hosts []*host, prefix string, n int, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -340,9 +341,11 @@ func waitContainers(t *testing.T, hosts []*host, n int, limit time.Duration) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			total += len(cs)
 			for _, c := range cs {
-				ids = append(ids, h.name+":"+c.ID())
+				if strings.HasPrefix(c.ID(), prefix) {
+					total++
+					ids = append(ids, h.name+":"+c.ID())
+				}
 			}
 		}
 		if n == 0 && total == 0 || n > 0 && total >= n {

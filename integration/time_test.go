@@ -50,9 +50,9 @@ func timeFollowsLog(t *testing.T, mode string) {
 		lines:  []string{"a\n", "b\n", "c\n"},
 	}
 	start := time.Now()
-	out, errs, code := runCLIFrom(t, in, nil, append(append([]string{"run", "--replicas", "3", "--record", log}, common...), probeImage, "--", "/tickecho", "10", mode)...)
+	out, errs, code := runCLIFrom(t, in, nil, append(append([]string{"run", "--json", "--replicas", "3", "--record", log}, common...), probeImage, "--", "/tickecho", "10", mode)...)
 	live := time.Since(start)
-	if code != 0 || !strings.Contains(errs, "3 replicas agree") {
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
 		t.Fatalf("run: exit %d: %s", code, errs)
 	}
 	var prev float64
