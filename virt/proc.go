@@ -37,6 +37,7 @@ type proc struct {
 	getrandom *rand.ChaCha8    // made at the first getrandom
 	clk       [3]time.Duration // each class's counter, from its origin
 	exited    []*proc          // children that exited and were not waited for, oldest first
+	ended     time.Time        // when it exited (host time), once it has
 	page      clockPage        // its clock page (AttachClock), or nil
 	release   func()           // unmaps page
 	reads     uint64           // wall and monotonic reads since its time moved, without a page
@@ -89,6 +90,10 @@ type procs struct {
 	byTgid  map[int32]*proc // by host thread group ID
 	roots   uint64          // processes given by Root so far
 	unknown *proc           // processes never announced (not traced from their start)
+	// gen counts the changes of byTgid (a process announced or ended): a
+	// look at the processes' states is good only if no process came
+	// between listing them and looking.
+	gen uint64
 
 	wallOrigin time.Duration    // the epoch, from the Unix epoch: what a page's wall clock adds
 	run        bool             // the command has started: clocks move
@@ -120,6 +125,7 @@ func (w *World) Root(tgid int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.roots++
+	p.gen++
 	p.byTgid[tgid] = &proc{name: strconv.FormatUint(p.roots, 10), nspid: nspid, clk: p.latest, start: p.latest[Mono]}
 }
 
@@ -130,6 +136,7 @@ func (w *World) Fork(parent, child int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pa := p.get(parent)
+	p.gen++
 	p.byTgid[child] = &proc{name: pa.name + "." + strconv.FormatUint(pa.forks, 10), parent: pa, nspid: nspid, clk: pa.clk, start: pa.clk[Mono]}
 	pa.forks++
 }
@@ -144,6 +151,8 @@ func (w *World) Exit(tgid int32) {
 		return
 	}
 	delete(p.byTgid, tgid)
+	p.gen++
+	pr.ended = time.Now()
 	pr.detach()
 	if pa := pr.parent; pa != nil && pr.nspid != 0 {
 		if len(pa.exited) >= maxExited {
@@ -311,16 +320,52 @@ func (p *procs) raise(to time.Duration) {
 
 // tgids lists the processes of the run, none before it starts.
 func (p *procs) tgids() []int32 {
+	out, _ := p.list()
+	return out
+}
+
+// list is tgids, and the generation of the list (procs.gen).
+func (p *procs) list() ([]int32, uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.run {
-		return nil
+		return nil, p.gen
 	}
 	out := make([]int32, 0, len(p.byTgid))
 	for tg := range p.byTgid {
 		out = append(out, tg)
 	}
-	return out
+	return out, p.gen
+}
+
+// reaping reports whether a process has a child that exited within
+// reapGrace and that it has not waited for yet. Its wait is about to
+// return: the kernel wakes it when the tracer has let the child go, and
+// on its way out of wait4 it may sleep briefly in the kernel (releasing
+// the child's /proc entries), where it looks like a process that waits.
+func (p *procs) reaping(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.byTgid {
+		for _, ch := range pr.exited {
+			if now.Sub(ch.ended) < reapGrace {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reapGrace bounds how long an exited child's parent counts as about to
+// wait for it: a parent that does not wait for its children (it ignores
+// them, or waits for another) is not held up longer.
+const reapGrace = 100 * time.Millisecond
+
+// generation is procs.gen now.
+func (p *procs) generation() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
 }
 
 // start lets the clocks move. Before it (lockstep's own setup code runs

@@ -32,6 +32,7 @@ type Quiet struct {
 	sleeping map[int32]bool  // threads in a notified syscall that waits (a sleep)
 	held     map[int32]bool  // threads a Timeline holds until the log's time
 	waking   map[int32]bool  // threads a Timeline woke that their tracer has yet to resume
+	feeds    map[uint64]bool // inodes of the sockets the agent feeds (entropy devices)
 }
 
 func newQuiet() *Quiet {
@@ -42,6 +43,7 @@ func newQuiet() *Quiet {
 	q.sleeping = map[int32]bool{}
 	q.held = map[int32]bool{}
 	q.waking = map[int32]bool{}
+	q.feeds = map[uint64]bool{}
 	return q
 }
 
@@ -80,6 +82,57 @@ func (q *Quiet) Unhold(tid int32) { q.mark(q.held, tid, false) }
 // asleep.
 func (q *Quiet) Waking(tid int32) { q.mark(q.waking, tid, true) }
 func (q *Quiet) Woken(tid int32)  { q.mark(q.waking, tid, false) }
+
+// Feed and Unfeed bracket the life of a socket (by inode) whose bytes the
+// agent writes as the program reads them (an entropy device): a thread
+// blocked reading it waits for the agent, not for anything the program
+// or its input does, and counts as running.
+func (q *Quiet) Feed(ino uint64)   { q.mu.Lock(); q.feeds[ino] = true; q.mu.Unlock() }
+func (q *Quiet) Unfeed(ino uint64) { q.mu.Lock(); delete(q.feeds, ino); q.mu.Unlock() }
+
+// readsFeed reports whether thread tid of tgid is blocked reading a
+// socket the agent feeds (/proc/TID/syscall: a read-family call on an
+// fd that is one of q.feeds).
+func (q *Quiet) readsFeed(tgid int, dir, name string) bool {
+	q.mu.Lock()
+	none := len(q.feeds) == 0
+	q.mu.Unlock()
+	if none {
+		return false
+	}
+	b, err := os.ReadFile(dir + name + "/syscall")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return false
+	}
+	switch f[0] {
+	case "0", "17", "19", "45", "47", "295", "327": // read, pread64, readv, recvfrom, recvmsg, preadv, preadv2
+	default:
+		return false
+	}
+	fd, err := strconv.ParseUint(strings.TrimPrefix(f[1], "0x"), 16, 32)
+	if err != nil {
+		return false
+	}
+	link, err := os.Readlink("/proc/" + strconv.Itoa(tgid) + "/fd/" + strconv.FormatUint(fd, 10))
+	if err != nil {
+		return false
+	}
+	ino, ok := strings.CutPrefix(link, "socket:[")
+	if !ok {
+		return false
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64)
+	if err != nil {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.feeds[n]
+}
 
 // Tgid returns the thread group (process) of thread tid.
 func (q *Quiet) Tgid(tid uint32) int32 {
@@ -207,6 +260,9 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 			// The kernel stack, not wchan: wchan reads 0 for a thread in
 			// a notification here.
 			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
+				return true
+			}
+			if q.readsFeed(tgid, dir, name) {
 				return true
 			}
 		}

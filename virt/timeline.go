@@ -397,11 +397,16 @@ func (tl *Timeline) still() bool {
 	if tl.net != nil && tl.net.Busy() {
 		return false
 	}
-	tgids := tl.w.pr.tgids()
+	tgids, gen := tl.w.pr.list()
 	if len(tgids) == 0 {
 		return false // not started yet (or over): the command has yet to wait
 	}
-	return tl.w.quiet.Still(tgids)
+	// A process forked after the list was made is not looked at: its
+	// parent, waiting for it in wait4, would look still while it runs.
+	if tl.w.pr.reaping(time.Now()) {
+		return false
+	}
+	return tl.w.quiet.Still(tgids) && tl.w.pr.generation() == gen
 }
 
 // write writes delivered inputs to stdin, and closes it at EOF (a

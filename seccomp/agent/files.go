@@ -206,12 +206,23 @@ func (a *Agent) serveEntropy(r *Req, dev string, cloexec bool) (int64, error) {
 		unix.Close(fds[0])
 		return 0, err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fds[1], &st); err != nil {
+		unix.Close(fds[0])
+		return 0, fmt.Errorf("entropy stream: %w", err)
+	}
+	q := a.world.Quiet()
+	q.Feed(st.Ino) // before the program can read it
 	fd, err := a.install(r, fds[1], cloexec)
 	if err != errAnswered || fd < 0 {
+		q.Unfeed(st.Ino)
 		unix.Close(fds[0])
 		return 0, err
 	}
-	go feed(fds[0], src)
+	go func() {
+		feed(fds[0], src)
+		q.Unfeed(st.Ino)
+	}()
 	return fd, errAnswered
 }
 
