@@ -62,7 +62,7 @@ var page = template.Must(template.New("status").Funcs(template.FuncMap{
 {{range .Runs}}<tr><td><code>{{.Stream}}</code></td><td>{{.Service}}</td><td>{{.Started.UTC.Format "2006-01-02 15:04:05"}}</td>
 <td>{{range .Providers}}{{.}} {{end}}</td><td>{{.In}}</td><td>{{.Out}}</td>
 <td class="{{if eq .State "agreed" "running"}}ok{{else}}bad{{end}}">{{.State}}{{if .Detail}}: {{.Detail}}{{end}}
-{{if .Divergence}} (<a href="/v1/streams/{{.Stream}}/verdict">first differing checkpoint: log size {{.Divergence}}</a>){{end}}</td></tr>
+{{if not (eq .State "agreed" "running" "cancelled" "failed")}} (<a href="/v1/streams/{{.Stream}}/verdict?replicas={{len .Providers}}">{{if .Divergence}}first differing checkpoint: log size {{.Divergence}}{{else}}the replicas' signed reports{{end}}</a>){{end}}</td></tr>
 {{end}}</table>
 </body></html>
 `))

@@ -264,6 +264,7 @@ func (p *provider) importImage(archive []byte) error {
 
 // run describes one container run.
 type run struct {
+	image       string // default probeImage
 	runtime     string
 	options     any // runtime options sent to the shim (e.g. CRI's runtimeoptions)
 	args        []string
@@ -288,7 +289,11 @@ func newID(t *testing.T) string {
 func (p *provider) newContainer(t *testing.T, r run) containerd.Container {
 	t.Helper()
 	ctx := p.ctx()
-	img, err := p.client.GetImage(ctx, probeImage)
+	image := r.image
+	if image == "" {
+		image = probeImage
+	}
+	img, err := p.client.GetImage(ctx, image)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,11 +151,11 @@ func parseHubVerdict(t *testing.T, errs string) hubVerdict {
 	return v
 }
 
-// TestHub: named services on three provider hosts through a hub in its
-// own namespace: a pipeline of names, the requestor's traffic for 1, 3
-// and 5 replicas, parallel, an unknown name, a requestor that vanishes,
-// the hub restarted, a provider that lies and one that dies.
-func TestHub(t *testing.T) {
+// startHubWorld starts three provider hosts working for a hub in its own
+// namespace; it returns them, a requestor, and register, which registers
+// a service of the probe image (or of image@digest, if cmd[0] is
+// "image=REF@DIGEST") as its owner.
+func startHubWorld(t *testing.T) ([]*host, *hubProc, requestor, func(name string, replicas int, cmd ...string)) {
 	hosts, _ := startHosts(t, 3)
 	startHubNetns(t)
 	hb := startHub(t, t.TempDir())
@@ -166,15 +167,28 @@ func TestHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	image := probeImage + "@" + img.Target().Digest.String()
+	probe := probeImage + "@" + img.Target().Digest.String()
 	owner := requestor{hub: hb.addr, key: filepath.Join(t.TempDir(), "owner.key")}
 	register := func(name string, replicas int, cmd ...string) {
 		t.Helper()
+		image := probe
+		if ref, ok := strings.CutPrefix(cmd[0], "image="); ok {
+			image, cmd = ref, cmd[1:]
+		}
 		args := append([]string{"register", "--replicas", fmt.Sprint(replicas), name, image, "--"}, cmd...)
 		if _, errs, code := owner.run(t, "", args...); code != 0 {
 			t.Fatalf("register %s: exit %d: %s", name, code, errs)
 		}
 	}
+	return hosts, hb, r, register
+}
+
+// TestHub: named services on three provider hosts through a hub in its
+// own namespace: a pipeline of names, the requestor's traffic for 1, 3
+// and 5 replicas, parallel, an unknown name, a requestor that vanishes,
+// the hub restarted, a provider that lies and one that dies.
+func TestHub(t *testing.T) {
+	hosts, hb, r, register := startHubWorld(t)
 	register("upper", 3, "/bin/busybox", "tr", "a-z", "A-Z")
 	register("rev", 3, "/bin/busybox", "rev")
 	register("square", 3, "/bin/busybox", "sh", "-c", `echo $(($1*$1))`, "sh")
@@ -325,6 +339,40 @@ func TestHub(t *testing.T) {
 		}
 		t.Logf("%s", v.Detail)
 	})
+
+	t.Run("status page in a browser", func(t *testing.T) {
+		page := browse(t, "http://"+hb.statusAddr+"/")
+		// The browser's DOM: the parser adds the tables' tbody.
+		for _, want := range []string{`<table id="providers"><tbody>`, "<td>host-0-hub</td>", "<td>host-2-hub</td>", "<td>square</td>",
+			`<td>upper</td><td>3</td><td>` + probeImage + `</td>`, "cancelled", "host-2-hub is odd: its output differs from the majority's"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the status page in chromium has no %q:\n%s", want, page)
+			}
+		}
+		i := strings.Index(page, `<a href="/v1/streams/token-`)
+		if i < 0 {
+			t.Fatal("no link to the liar's run's divergence")
+		}
+		link := page[i+len(`<a href="`):]
+		link = link[:strings.Index(link, `"`)]
+		if v := browse(t, "http://"+hb.statusAddr+link); !regexp.MustCompile(`"state":\s*"(diverged|agree|pending)"`).MatchString(v) || !strings.Contains(v, "replica-") {
+			t.Errorf("%s: %s", link, v)
+		}
+	})
+}
+
+// browse is the DOM of url as headless Chromium (Debian's) renders it.
+func browse(t *testing.T, url string) string {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed (apt-get install -y chromium): the status page is tested in a real browser")
+	}
+	out, err := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir="+t.TempDir(), "--dump-dom", url).Output()
+	if err != nil {
+		t.Fatalf("chromium %s: %v", url, err)
+	}
+	return string(out)
 }
 
 // waitContainers waits until the hosts have n or more (n > 0) or no (n
