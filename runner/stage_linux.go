@@ -182,9 +182,23 @@ func stageExec(args []string) int {
 	if err := await('G'); err != nil {
 		return fail(exitRuntime, "%v: not starting %s", err, args[0])
 	}
-	if err := setLastPID(firstChildPID - 1); err != nil {
-		return fail(exitRuntime, "%v", err)
+	lastPID, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_WRONLY, 0)
+	if err != nil {
+		return fail(exitRuntime, "set ns_last_pid: %v", err)
 	}
+	argv0, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return fail(exitCannotRun, "exec %s: %v", args[0], err)
+	}
+	argv, err := syscall.SlicePtrFromStrings(args)
+	if err != nil {
+		return fail(exitCannotRun, "exec %s: %v", args[0], err)
+	}
+	envv, err := syscall.SlicePtrFromStrings(os.Environ())
+	if err != nil {
+		return fail(exitCannotRun, "exec %s: %v", args[0], err)
+	}
+	last := []byte(fmt.Sprint(firstChildPID - 1))
 	defaultSignals()
 	// The command gets stdin, stdout and stderr only: whatever else the
 	// caller had open (a shell's redirections, a CI runner's pipes) would
@@ -194,8 +208,16 @@ func stageExec(args []string) int {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fail(exitRuntime, "close inherited files: %v", err)
 	}
-	err = syscall.Exec(path, args, os.Environ())
-	return fail(exitCannotRun, "exec %s: %v", args[0], err)
+	// The last PID is set right before the execve, both raw calls: a
+	// syscall through the runtime may hand this thread's P to a new
+	// thread, whose clone would take firstChildPID (the command's first
+	// fork was 101 in one CI run in 20).
+	if _, _, e := syscall.RawSyscall(syscall.SYS_WRITE, lastPID.Fd(), uintptr(unsafe.Pointer(&last[0])), uintptr(len(last))); e != 0 {
+		return fail(exitRuntime, "set ns_last_pid: %v", e)
+	}
+	runtime.KeepAlive(lastPID)
+	_, _, e := syscall.RawSyscall(syscall.SYS_EXECVE, uintptr(unsafe.Pointer(argv0)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	return fail(exitCannotRun, "exec %s: %v", args[0], e)
 }
 
 // setRlimits gives the command Lockstep's resource limits (virt.Rlimits).
