@@ -47,6 +47,7 @@ func hubMain(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("data-dir", "/var/lib/lockstep-hub", "the embedded etcd's data `DIR`")
 	external := fs.String("etcd", "", "keep the state in the etcd cluster at `ENDPOINTS` (comma-separated) instead of an embedded member")
 	tick := fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution for the runs it guards")
+	serveHost := fs.String("serve-host", "", "listen for the clients of network services (lockstep serve NAME) on `HOST`, a port each (default: --listen's host)")
 	fs.Usage = func() { io.WriteString(stderr, hubUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
@@ -81,6 +82,10 @@ func hubMain(args []string, stdout, stderr io.Writer) int {
 	go http.Serve(own, api)
 	h := hub.New(key, cl, logd.NewClient(own.Addr().String()), api)
 	h.Tick = *tick
+	h.ServeHost = *serveHost
+	if h.ServeHost == "" {
+		h.ServeHost, _, _ = net.SplitHostPort(*listen)
+	}
 	h.Log = func(s string) { fmt.Fprintf(stderr, "lockstep hub: %s\n", s) }
 	cfg, err := hub.ServerTLS(key, nil)
 	if err != nil {

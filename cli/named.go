@@ -79,3 +79,60 @@ func runNamed(ctx context.Context, c *hub.Client, name string, req hub.RunReques
 	}
 	return res, err
 }
+
+// servedNamed is lockstep serve of a network service registered at the
+// hub: the hub serves it at an address of its own until Ctrl-C here, which
+// ends the request's body (the hub stops the service at the log's stop
+// entry); a second Ctrl-C, or this process going away, cancels it.
+func servedNamed(f *fleet, fs *pflag.FlagSet, hf hubFlags, stdout, stderr io.Writer) int {
+	for _, fl := range append(hubOnly, "listen", "port", "record") {
+		if fs.Changed(fl) {
+			return errorf(stderr, exitUsage, "serve: --%s is not the requestor's with --hub: the service's registration (lockstep register --port) and the hub decide it", fl)
+		}
+	}
+	c, _, err := hf.dial()
+	if err != nil {
+		return errorf(stderr, exitUsage, "serve: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop, stopped := io.Pipe()
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(ch)
+	go func() {
+		if _, ok := <-ch; !ok {
+			return
+		}
+		fmt.Fprintln(stderr, "lockstep serve: stopping: the replicas stop at the log's stop entry (again to kill them now)")
+		stopped.Close()
+		<-ch
+		cancel()
+	}()
+	name := fs.Arg(0)
+	say := func(m string) { fmt.Fprintf(stderr, "lockstep serve: %s\n", m) }
+	serving := func(addr string) {
+		fmt.Fprintf(stderr, "lockstep serve: %s on %s, at the hub (Ctrl-C stops it)\n", name, addr)
+	}
+	res, err := c.Serve(ctx, name, hub.RunRequest{Args: fs.Args()[1:], Seed: *f.seed}, stop, stdout, say, serving)
+	switch {
+	case ctx.Err() != nil:
+		return f.fail(stderr, 130, "interrupted", errors.New("interrupted: the hub stops the service and removes its replicas"))
+	case hub.IsUnknown(err):
+		return f.fail(stderr, exitUsage, "setup", err)
+	case err != nil:
+		return f.fail(stderr, exitRuntime, "setup", err)
+	case res.Verdict == nil:
+		return f.fail(stderr, exitRuntime, res.Kind, fmt.Errorf("service %s: %s", res.Stream, res.Error))
+	}
+	v := *res.Verdict
+	if res.Status != "" {
+		fmt.Fprintf(stderr, "lockstep serve: %s\n", res.Status)
+	}
+	status := verdictExit(v)
+	if v.Agreed && v.ExitCode == 128+int(syscall.SIGKILL) {
+		status = 0 // stopped at the stop entry, as asked
+	}
+	f.showNamed(stderr, v, status, res.Stream, link{c.Sent.Load(), c.Received.Load()})
+	return status
+}

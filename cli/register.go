@@ -31,6 +31,7 @@ func registerMain(args []string, stdout, stderr io.Writer) int {
 	replicas := fs.Int("replicas", 3, "run it as `N` replicas on distinct providers")
 	allowNet := fs.String("allow-net", "", "let it connect out, through the guard, to `HOST:PORT,...` (docs/egress.md); the default allows none")
 	require := requireFlag(fs)
+	port := fs.Int("port", 0, "a network service listening on TCP `PORT` in each replica: lockstep serve NAME serves it at the hub")
 	address := fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`, to find IMAGE's digest when none is given")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
 	fs.Usage = func() { io.WriteString(stderr, registerUsage); fs.PrintDefaults() }
@@ -47,7 +48,7 @@ func registerMain(args []string, stdout, stderr io.Writer) int {
 	if _, err := serve.ParsePolicy(*allowNet); err != nil {
 		return errorf(stderr, exitUsage, "register: %v", err)
 	}
-	r := hub.Registration{Name: fs.Arg(0), Replicas: *replicas, AllowNet: *allowNet, Require: req}
+	r := hub.Registration{Name: fs.Arg(0), Replicas: *replicas, AllowNet: *allowNet, Require: req, Port: *port}
 	if len(fs.Args()) > 2 {
 		r.Args = fs.Args()[2:]
 	}

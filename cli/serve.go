@@ -18,6 +18,7 @@ import (
 )
 
 const serveUsage = `Usage: lockstep serve [FLAGS] --listen ADDR --port PORT IMAGE [-- CMD ARGS...]
+       lockstep serve --hub ID@HOST:PORT NAME
 
 Serves a network service as --replicas deterministic containers behind one
 address. Every connection to --listen (its open, each chunk of bytes the
@@ -31,6 +32,10 @@ SIGINT or SIGTERM stops the service at a point of the log (a stop entry)
 and prints the verdict: exit status 0 when verified, 3 when a replica
 differed or no majority could answer. See docs/serve.md.
 
+With --hub (or $LOCKSTEP_HUB), NAME is a network service registered at
+the hub (lockstep register --port): the hub is the guard and serves it at
+an address of its own, printed here, until Ctrl-C (docs/hub.md).
+
 Flags:
 `
 
@@ -41,9 +46,13 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "accept clients at `ADDR` (host:port)")
 	port := fs.Int("port", 0, "the service's TCP `PORT` inside each replica (it listens on it, on 127.0.0.1 or any address)")
 	record := fs.String("record", "", "write the input log to `FILE` and the digest chains of the answers (each connection's) and of stdout to FILE.digests, for lockstep replay")
+	hf := addHubFlags(fs)
 	fs.Usage = func() { io.WriteString(stderr, serveUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
+	}
+	if *hf.addr != "" && fs.NArg() >= 1 {
+		return servedNamed(f, fs, hf, stdout, stderr)
 	}
 	switch {
 	case fs.NArg() < 1:

@@ -150,9 +150,20 @@ func (c *Client) Announce(ctx context.Context, p Provider) error {
 // verified output goes to stdout as it is agreed, the guard's messages
 // to msg.
 func (c *Client) Run(ctx context.Context, name string, req RunRequest, stdin io.Reader, stdout io.Writer, msg func(string)) (RunResult, error) {
+	return c.run(ctx, "/v1/runs/", name, req, stdin, stdout, msg, nil)
+}
+
+// Serve runs the network service called name: serving gets the address
+// at the hub where its clients connect, and the service stops (at the
+// log's stop entry) when stop ends, as stdin ends a run.
+func (c *Client) Serve(ctx context.Context, name string, req RunRequest, stop io.Reader, stdout io.Writer, msg, serving func(string)) (RunResult, error) {
+	return c.run(ctx, "/v1/serve/", name, req, stop, stdout, msg, serving)
+}
+
+func (c *Client) run(ctx context.Context, path, name string, req RunRequest, stdin io.Reader, stdout io.Writer, msg, serving func(string)) (RunResult, error) {
 	head, _ := json.Marshal(req)
 	body := io.MultiReader(bytes.NewReader(binary.BigEndian.AppendUint32(nil, uint32(len(head)))), bytes.NewReader(head), stdin)
-	hr, err := http.NewRequestWithContext(ctx, "POST", "https://"+c.Addr+"/v1/runs/"+name, body)
+	hr, err := http.NewRequestWithContext(ctx, "POST", "https://"+c.Addr+path+name, body)
 	if err != nil {
 		return RunResult{}, err
 	}
@@ -193,6 +204,10 @@ func (c *Client) Run(ctx context.Context, name string, req RunRequest, stdin io.
 		case frameMessage:
 			if msg != nil {
 				msg(string(p))
+			}
+		case frameServing:
+			if serving != nil {
+				serving(string(p))
 			}
 		case frameResult:
 			var res RunResult

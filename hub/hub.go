@@ -31,6 +31,9 @@ type Hub struct {
 	// provider a replica was placed on.
 	LogAPI http.Handler
 	Tick   time.Duration // the log clock's resolution (default 10 ms)
+	// ServeHost is the host whose ports the hub listens on for its
+	// network services' clients (lockstep serve NAME).
+	ServeHost string
 	Log    func(string)  // the hub's own messages
 
 	st store
@@ -59,6 +62,7 @@ func (h *Hub) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}", h.service)
 	mux.HandleFunc("GET /v1/runs", func(w http.ResponseWriter, r *http.Request) { reply(w, r, h.st.runs) })
 	mux.HandleFunc("POST /v1/runs/{name}", h.run)
+	mux.HandleFunc("POST /v1/serve/{name}", h.run)
 	mux.Handle("GET /v1/streams/", h.LogAPI)
 	mux.HandleFunc("POST /v1/streams/{stream}/digests", h.report)
 	mux.HandleFunc("POST /v1/streams/{stream}/traces", h.report)

@@ -22,6 +22,10 @@ type Registration struct {
 	Replicas int      `json:"replicas"`
 	AllowNet string   `json:"allow_net,omitempty"` // the egress policy (--allow-net)
 	Require  []string `json:"require,omitempty"`   // sources every provider must make deterministic
+	// Port, for a network service (lockstep serve NAME): the TCP port it
+	// listens on in each replica; the hub serves it at an address of its
+	// own while the requestor keeps the run.
+	Port int `json:"port,omitempty"`
 	Owner    string   `json:"owner"`               // the owner's ID: only it may register the name again
 	// Made is when the owner signed it (Unix ns): the hub takes a
 	// registration of a name only if it is newer than the one it holds,
@@ -65,6 +69,8 @@ func (s Service) Check() error {
 		return fmt.Errorf("service %s: digest %q: want sha256: and 64 hex digits (the image's manifest digest: ctr images ls)", s.Name, s.Digest)
 	case s.Replicas < 1 || s.Replicas > 15:
 		return fmt.Errorf("service %s: %d replicas: want 1 to 15", s.Name, s.Replicas)
+	case s.Port < 0 || s.Port > 65535:
+		return fmt.Errorf("service %s: port %d: want 1 to 65535, or 0 for a program that is not a network service", s.Name, s.Port)
 	}
 	owner, err := ParseID(s.Owner)
 	if err != nil {

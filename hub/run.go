@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,7 @@ const (
 	frameOutput  = 'o'
 	frameMessage = 'm'
 	frameResult  = 'r'
+	frameServing = 'a' // a network service's address at the hub, once it serves
 	maxFrame     = 1 << 20
 	maxHead      = 1 << 16
 )
@@ -44,6 +47,7 @@ type RunResult struct {
 	Verdict *replicate.Verdict `json:"verdict,omitempty"`
 	Error   string             `json:"error,omitempty"`
 	Kind    string             `json:"kind,omitempty"` // with Error: setup or interrupted
+	Status  string             `json:"status,omitempty"` // a network service's: connections served
 }
 
 // run is the guard of one run: it places the replicas, appends the
@@ -63,6 +67,23 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 		}
 		http.Error(w, err.Error(), code)
 		return
+	}
+	served := strings.HasPrefix(r.URL.Path, "/v1/serve/")
+	switch {
+	case served && svc.Port == 0:
+		http.Error(w, fmt.Sprintf("service %s is not a network service (it was registered without --port): lockstep run or pipe it", svc.Name), http.StatusBadRequest)
+		return
+	case !served && svc.Port != 0:
+		http.Error(w, fmt.Sprintf("service %s is a network service on port %d: lockstep serve it", svc.Name, svc.Port), http.StatusBadRequest)
+		return
+	}
+	var ln net.Listener
+	if served {
+		if ln, err = net.Listen("tcp", net.JoinHostPort(h.ServeHost, "0")); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer ln.Close()
 	}
 	allow, err := serve.ParsePolicy(svc.AllowNet)
 	if err != nil {
@@ -108,7 +129,7 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 	h.st.putRun(ctx, run)
 	h.say("run %s of %s for %s on %s", stream, svc.Name, run.Requestor, sortedNames(ps))
 
-	g := serve.New(nil, svc.Replicas)
+	g := serve.New(ln, svc.Replicas)
 	g.Allow = allow
 	g.Log = func(s string) { fw.frame(frameMessage, []byte(s)) }
 	o := replicate.Options{
@@ -116,6 +137,18 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 		Replicas: svc.Replicas, Seed: req.Seed, Logd: h.Logd, Stream: stream, Require: svc.Require,
 		TickEvery: h.Tick, Stdin: in, Stdout: fw, Checkpoint: req.Checkpoint,
 		Entries: g.Entries(), Net: g,
+	}
+	if served {
+		// The clients come to ln; the requestor's body is held open
+		// while it keeps the service: its end (Ctrl-C) stops the
+		// service at the log's stop entry, as lockstep serve's does.
+		o.Stdin, o.Port = nil, svc.Port
+		go g.Serve()
+		go func() {
+			io.Copy(io.Discard, in)
+			g.Stop()
+		}()
+		fw.frame(frameServing, []byte(ln.Addr().String()))
 	}
 	if o.TickEvery == 0 {
 		o.TickEvery = 10 * time.Millisecond
@@ -128,7 +161,7 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := replicate.Run(ctx, o)
 	g.Over()
-	res := RunResult{Stream: stream}
+	res := RunResult{Stream: stream, Status: g.Status()}
 	run.Ended, run.In, run.Out = time.Now(), in.n.Load(), fw.out.Load()
 	switch {
 	case errors.Is(err, replicate.ErrInterrupted) || ctx.Err() != nil || fw.broken.Load():

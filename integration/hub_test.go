@@ -154,7 +154,8 @@ func parseHubVerdict(t *testing.T, errs string) hubVerdict {
 // startHubWorld starts three provider hosts working for a hub in its own
 // namespace; it returns them, a requestor, and register, which registers
 // a service of the probe image (or of image@digest, if cmd[0] is
-// "image=REF@DIGEST") as its owner.
+// "image=REF@DIGEST"; a network service on a port, if the next is
+// "port=N") as its owner.
 func startHubWorld(t *testing.T) ([]*host, *hubProc, requestor, func(name string, replicas int, cmd ...string)) {
 	hosts, _ := startHosts(t, 3)
 	startHubNetns(t)
@@ -172,10 +173,14 @@ func startHubWorld(t *testing.T) ([]*host, *hubProc, requestor, func(name string
 	register := func(name string, replicas int, cmd ...string) {
 		t.Helper()
 		image := probe
+		flags := []string{"--replicas", fmt.Sprint(replicas)}
 		if ref, ok := strings.CutPrefix(cmd[0], "image="); ok {
 			image, cmd = ref, cmd[1:]
 		}
-		args := append([]string{"register", "--replicas", fmt.Sprint(replicas), name, image, "--"}, cmd...)
+		if port, ok := strings.CutPrefix(cmd[0], "port="); ok {
+			flags, cmd = append(flags, "--port", port), cmd[1:]
+		}
+		args := append(append(append([]string{"register"}, flags...), name, image, "--"), cmd...)
 		if _, errs, code := owner.run(t, "", args...); code != 0 {
 			t.Fatalf("register %s: exit %d: %s", name, code, errs)
 		}
@@ -197,6 +202,7 @@ func TestHub(t *testing.T) {
 	}
 	register("token", 3, "/bin/busybox", "sh", "-c", "cat; head -c 8 /dev/urandom | /bin/busybox od -An -tx1")
 	register("slow", 3, "/bin/busybox", "sh", "-c", "cat; sleep 600")
+	register("kv", 3, "port=8080", "/kv")
 
 	t.Run("pipe of names", func(t *testing.T) {
 		cmd := exec.Command("sh", "-c", "echo hello | lockstep pipe upper | lockstep pipe rev")
@@ -264,6 +270,44 @@ func TestHub(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 		waitContainers(t, hosts, "slow-", 0, 30*time.Second)
+	})
+
+	t.Run("serve a name", func(t *testing.T) {
+		if _, errs, code := r.run(t, "", "run", "kv"); code != 125 || !strings.Contains(errs, "is a network service on port 8080: lockstep serve it") {
+			t.Errorf("lockstep run of a network service: exit %d: %s", code, errs)
+		}
+		cmd := r.cmd(t, "serve", "--json", "kv")
+		errs := &lockedBuffer{}
+		cmd.Stderr = errs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		addr := ""
+		for i := 0; i < 200 && addr == ""; i++ {
+			time.Sleep(50 * time.Millisecond)
+			if m := regexp.MustCompile(`kv on (\S+), at the hub`).FindStringSubmatch(errs.String()); m != nil {
+				addr = m[1]
+			}
+		}
+		if addr == "" {
+			t.Fatalf("no address: %s", errs.String())
+		}
+		waitServing(t, addr)
+		client := &http.Client{Timeout: 30 * time.Second}
+		for i := 1; i <= 3; i++ {
+			want := fmt.Sprintf(`{"key":"a","value":"%d","version":%d}`+"\n", i, i)
+			if got := get(t, client, "PUT", "http://"+addr+"/k/a", fmt.Sprint(i)); got != want {
+				t.Errorf("PUT: %q, want %q", got, want)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		v := parseHubVerdict(t, errs.String())
+		if err != nil || !v.Agreed || len(v.Replicas) != 3 || !strings.Contains(errs.String(), "answered") {
+			t.Fatalf("serve kv at the hub: %v: %s", err, errs.String())
+		}
+		t.Logf("%s", v.Detail)
 	})
 
 	top := t
