@@ -92,9 +92,17 @@ var hostToken string
 func (h *host) serve(t *testing.T, port int, name, logdURL string, extra ...string) string {
 	t.Helper()
 	addr := fmt.Sprintf("%s:%d", h.addr, port)
-	args := append([]string{"--net=/run/netns/" + h.netns, lockstepBinary(t), "provider", "--listen", addr, "--logd", logdURL,
-		"--key", filepath.Join(h.containerd.dir, name+".key"), "--name", name,
-		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace, "--token-file", hostToken}, extra...)
+	h.provider(t, name, append([]string{"--listen", addr, "--logd", logdURL, "--token-file", hostToken}, extra...)...)
+	return addr
+}
+
+// provider starts `lockstep provider` with args in the host's namespace,
+// on its containerd, with the key of name, and waits until it serves.
+func (h *host) provider(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	args = append([]string{"--net=/run/netns/" + h.netns, lockstepBinary(t), "provider", "--name", name,
+		"--key", filepath.Join(h.containerd.dir, name+".key"),
+		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace}, args...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stderr = &lockedBuffer{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -105,7 +113,7 @@ func (h *host) serve(t *testing.T, port int, name, logdURL string, extra ...stri
 	for i := 0; i < 100 && !strings.Contains(cmd.Stderr.(*lockedBuffer).String(), "serving on"); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
-	return addr
+	return cmd
 }
 
 // kill ends every process of the host at once (its network namespace's):

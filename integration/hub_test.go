@@ -84,20 +84,7 @@ func (h *hubProc) kill() {
 // serveHub starts `lockstep provider --hub` in the host's namespace.
 func (h *host) serveHub(t *testing.T, port int, name, hubAddr string, extra ...string) *exec.Cmd {
 	t.Helper()
-	addr := fmt.Sprintf("%s:%d", h.addr, port)
-	args := append([]string{"--net=/run/netns/" + h.netns, lockstepBinary(t), "provider", "--hub", hubAddr, "--listen", addr,
-		"--key", filepath.Join(h.containerd.dir, name+".key"), "--name", name,
-		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace}, extra...)
-	cmd := exec.Command("nsenter", args...)
-	cmd.Stderr = &lockedBuffer{}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h.providers = append(h.providers, cmd)
-	for i := 0; i < 100 && !strings.Contains(cmd.Stderr.(*lockedBuffer).String(), "serving on"); i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
+	cmd := h.provider(t, name, append([]string{"--hub", hubAddr, "--listen", fmt.Sprintf("%s:%d", h.addr, port)}, extra...)...)
 	if s := cmd.Stderr.(*lockedBuffer).String(); strings.Contains(s, "warning") {
 		t.Fatalf("provider %s: %s", name, s)
 	}
