@@ -34,7 +34,7 @@ type Hub struct {
 	// ServeHost is the host whose ports the hub listens on for its
 	// network services' clients (lockstep serve NAME).
 	ServeHost string
-	Log    func(string)  // the hub's own messages
+	Log       func(string) // the hub's own messages
 
 	st store
 

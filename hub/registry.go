@@ -25,8 +25,8 @@ type Registration struct {
 	// Port, for a network service (lockstep serve NAME): the TCP port it
 	// listens on in each replica; the hub serves it at an address of its
 	// own while the requestor keeps the run.
-	Port int `json:"port,omitempty"`
-	Owner    string   `json:"owner"`               // the owner's ID: only it may register the name again
+	Port  int    `json:"port,omitempty"`
+	Owner string `json:"owner"` // the owner's ID: only it may register the name again
 	// Made is when the owner signed it (Unix ns): the hub takes a
 	// registration of a name only if it is newer than the one it holds,
 	// so an old one sent again changes nothing.

@@ -46,7 +46,7 @@ type RunResult struct {
 	Stream  string             `json:"stream"`
 	Verdict *replicate.Verdict `json:"verdict,omitempty"`
 	Error   string             `json:"error,omitempty"`
-	Kind    string             `json:"kind,omitempty"` // with Error: setup or interrupted
+	Kind    string             `json:"kind,omitempty"`   // with Error: setup or interrupted
 	Status  string             `json:"status,omitempty"` // a network service's: connections served
 }
 

@@ -202,6 +202,21 @@ func TestHub(t *testing.T) {
 		}
 	})
 
+	t.Run("record and replay", func(t *testing.T) {
+		// Anyone can re-verify a guarded run from its record: the log
+		// the hub wrote, exported by the requestor, replayed here.
+		log := filepath.Join(t.TempDir(), "upper.log")
+		out, errs, code := r.run(t, "record me\n", "run", "--record", log, "upper")
+		if code != 0 || out != "RECORD ME\n" {
+			t.Fatalf("run --record: exit %d, %q: %s", code, out, errs)
+		}
+		sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+		again, errs, code := runCLI(t, "", nil, "replay", "--address", sock, "--namespace", namespace, log)
+		if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
+			t.Fatalf("replay: exit %d, %q: %s", code, again, errs)
+		}
+	})
+
 	t.Run("requestor link", func(t *testing.T) {
 		in := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 		for _, n := range []int{1, 3, 5} {
