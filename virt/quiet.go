@@ -262,7 +262,7 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
 				return true
 			}
-			if q.readsFeed(tgid, dir, name) {
+			if q.readsFeed(tgid, dir, name) || !blocked(dir+name) {
 				return true
 			}
 		}
@@ -342,4 +342,35 @@ func tasks(tgid int) (string, []string) {
 	names, _ := d.Readdirnames(-1)
 	d.Close()
 	return dir, names
+}
+
+// blocked reports whether a thread asleep in the kernel (state S) is in a
+// call that waits for another party: a read, a write to a full pipe, a
+// poll, a futex, a wait for a child, a sleep, a lock. Asleep in any
+// other call (a path lookup waiting on a lock, an exit releasing a
+// child's /proc entries, a page fault), it is in the middle of its own
+// work, and will go on without anything the run's input does: it counts
+// as running. Unreadable, it counts as blocked, as before this was known.
+func blocked(task string) bool {
+	b, err := os.ReadFile(task + "/syscall")
+	if err != nil {
+		return true
+	}
+	nr, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	n, err := strconv.Atoi(nr)
+	if err != nil {
+		return true // "running" or "-1 ..." (not in a call): the state says asleep
+	}
+	return blockingCalls[n]
+}
+
+// blockingCalls are the x86-64 calls that wait for another party.
+var blockingCalls = map[int]bool{
+	0: true, 1: true, 7: true, 17: true, 18: true, 19: true, 20: true, 23: true, // read, write, poll, pread64, pwrite64, readv, writev, select
+	34: true, 35: true, 40: true, 42: true, 43: true, 44: true, 45: true, 46: true, 47: true, // pause, nanosleep, sendfile, connect, accept, sendto, recvfrom, sendmsg, recvmsg
+	61: true, 65: true, 69: true, 70: true, 72: true, 73: true, // wait4, semop, msgsnd, msgrcv, fcntl (F_SETLKW), flock
+	128: true, 130: true, 202: true, 208: true, 220: true, 230: true, 232: true, // rt_sigtimedwait, rt_sigsuspend, futex, io_getevents, semtimedop, clock_nanosleep, epoll_wait
+	242: true, 243: true, 247: true, 270: true, 271: true, 275: true, 276: true, 278: true, // mq_timedsend, mq_timedreceive, waitid, pselect6, ppoll, splice, tee, vmsplice
+	281: true, 288: true, 295: true, 296: true, 299: true, 307: true, 327: true, 328: true, // epoll_pwait, accept4, preadv, pwritev, recvmmsg, sendmmsg, preadv2, pwritev2
+	441: true, 449: true, // epoll_pwait2, futex_waitv
 }
