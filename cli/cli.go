@@ -31,6 +31,7 @@ func commands() []command {
 		{"hub", "the hub: named services, providers, and the guard of their runs", hubMain},
 		{"register", "register a named service at the hub: lockstep register NAME IMAGE@DIGEST -- CMD", registerMain},
 		{"services", "list the services registered at the hub", servicesMain},
+		{"id", "print this party's ID (its public key), for --trust and ID@HOST:PORT", idMain},
 		{"provider", "serve replicas on this host's containerd to lockstep run --provider", providerMain},
 		{"replay", "start one more copy of a recorded run and check it reproduces the output", replayMain},
 		{"doctor", "measure what this host can make deterministic (rdtsc, cpuid, seccomp, ptrace, BPF, ...)", doctorMain},

@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/lockstep-run/lockstep/hub"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
 	"github.com/lockstep-run/lockstep/serve"
@@ -23,7 +24,7 @@ type fleet struct {
 	address    *string
 	ns         *string
 	providers  *[]string
-	tokenFile  *string
+	hf         hubFlags // --hub and --key: the hub, and this party's key (for providers too)
 	logdAddr   *string
 	tick       *time.Duration
 	asJSON     *bool
@@ -42,8 +43,8 @@ func addFleetFlags(name string, fs *pflag.FlagSet) *fleet {
 		seed:       fs.Uint64("seed", 0, "the seed of every replica's entropy (the log's first entry)"),
 		address:    fs.String("address", "/run/containerd/containerd.sock", "the local containerd's `SOCKET`"),
 		ns:         fs.String("namespace", "lockstep", "containerd `NAMESPACE`"),
-		providers:  fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ADDR` (repeat for each host; replicas are placed in turn)"),
-		tokenFile:  fs.String("provider-token-file", "", "present the token in `FILE` to the providers (lockstep provider --token-file)"),
+		providers:  fs.StringArray("provider", nil, "run replicas on the lockstep provider at `ID@HOST:PORT` (it prints its ID; repeat for each host; replicas are placed in turn)"),
+		hf:         addHubFlags(fs),
 		logdAddr:   fs.String("logd", "", "use the logd at `ADDR` (default: an embedded one, with its data in a temporary directory)"),
 		tick:       fs.Duration("tick", 10*time.Millisecond, "the log clock's resolution: while a replica waits for a time, a tick entry is appended once the clock passes it, at most one per `DURATION` (1ms to 1s)"),
 		asJSON:     fs.Bool("json", false, "print the verdict as JSON on stderr"),
@@ -85,16 +86,16 @@ func (f *fleet) check(stderr io.Writer) int {
 // providers (or the local containerd). It returns an exit status, or -1
 // and what close undoes.
 func (f *fleet) open(stderr io.Writer) (client *logd.Client, ps []replicate.Provider, close func(), code int) {
-	token, err := readToken(*f.tokenFile)
-	if err != nil {
-		return nil, nil, nil, errorf(stderr, exitUsage, "%s: %v", f.name, err)
+	for _, a := range *f.providers {
+		p, err := f.remote(a)
+		if err != nil {
+			return nil, nil, nil, errorf(stderr, exitUsage, "%s: --provider %s: %v", f.name, a, err)
+		}
+		ps = append(ps, p)
 	}
 	client, stopLogd, err := openLogd(*f.logdAddr)
 	if err != nil {
 		return nil, nil, nil, errorf(stderr, exitRuntime, "%s: %v", f.name, err)
-	}
-	for _, a := range *f.providers {
-		ps = append(ps, &replicate.Remote{Addr: a, Token: token})
 	}
 	if len(ps) > 0 {
 		return client, ps, stopLogd, -1
@@ -105,6 +106,24 @@ func (f *fleet) open(stderr io.Writer) (client *logd.Client, ps []replicate.Prov
 	}
 	local := localProvider(*f.address, *f.ns, client)
 	return client, []replicate.Provider{local}, func() { local.Close(); stopLogd() }, -1
+}
+
+// remote is the provider at pinned (ID@HOST:PORT), reached over TLS as
+// this party's key.
+func (f *fleet) remote(pinned string) (*replicate.Remote, error) {
+	k, addr, err := hub.ParseAddr(pinned)
+	if err != nil {
+		return nil, err
+	}
+	key, err := f.hf.loadKey()
+	if err != nil {
+		return nil, err
+	}
+	c, err := hub.HTTPClient(key, k)
+	if err != nil {
+		return nil, err
+	}
+	return &replicate.Remote{Addr: "https://" + addr, HTTP: c, Label: addr}, nil
 }
 
 // options are a run's options from the flags: replicas of image running

@@ -139,23 +139,29 @@ func (f hubFlags) dial() (*hub.Client, ed25519.PrivateKey, error) {
 	if *f.addr == "" {
 		return nil, nil, errors.New("no hub: give --hub ID@HOST:PORT or set LOCKSTEP_HUB")
 	}
-	path := *f.key
-	if path == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, nil, fmt.Errorf("no --key and no home directory: %w", err)
-		}
-		path = filepath.Join(home, ".config", "lockstep", "key")
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, nil, err
-		}
-	}
-	key, err := loadPrivateKey(path, true)
+	key, err := f.loadKey()
 	if err != nil {
 		return nil, nil, err
 	}
 	c, err := hub.Dial(*f.addr, key)
 	return c, key, err
+}
+
+// loadKey is this party's key (--key, $LOCKSTEP_KEY or
+// ~/.config/lockstep/key), made if missing.
+func (f hubFlags) loadKey() (ed25519.PrivateKey, error) {
+	path := *f.key
+	if path == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("no --key and no home directory: %w", err)
+		}
+		path = filepath.Join(home, ".config", "lockstep", "key")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return loadPrivateKey(path, true)
 }
 
 const servicesUsage = `Usage: lockstep services [--hub ID@HOST:PORT] [--json]
@@ -200,5 +206,30 @@ func servicesMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%.19s…\t%s\t%s\t%.8s…\n", s.Name, s.Replicas, s.Image, s.Digest, cmd, egress, s.Owner)
 	}
 	tw.Flush()
+	return 0
+}
+
+const idUsage = `Usage: lockstep id [--key FILE]
+
+Prints this party's ID: its ed25519 public key, as a provider's --trust
+and the address ID@HOST:PORT name it. The key is --key's ($LOCKSTEP_KEY,
+else ~/.config/lockstep/key), made if missing.
+
+Flags:
+`
+
+func idMain(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("id", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	hf := hubFlags{addr: new(string), key: fs.String("key", os.Getenv("LOCKSTEP_KEY"), "the private key `FILE` (made if missing; default $LOCKSTEP_KEY, else ~/.config/lockstep/key)")}
+	fs.Usage = func() { io.WriteString(stderr, idUsage); fs.PrintDefaults() }
+	if code := parseFlags(fs, args, stderr); code >= 0 {
+		return code
+	}
+	key, err := hf.loadKey()
+	if err != nil {
+		return errorf(stderr, exitUsage, "id: %v", err)
+	}
+	fmt.Fprintln(stdout, hub.ID(key.Public().(ed25519.PublicKey)))
 	return 0
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/spf13/pflag"
 )
 
-const providerUsage = `Usage: lockstep provider --logd ADDR --key FILE [FLAGS]
+const providerUsage = `Usage: lockstep provider --logd ADDR --key FILE --trust ID [FLAGS]
        lockstep provider --hub ID@HOST:PORT --key FILE --listen ADDR [FLAGS]
 
 Serves replicas to lockstep run --provider: for each job it follows the
@@ -32,12 +32,15 @@ job's stream in the logd at --logd (verifying every checkpoint against the
 stream's key), runs the container on this host's containerd with the
 Lockstep runtime, streams its output back with back-pressure, and reports
 the signed digest of that output to logd with this provider's key (--key,
-made if missing). The protocol is in docs/run.md.
+made if missing). Jobs come over TLS in which both parties present their
+ed25519 keys: the provider is ID@ADDR to its clients (its ID is printed at
+start; lockstep id --key FILE prints it too), and it takes jobs only from
+the keys given by --trust. The protocol is in docs/run.md.
 
 With --hub, the provider announces itself to the hub (its address, key,
 what its host cannot make deterministic, its load) every few seconds,
-reads the logs from the hub, and serves jobs over TLS only to the hub's
-key (and to --trust keys): docs/hub.md.
+reads the logs from the hub, and takes jobs from the hub's key (and
+--trust keys): docs/hub.md.
 
 Flags:
 `
@@ -46,16 +49,16 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("provider", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:7440", "serve jobs on `ADDR`")
-	logdAddr := fs.String("logd", "", "the logd to read streams from and report to (`ADDR`, required)")
+	logdAddr := fs.String("logd", "", "the logd to read streams from and report to (`ADDR`; or --hub)")
 	keyFile := fs.String("key", "", "this provider's private key `FILE` (made if missing; required)")
 	name := fs.String("name", "", "this provider's name in verdicts (default: the host name)")
 	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's `SOCKET`")
 	ns := fs.String("namespace", "lockstep", "containerd `NAMESPACE`")
-	tokenFile := fs.String("token-file", "", "run jobs only for clients that present the token in `FILE` (lockstep run --provider-token-file); without it, anyone who can reach --listen can run containers here")
 	annotations := fs.StringArray("annotation", nil, "add `KEY=VALUE` to every container's annotations (this host's settings, e.g. io.lockstep.memory=512M)")
-	hubAddr := fs.String("hub", "", "work for the hub at `ID@HOST:PORT`: announce this provider there, read the logs from it, take jobs over TLS from it only")
+	hubAddr := fs.String("hub", "", "work for the hub at `ID@HOST:PORT`: announce this provider there, read the logs from it, take jobs from it")
 	advertise := fs.String("advertise", "", "with --hub: the `ADDR` the hub reaches this provider at (default --listen)")
-	trust := fs.StringArray("trust", nil, "with --hub: take jobs also from the guard whose key is `ID`")
+	trust := fs.StringArray("trust", nil, "take jobs from the requestor or guard whose key is `ID` (repeat for each; lockstep id prints a key's ID)")
+	anyone := fs.Bool("trust-anyone", false, "take jobs from any key (a test host, reachable only by its users)")
 	fs.Usage = func() { io.WriteString(stderr, providerUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
@@ -67,16 +70,22 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 		return errorf(stderr, exitUsage, "provider: --logd ADDR is required: the logd the jobs' streams are read from (or --hub)")
 	case *logdAddr != "" && *hubAddr != "":
 		return errorf(stderr, exitUsage, "provider: --hub and --logd: the hub serves the logs; give one")
-	case *hubAddr == "" && (*advertise != "" || len(*trust) > 0):
-		return errorf(stderr, exitUsage, "provider: --advertise and --trust go with --hub")
+	case *hubAddr == "" && *advertise != "":
+		return errorf(stderr, exitUsage, "provider: --advertise goes with --hub")
+	case *hubAddr == "" && len(*trust) == 0 && !*anyone:
+		return errorf(stderr, exitUsage, "provider: whose jobs? give --trust ID for each requestor's key (lockstep id --key FILE prints it), --hub, or --trust-anyone")
 	}
 	key, err := loadPrivateKey(*keyFile, true)
 	if err != nil {
 		return errorf(stderr, exitUsage, "provider: %v", err)
 	}
-	token, err := readToken(*tokenFile)
-	if err != nil {
-		return errorf(stderr, exitUsage, "provider: %v", err)
+	var trusted []ed25519.PublicKey
+	for _, t := range *trust {
+		k, err := hub.ParseID(t)
+		if err != nil {
+			return errorf(stderr, exitUsage, "provider: --trust: %v", err)
+		}
+		trusted = append(trusted, k)
 	}
 	ann := map[string]string{}
 	for _, a := range *annotations {
@@ -107,79 +116,66 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 		if *advertise == "" {
 			*advertise = ln.Addr().String()
 		}
-		ln, err = forHub(ctx, ln, p, jobs, key, *hubAddr, *advertise, *trust, stderr)
+		hubKey, err := forHub(ctx, p, jobs, key, *hubAddr, *advertise, stderr)
 		if err != nil {
 			return errorf(stderr, exitUsage, "provider: %v", err)
 		}
+		trusted = append(trusted, hubKey)
 		*logdAddr = "the hub"
 	} else {
 		p.Logd = logd.NewClient(*logdAddr)
 	}
+	cfg, err := hub.ServerTLS(key, nil)
+	if err != nil {
+		return errorf(stderr, exitRuntime, "provider: %v", err)
+	}
+	cfg.NextProtos = []string{"http/1.1"}
 	if err := batchScheduling(); err != nil {
 		fmt.Fprintf(stderr, "provider: warning: %v (replicas are fed, slower)\n", err)
 	}
-	srv := &http.Server{Handler: replicate.Handler(jobs, token)}
+	srv := &http.Server{Handler: replicate.Handler(jobs, trustOnly(trusted, *anyone))}
 	go func() { <-ctx.Done(); srv.Close() }()
-	fmt.Fprintf(stderr, "lockstep provider %s: serving on %s, logd %s, containerd %s\n", *name, ln.Addr(), *logdAddr, *address)
-	if token == "" && *hubAddr == "" {
-		fmt.Fprintf(stderr, "lockstep provider %s: no --token-file: anyone who can reach %s can run containers here\n", *name, ln.Addr())
+	id := hub.ID(key.Public().(ed25519.PublicKey))
+	fmt.Fprintf(stderr, "lockstep provider %s: serving on %s@%s, logd %s, containerd %s\n", *name, id, ln.Addr(), *logdAddr, *address)
+	if *anyone {
+		fmt.Fprintf(stderr, "lockstep provider %s: --trust-anyone: any key that reaches %s can run containers here\n", *name, ln.Addr())
 	}
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(tls.NewListener(ln, cfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return errorf(stderr, exitRuntime, "provider: %v", err)
 	}
 	return 0
 }
 
-// readToken reads a shared token from file ("" for none): its first line,
-// at least 16 characters.
-func readToken(file string) (string, error) {
-	if file == "" {
-		return "", nil
+// trustOnly lets a job through if its client's key is one of keys (or
+// any, with anyone).
+func trustOnly(keys []ed25519.PublicKey, anyone bool) func(*http.Request) error {
+	return func(r *http.Request) error {
+		peer := hub.Peer(r)
+		if anyone {
+			return nil
+		}
+		for _, k := range keys {
+			if k.Equal(peer) {
+				return nil
+			}
+		}
+		return fmt.Errorf("this provider takes jobs only from the keys it trusts (lockstep provider --trust ID), and %s is not one", hub.ID(peer))
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("token: %w", err)
-	}
-	t, _, _ := strings.Cut(string(b), "\n")
-	if t = strings.TrimSpace(t); len(t) < 16 {
-		return "", fmt.Errorf("token in %s: %d characters; want at least 16 (e.g. head -c 32 /dev/urandom | base64 > %s)", file, len(t), file)
-	}
-	return t, nil
 }
 
-// forHub makes the provider the hub's: the logs come from the hub, jobs
-// are taken over TLS from the hub's key (and trust's) only, and the
-// provider announces itself now and every announceEvery.
-func forHub(ctx context.Context, ln net.Listener, p *replicate.Local, jobs *counting, key ed25519.PrivateKey, hubAddr, advertise string, trust []string, stderr io.Writer) (net.Listener, error) {
+// forHub makes the provider the hub's: the logs come from the hub, and
+// the provider announces itself now and every announceEvery. It returns
+// the hub's key (a key the provider takes jobs from).
+func forHub(ctx context.Context, p *replicate.Local, jobs *counting, key ed25519.PrivateKey, hubAddr, advertise string, stderr io.Writer) (ed25519.PublicKey, error) {
 	hubKey, _, err := hub.ParseAddr(hubAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--hub: %w", err)
-	}
-	guards := []ed25519.PublicKey{hubKey}
-	for _, t := range trust {
-		k, err := hub.ParseID(t)
-		if err != nil {
-			return nil, fmt.Errorf("--trust: %w", err)
-		}
-		guards = append(guards, k)
 	}
 	c, err := hub.Dial(hubAddr, key)
 	if err != nil {
 		return nil, err
 	}
 	p.Logd = c.Logd()
-	cfg, err := hub.ServerTLS(key, func(k ed25519.PublicKey) error {
-		for _, g := range guards {
-			if g.Equal(k) {
-				return nil
-			}
-		}
-		return fmt.Errorf("%s is not the hub nor a trusted guard: this provider takes jobs from them only", hub.ID(k))
-	})
-	if err != nil {
-		return nil, err
-	}
-	cfg.NextProtos = []string{"http/1.1"}
 	leaks, _ := hostcap.Leaks()
 	announce := func() error {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -206,8 +202,8 @@ func forHub(ctx context.Context, ln net.Listener, p *replicate.Local, jobs *coun
 			failing = err != nil
 		}
 	}()
-	fmt.Fprintf(stderr, "lockstep provider %s: key %s, working for hub %s\n", p.ProviderName, hub.ID(key.Public().(ed25519.PublicKey)), hubAddr)
-	return tls.NewListener(ln, cfg), nil
+	fmt.Fprintf(stderr, "lockstep provider %s: working for hub %s\n", p.ProviderName, hubAddr)
+	return hubKey, nil
 }
 
 // announceEvery is how often a provider tells the hub it is alive.

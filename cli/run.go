@@ -78,7 +78,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 	checkpoint := fs.Int("checkpoint", 64<<10, "compare the outputs every `BYTES`")
 	progress := fs.String("progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
 	record := fs.String("record", "", "write the input log to `FILE` (the portable form) and the verified output's digest chain to FILE.digests, for lockstep replay")
-	hf := addHubFlags(fs)
+	hf := f.hf
 	fs.Usage = func() { io.WriteString(stderr, usage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code

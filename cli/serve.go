@@ -46,7 +46,7 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "accept clients at `ADDR` (host:port)")
 	port := fs.Int("port", 0, "the service's TCP `PORT` inside each replica (it listens on it, on 127.0.0.1 or any address)")
 	record := fs.String("record", "", "write the input log to `FILE` and the digest chains of the answers (each connection's) and of stdout to FILE.digests, for lockstep replay")
-	hf := addHubFlags(fs)
+	hf := f.hf
 	fs.Usage = func() { io.WriteString(stderr, serveUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code

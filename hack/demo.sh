@@ -8,7 +8,10 @@
 #   3. a replica given another seed (a cheating provider) named by the verdict;
 #   4. lockstep serve: a Go key-value service as 3 replicas behind one
 #      address, answered by the majority, stopped, and replayed from its log;
-#   5. lockstep exec: the determinism core, without containerd.
+#   5. named services through a hub, the guard: registered by name,
+#      placed on providers that announced themselves, every party a key;
+#      echo hello | lockstep pipe upper | lockstep pipe rev, and parallel;
+#   6. lockstep exec: the determinism core, without containerd.
 # usage: sudo hack/demo.sh   (make demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,16 +55,21 @@ if ! lockstep doctor >/dev/null; then
 fi
 lockstep-logd --listen 127.0.0.1:7440 --data-dir "$work/logd" --client-url http://127.0.0.1:23790 --peer-url http://127.0.0.1:23800 2>"$work/logd.log" &
 pids=($!)
+# Every party is an ed25519 key: the providers take jobs from the
+# requestor's key only, and the requestor pins each provider's.
+me=$(lockstep id --key "$work/requestor.key")
 for p in honest:7442 cheater:7441; do
 	extra=(); [ "${p%%:*}" = cheater ] && extra=(--annotation io.lockstep.seed=99)
 	lockstep provider --listen "127.0.0.1:${p#*:}" --logd 127.0.0.1:7440 --key "$work/${p%%:*}.key" --name "${p%%:*}" \
-		--address "$work/containerd/containerd.sock" "${extra[@]}" 2>>"$work/providers.log" &
+		--trust "$me" --address "$work/containerd/containerd.sock" "${extra[@]}" 2>>"$work/providers.log" &
 	pids+=($!)
 done
 for port in 7440 7441 7442; do
 	for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
 done
-lockstep run --logd 127.0.0.1:7440 --provider 127.0.0.1:7442 --provider 127.0.0.1:7442 --provider 127.0.0.1:7441 \
+honest=$(lockstep id --key "$work/honest.key")@127.0.0.1:7442
+cheater=$(lockstep id --key "$work/cheater.key")@127.0.0.1:7441
+lockstep run --logd 127.0.0.1:7440 --key "$work/requestor.key" --provider "$honest" --provider "$honest" --provider "$cheater" \
 	$img -- /bin/busybox sh -c 'head -c 8 /dev/urandom | od -An -tx1' </dev/null || echo "(exit status $?)"
 kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
 
@@ -75,6 +83,31 @@ kill -INT $served; wait $served || { cat "$work/serve.log"; exit 1; }
 grep -v warning "$work/serve.log" | grep "lockstep serve" || true
 echo "a fourth copy, from the recorded log (which names the image and command): lockstep replay served.log"
 lockstep replay "${run[@]}" "$work/served.log" 2>&1 | grep "lockstep replay:" | grep -v warning
+
+step "named services through a hub: echo hello | lockstep pipe upper | lockstep pipe rev; seq 1 8 | lockstep parallel square -j 2"
+lockstep hub --key "$work/hub.key" --listen 127.0.0.1:7450 --status 127.0.0.1:7451 --data-dir "$work/hub" >"$work/hub.addr" 2>"$work/hub.log" &
+pids=($!)
+for _ in $(seq 100); do [ -s "$work/hub.addr" ] && break; sleep 0.1; done
+[ -s "$work/hub.addr" ] || { cat "$work/hub.log"; exit 1; }
+export LOCKSTEP_HUB=$(cat "$work/hub.addr") LOCKSTEP_KEY="$work/requestor.key"
+echo "the hub is $LOCKSTEP_HUB (its key's ID @ its address)"
+for p in 1 2 3; do
+	lockstep provider --hub "$LOCKSTEP_HUB" --key "$work/p$p.key" --name "provider-$p" --listen "127.0.0.1:745$((p + 1))" \
+		--address "$work/containerd/containerd.sock" 2>>"$work/providers.log" &
+	pids+=($!)
+done
+for port in 7452 7453 7454; do
+	for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
+done
+lockstep register "${run[@]}" --key "$work/owner.key" upper $img -- /bin/busybox tr a-z A-Z
+lockstep register "${run[@]}" --key "$work/owner.key" rev $img -- /bin/busybox rev
+lockstep register "${run[@]}" --key "$work/owner.key" square $img -- /bin/busybox sh -c 'echo $(($1*$1))' sh
+lockstep services
+echo hello | lockstep pipe upper 2>/dev/null | lockstep pipe rev 2>/dev/null
+seq 1 8 | lockstep parallel square -j 2 2>/dev/null | tr '\n' ' '; echo
+echo "the hub's status page: http://127.0.0.1:7451/ (while it runs)"
+kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
+unset LOCKSTEP_HUB LOCKSTEP_KEY
 
 step "the determinism core: lockstep exec, twice, a second apart"
 for i in 1 2; do lockstep exec -- /bin/busybox sh -c 'date; head -c 8 /dev/urandom | od -An -tx1; echo pid $$'; sleep 1; done

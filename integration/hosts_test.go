@@ -3,9 +3,13 @@
 package integration
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"github.com/lockstep-run/lockstep/hub"
+	"github.com/lockstep-run/lockstep/logd/wire"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +34,7 @@ const (
 
 type host struct {
 	name, netns, addr string
+	pinned            string // its first provider's ID@HOST:PORT
 	containerd        *provider
 	providers         []*exec.Cmd
 }
@@ -50,10 +55,8 @@ func startHosts(t *testing.T, n int) ([]*host, string) {
 	sh(t, "ip", "addr", "add", hostNet+".1/24", "dev", hostBridge)
 	sh(t, "ip", "link", "set", hostBridge, "up")
 	_, logdURL := startLogdOn(t, hostNet+".1:0")
-	hostToken = filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(hostToken, []byte(rand.Text()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	hostKey = filepath.Join(t.TempDir(), "requestor.key")
+	hostKeyID = partyID(t, hostKey)
 	var hosts []*host
 	for i := 0; i < n; i++ {
 		h := &host{name: fmt.Sprintf("host-%d", i), netns: fmt.Sprintf("lockstep-it-%d", i), addr: fmt.Sprintf("%s.%d", hostNet, 10+i)}
@@ -79,27 +82,51 @@ func startHosts(t *testing.T, n int) ([]*host, string) {
 		if err := p.importImage(env.archive); err != nil {
 			t.Fatal(err)
 		}
-		h.serve(t, 7440, h.name, logdURL)
+		h.pinned = h.serve(t, 7440, h.name, logdURL)
 		hosts = append(hosts, h)
 	}
 	return hosts, logdURL
 }
 
-// hostToken is the file of the token the providers share with the runs.
-var hostToken string
+// hostKey is the key file of the runs on the hosts' providers, which
+// trust its ID, hostKeyID.
+var hostKey, hostKeyID string
 
-// serve starts `lockstep provider` in the host's namespace on port.
+// partyID makes a key file at path if there is none, and returns its ID.
+func partyID(t *testing.T, path string) string {
+	t.Helper()
+	k, err := wire.ReadPrivateKey(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, k, _ = ed25519.GenerateKey(rand.Reader)
+		err = wire.WritePrivateKey(path, k)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hub.ID(k.Public().(ed25519.PublicKey))
+}
+
+// serve starts `lockstep provider` in the host's namespace on port; it
+// returns the provider's pinned address, ID@HOST:PORT.
 func (h *host) serve(t *testing.T, port int, name, logdURL string, extra ...string) string {
 	t.Helper()
 	addr := fmt.Sprintf("%s:%d", h.addr, port)
-	h.provider(t, name, append([]string{"--listen", addr, "--logd", logdURL, "--token-file", hostToken}, extra...)...)
-	return addr
+	h.provider(t, name, append([]string{"--listen", addr, "--logd", logdURL, "--trust", hostKeyID}, extra...)...)
+	return partyID(t, filepath.Join(h.containerd.dir, name+".key")) + "@" + addr
+}
+
+// hostPort is the HOST:PORT of a pinned address: the provider's name in
+// verdicts.
+func hostPort(pinned string) string {
+	_, a, _ := strings.Cut(pinned, "@")
+	return a
 }
 
 // provider starts `lockstep provider` with args in the host's namespace,
 // on its containerd, with the key of name, and waits until it serves.
 func (h *host) provider(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
+	partyID(t, filepath.Join(h.containerd.dir, name+".key")) // made here, so that its ID is known before the provider starts
 	args = append([]string{"--net=/run/netns/" + h.netns, lockstepBinary(t), "provider", "--name", name,
 		"--key", filepath.Join(h.containerd.dir, name+".key"),
 		"--address", filepath.Join(h.containerd.dir, "containerd.sock"), "--namespace", namespace}, args...)
@@ -139,7 +166,7 @@ func (h *host) kill() {
 // addrs.
 func runOn(t *testing.T, logdURL string, addrs []string, stdin string, during func(), args ...string) (string, replicate.Verdict, int) {
 	t.Helper()
-	cmdArgs := []string{"run", "--json", "--logd", logdURL, "--provider-token-file", hostToken}
+	cmdArgs := []string{"run", "--json", "--logd", logdURL, "--key", hostKey}
 	for _, a := range addrs {
 		cmdArgs = append(cmdArgs, "--provider", a)
 	}
@@ -177,7 +204,7 @@ func states(v replicate.Verdict) string {
 // on the others.
 func TestProviderHosts(t *testing.T) {
 	hosts, logdURL := startHosts(t, 3)
-	addrs := []string{hosts[0].addr + ":7440", hosts[1].addr + ":7440", hosts[2].addr + ":7440"}
+	addrs := []string{hosts[0].pinned, hosts[1].pinned, hosts[2].pinned}
 
 	t.Run("agree", func(t *testing.T) {
 		var in strings.Builder
@@ -193,20 +220,26 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("exit %d, %d bytes, verdict %s: %s (log: %s)", code, len(out), states(v), v.Detail, v.Log.Detail)
 		}
 		for i, r := range v.Replicas {
-			if r.Provider != addrs[i] || r.State != "agreed" {
+			if r.Provider != hostPort(addrs[i]) || r.State != "agreed" {
 				t.Errorf("replica %d: %+v", i, r)
 			}
 		}
 	})
 
-	t.Run("no token", func(t *testing.T) {
-		args := []string{"run", "--logd", logdURL}
+	t.Run("untrusted key", func(t *testing.T) {
+		args := []string{"run", "--logd", logdURL, "--key", filepath.Join(t.TempDir(), "stranger.key")}
 		for _, a := range addrs {
 			args = append(args, "--provider", a)
 		}
 		_, errs, code := runCLI(t, "", nil, append(args, probeImage, "--", "/probe-static")...)
-		if code == 0 || !strings.Contains(errs, "401 Unauthorized") || !strings.Contains(errs, "only with its token") {
-			t.Fatalf("a run without the providers' token: exit %d: %s", code, errs)
+		if code != 125 || !strings.Contains(errs, "403 Forbidden") || !strings.Contains(errs, "takes jobs only from the keys it trusts") {
+			t.Fatalf("a run with a key the providers do not trust: exit %d: %s", code, errs)
+		}
+		// A provider that presents another key than the pinned one.
+		wrong := partyID(t, filepath.Join(t.TempDir(), "other.key")) + "@" + hostPort(addrs[0])
+		_, errs, code = runCLI(t, "", nil, "run", "--logd", logdURL, "--key", hostKey, "--provider", wrong, probeImage, "--", "/probe-static")
+		if code != 125 || !strings.Contains(errs, "not the pinned") {
+			t.Fatalf("a provider with another key: exit %d: %s", code, errs)
 		}
 	})
 
@@ -222,7 +255,7 @@ func TestProviderHosts(t *testing.T) {
 			t.Logf("%s", v.Detail)
 			return
 		}
-		if code != 3 || v.Agreed || len(v.Odd) != 1 || v.Odd[0] != "replica-2" || v.Replicas[2].Provider != cheat {
+		if code != 3 || v.Agreed || len(v.Odd) != 1 || v.Odd[0] != "replica-2" || v.Replicas[2].Provider != hostPort(cheat) {
 			t.Fatalf("exit %d, verdict %s: %s", code, states(v), v.Detail)
 		}
 		if v.Log.State != "diverged" || len(v.Log.Odd) != 1 || v.Log.Odd[0] != "replica-2" {
@@ -235,7 +268,7 @@ func TestProviderHosts(t *testing.T) {
 		// A served stream across the three hosts: connections reach each
 		// replica over the provider protocol, answers come back and are
 		// voted; Ctrl-C ends it verified, and logd agrees.
-		args := []string{"--json", "--logd", logdURL, "--provider-token-file", hostToken}
+		args := []string{"--json", "--logd", logdURL, "--key", hostKey}
 		for _, a := range addrs {
 			args = append(args, "--provider", a)
 		}
@@ -260,7 +293,7 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("serve on three hosts: %v\n%s", err, stderr.String())
 		}
 		for _, a := range addrs {
-			if !strings.Contains(stderr.String(), `"provider": "`+a+`"`) {
+			if !strings.Contains(stderr.String(), `"provider": "`+hostPort(a)+`"`) {
 				t.Errorf("no replica on %s: %s", a, stderr.String())
 			}
 		}
@@ -280,7 +313,7 @@ func TestProviderHosts(t *testing.T) {
 		if code != 0 || !v.Agreed || out != "2000\ndone\n" || len(v.Lost) != 1 || v.Lost[0] != "replica-1" {
 			t.Fatalf("exit %d, output %q, verdict %s: %s", code, out, states(v), v.Detail)
 		}
-		if r := v.Replicas[1]; r.State != "lost" || r.Provider != addrs[1] {
+		if r := v.Replicas[1]; r.State != "lost" || r.Provider != hostPort(addrs[1]) {
 			t.Errorf("replica-1: %+v", r)
 		}
 		t.Logf("%s; %s: %s", v.Detail, v.Replicas[1].Name, v.Replicas[1].Why)

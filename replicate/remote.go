@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -33,16 +32,17 @@ const (
 	maxFrame = 1 << 20
 )
 
-// Handler serves p's replicas over HTTP (lockstep provider). With a token,
-// a job is run only for a request that carries it (Authorization: Bearer
-// TOKEN); without one, for anyone who can reach the handler.
-func Handler(p Provider, token string) http.Handler {
+// Handler serves p's replicas over HTTP (lockstep provider, over TLS
+// with both parties' keys). allow, if set, says whether the client of a
+// job may run it (an error is its answer: 403).
+func Handler(p Provider, allow func(*http.Request) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/replicas", func(w http.ResponseWriter, r *http.Request) {
-		if token != "" && !bearer(r, token) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="lockstep provider"`)
-			http.Error(w, "this provider runs jobs only with its token (lockstep run --provider-token-file)", http.StatusUnauthorized)
-			return
+		if allow != nil {
+			if err := allow(r); err != nil {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
 		}
 		var j Job
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&j); err != nil {
@@ -68,11 +68,6 @@ func Handler(p Provider, token string) http.Handler {
 		json.NewEncoder(w).Encode(map[string]string{"name": p.Name()})
 	})
 	return mux
-}
-
-func bearer(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 // frameWriter is the Sink of a replica served over HTTP: a slow client
@@ -150,10 +145,9 @@ func (f *frameWriter) HostLeaks(sources []string) {
 
 // Remote is a provider host running `lockstep provider`.
 type Remote struct {
-	Addr  string // host:port or URL
-	Token string // the provider's token, if it has one
-	HTTP  *http.Client
-	Label string // its name in verdicts (default: Addr)
+	Addr  string       // host:port or URL
+	HTTP  *http.Client // over TLS, pinned to the provider's key (hub.HTTPClient)
+	Label string       // its name in verdicts (default: Addr)
 }
 
 func (p *Remote) Name() string {
@@ -176,9 +170,6 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	req, err := http.NewRequestWithContext(ctx, "POST", p.base()+"/v1/replicas", bytes.NewReader(body))
 	if err != nil {
 		return Result{}, err
-	}
-	if p.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.Token)
 	}
 	hc := p.HTTP
 	if hc == nil {

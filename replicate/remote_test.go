@@ -3,6 +3,8 @@ package replicate
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -51,21 +53,33 @@ func (s *sink) Waiting(deadline int64) { s.waiting = deadline }
 
 func (s *sink) Stderr(p []byte) { s.stderr = append(s.stderr, p...) }
 
-// A provider with a token runs jobs only for clients that present it.
-func TestRemoteToken(t *testing.T) {
-	const token = "0123456789abcdef-token"
-	srv := httptest.NewServer(Handler(echo{}, token))
-	defer srv.Close()
-	for _, tok := range []string{"", "wrong-token-0123456789"} {
-		var out sink
-		_, err := (&Remote{Addr: srv.URL, Token: tok}).Run(context.Background(), Job{Args: []string{"hi"}}, &out)
-		if err == nil || !strings.Contains(err.Error(), "401 Unauthorized") || out.Len() != 0 {
-			t.Errorf("token %q: %v, output %q", tok, err, out.String())
+// A provider runs jobs only for the clients allow lets through, and
+// streams every kind of frame back.
+func TestRemoteProtocol(t *testing.T) {
+	srv := httptest.NewServer(Handler(echo{}, func(r *http.Request) error {
+		if r.Header.Get("X-Test-Client") != "trusted" {
+			return errors.New("not a client this provider trusts")
 		}
-	}
+		return nil
+	}))
+	defer srv.Close()
 	var out sink
-	res, err := (&Remote{Addr: srv.URL, Token: token}).Run(context.Background(), Job{Args: []string{"hi", "there"}, Require: []string{"rdtsc", "cpuid"}}, &out)
-	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" || out.waiting != 1735689600e9 || out.conns[7] != "HTTP/1.0 200 OK\r\n$" {
-		t.Errorf("with the token: %+v, %v, output %q, consumed %d, host leaks %q, responses %v", res, err, out.String(), out.consumed, out.leaks, out.conns)
+	_, err := (&Remote{Addr: srv.URL}).Run(context.Background(), Job{Args: []string{"hi"}}, &out)
+	if err == nil || !strings.Contains(err.Error(), "403 Forbidden: not a client this provider trusts") || out.Len() != 0 {
+		t.Errorf("an untrusted client: %v, output %q", err, out.String())
 	}
+	trusted := &http.Client{Transport: header{"X-Test-Client", "trusted"}}
+	res, err := (&Remote{Addr: srv.URL, HTTP: trusted}).Run(context.Background(), Job{Args: []string{"hi", "there"}, Require: []string{"rdtsc", "cpuid"}}, &out)
+	if err != nil || res.Exit != 4 || out.String() != "hi there" || out.consumed != 2 || strings.Join(out.leaks, " ") != "rdtsc cpuid" || string(out.stderr) != "to stderr" || out.waiting != 1735689600e9 || out.conns[7] != "HTTP/1.0 200 OK\r\n$" {
+		t.Errorf("a trusted client: %+v, %v, output %q, consumed %d, host leaks %q, responses %v", res, err, out.String(), out.consumed, out.leaks, out.conns)
+	}
+}
+
+// header is a transport that adds one header.
+type header [2]string
+
+func (h header) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h[0], h[1])
+	return http.DefaultTransport.RoundTrip(r)
 }
