@@ -96,6 +96,7 @@ func (t *Tracer) Seize(tid int) error {
 	t.root = tid
 	t.threads[tid] = &thread{announced: true}
 	t.world.Root(int32(tid))
+	pin(tid)
 	return nil
 }
 
