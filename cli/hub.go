@@ -81,6 +81,9 @@ func hubMain(args []string, stdout, stderr io.Writer) int {
 	}
 	go http.Serve(own, api)
 	h := hub.New(key, cl, logd.NewClient(own.Addr().String()), api)
+	if err := h.Recover(context.Background()); err != nil {
+		return errorf(stderr, exitRuntime, "hub: %v", err)
+	}
 	h.Tick = *tick
 	h.ServeHost = *serveHost
 	if h.ServeHost == "" {

@@ -48,6 +48,10 @@ func New(key ed25519.PrivateKey, cl *clientv3.Client, logs *logd.Client, api htt
 	return &Hub{Key: key, Logd: logs, LogAPI: api, st: store{cl}, assigned: map[string]int{}, placed: map[string]map[string]string{}}
 }
 
+// Recover marks the runs an earlier hub process left running as lost:
+// call it once at start, before serving.
+func (h *Hub) Recover(ctx context.Context) error { return h.st.orphaned(ctx) }
+
 // ID is the hub's ID.
 func (h *Hub) ID() string { return ID(h.Key.Public().(ed25519.PublicKey)) }
 

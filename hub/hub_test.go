@@ -97,8 +97,18 @@ func TestRegister(t *testing.T) {
 		t.Fatalf("the owner's newer registration: %v", err)
 	}
 
+	// A run in flight when the hub stops is lost with it.
+	if err := h.st.putRun(ctx, Run{Stream: "upper-1", Service: "upper", Started: time.Now(), State: "running"}); err != nil {
+		t.Fatal(err)
+	}
 	h.stop()
 	h = startHub(t, dir, hubKey)
+	if err := h.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := h.st.runs(ctx); err != nil || len(rs) != 1 || rs[0].State != "lost" {
+		t.Errorf("the run in flight after a restart: %+v, %v", rs, err)
+	}
 	c = dial(t, h, newKey(t))
 	ss, err := c.Services(ctx)
 	if err != nil || len(ss) != 1 || ss[0].Replicas != 5 || ss[0].Check() != nil {

@@ -168,3 +168,23 @@ func (s store) runs(ctx context.Context) ([]Run, error) {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Started.After(rs[j].Started) })
 	return rs, err
 }
+
+// orphaned marks the runs a previous hub process left running: their
+// guard is gone, so they ended when it did.
+func (s store) orphaned(ctx context.Context) error {
+	resp, err := s.cl.Get(ctx, runPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	for _, kv := range resp.Kvs {
+		var r Run
+		if json.Unmarshal(kv.Value, &r) != nil || r.State != "running" {
+			continue
+		}
+		r.State, r.Detail = "lost", "the hub stopped while it ran (its guard): the run ended with it"
+		if err := s.put(ctx, string(kv.Key), r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
