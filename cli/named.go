@@ -84,8 +84,8 @@ func runNamed(ctx context.Context, c *hub.Client, name string, req hub.RunReques
 // hub: the hub serves it at an address of its own until Ctrl-C here, which
 // ends the request's body (the hub stops the service at the log's stop
 // entry); a second Ctrl-C, or this process going away, cancels it.
-func servedNamed(f *fleet, fs *pflag.FlagSet, hf hubFlags, stdout, stderr io.Writer) int {
-	for _, fl := range append(hubOnly, "listen", "port", "record") {
+func servedNamed(f *fleet, fs *pflag.FlagSet, hf hubFlags, record string, stdout, stderr io.Writer) int {
+	for _, fl := range append(hubOnly, "listen", "port") {
 		if fs.Changed(fl) {
 			return errorf(stderr, exitUsage, "serve: --%s is not the requestor's with --hub: the service's registration (lockstep register --port) and the hub decide it", fl)
 		}
@@ -114,7 +114,8 @@ func servedNamed(f *fleet, fs *pflag.FlagSet, hf hubFlags, stdout, stderr io.Wri
 	serving := func(addr string) {
 		fmt.Fprintf(stderr, "lockstep serve: %s on %s, at the hub (Ctrl-C stops it)\n", name, addr)
 	}
-	res, err := c.Serve(ctx, name, hub.RunRequest{Args: fs.Args()[1:], Seed: *f.seed}, stop, stdout, say, serving)
+	chains := ebpf.NewChains(64 << 10)
+	res, err := c.Serve(ctx, name, hub.RunRequest{Args: fs.Args()[1:], Seed: *f.seed}, stop, io.MultiWriter(stdout, chainWriter{chains}), say, serving)
 	switch {
 	case ctx.Err() != nil:
 		return f.fail(stderr, 130, "interrupted", errors.New("interrupted: the hub stops the service and removes its replicas"))
@@ -126,6 +127,13 @@ func servedNamed(f *fleet, fs *pflag.FlagSet, hf hubFlags, stdout, stderr io.Wri
 		return f.fail(stderr, exitRuntime, res.Kind, fmt.Errorf("service %s: %s", res.Stream, res.Error))
 	}
 	v := *res.Verdict
+	if record != "" {
+		// The record is the hub's log and the digest chains of the
+		// answers (the hub's, which saw them) and of stdout (here).
+		if err := recordRun(ctx, c.Logd(), res.Stream, record, chains, v.ExitCode, res.Answers...); err != nil {
+			return f.fail(stderr, exitRuntime, "setup", fmt.Errorf("record: %w", err))
+		}
+	}
 	if res.Status != "" {
 		fmt.Fprintf(stderr, "lockstep serve: %s\n", res.Status)
 	}

@@ -271,8 +271,9 @@ func (w chainWriter) Write(p []byte) (int, error) {
 }
 
 // recordRun writes the run's log (file form) and its output's digest chain
-// with the exit status.
-func recordRun(ctx context.Context, c *logd.Client, stream, path string, cs *ebpf.Chains, exit int) error {
+// with the exit status, and more chains made elsewhere (a network
+// service's answers, digested by the hub).
+func recordRun(ctx context.Context, c *logd.Client, stream, path string, cs *ebpf.Chains, exit int, more ...ebpf.Checkpoint) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -285,5 +286,5 @@ func recordRun(ctx context.Context, c *logd.Client, stream, path string, cs *ebp
 		return err
 	}
 	cs.Write("exit", []byte(strconv.Itoa(exit)))
-	return ebpf.WriteCheckpoints(path+".digests", cs.Finish())
+	return ebpf.WriteCheckpoints(path+".digests", append(more, cs.Finish()...))
 }

@@ -52,7 +52,7 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if *hf.addr != "" && fs.NArg() >= 1 {
-		return servedNamed(f, fs, hf, stdout, stderr)
+		return servedNamed(f, fs, hf, *record, stdout, stderr)
 	}
 	switch {
 	case fs.NArg() < 1:

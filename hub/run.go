@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lockstep-run/lockstep/ebpf"
 	"github.com/lockstep-run/lockstep/replicate"
 	"github.com/lockstep-run/lockstep/serve"
 )
@@ -48,6 +49,10 @@ type RunResult struct {
 	Error   string             `json:"error,omitempty"`
 	Kind    string             `json:"kind,omitempty"`   // with Error: setup or interrupted
 	Status  string             `json:"status,omitempty"` // a network service's: connections served
+	// Answers are a network service's answers' digest chains, one stream
+	// per connection ("conn N", as lockstep serve --record writes them),
+	// for the requestor's record.
+	Answers []ebpf.Checkpoint `json:"answers,omitempty"`
 }
 
 // run is the guard of one run: it places the replicas, appends the
@@ -138,7 +143,10 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 		TickEvery: h.Tick, Stdin: in, Stdout: fw, Checkpoint: req.Checkpoint,
 		Entries: g.Entries(), Net: g,
 	}
+	var answers *tap
 	if served {
+		answers = &tap{cs: ebpf.NewChains(64 << 10)}
+		g.Tap = answers.conn
 		// The clients come to ln; the requestor's body is held open
 		// while it keeps the service: its end (Ctrl-C) stops the
 		// service at the log's stop entry, as lockstep serve's does.
@@ -162,6 +170,9 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 	v, err := replicate.Run(ctx, o)
 	g.Over()
 	res := RunResult{Stream: stream, Status: g.Status()}
+	if answers != nil {
+		res.Answers = answers.finish()
+	}
 	run.Ended, run.In, run.Out = time.Now(), in.n.Load(), fw.out.Load()
 	switch {
 	case errors.Is(err, replicate.ErrInterrupted) || ctx.Err() != nil || fw.broken.Load():
@@ -271,4 +282,23 @@ func (f *frames) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return n0, nil
+}
+
+// tap digests a network service's answers, connection by connection, as
+// the gateway sends them (from several goroutines).
+type tap struct {
+	mu sync.Mutex
+	cs *ebpf.Chains
+}
+
+func (t *tap) conn(id uint64, p []byte) {
+	t.mu.Lock()
+	t.cs.Write(fmt.Sprintf("conn %d", id), p)
+	t.mu.Unlock()
+}
+
+func (t *tap) finish() []ebpf.Checkpoint {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cs.Finish()
 }

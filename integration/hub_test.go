@@ -278,7 +278,8 @@ func TestHub(t *testing.T) {
 		if _, errs, code := r.run(t, "", "run", "kv"); code != 125 || !strings.Contains(errs, "is a network service on port 8080: lockstep serve it") {
 			t.Errorf("lockstep run of a network service: exit %d: %s", code, errs)
 		}
-		cmd := r.cmd(t, "serve", "--json", "kv")
+		log := filepath.Join(t.TempDir(), "kv.log")
+		cmd := r.cmd(t, "serve", "--json", "--record", log, "kv")
 		errs := &lockedBuffer{}
 		cmd.Stderr = errs
 		if err := cmd.Start(); err != nil {
@@ -310,6 +311,16 @@ func TestHub(t *testing.T) {
 			t.Fatalf("serve kv at the hub: %v: %s", err, errs.String())
 		}
 		t.Logf("%s", v.Detail)
+		// The record re-checks every answer offline, here.
+		sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+		_, rerrs, code := runCLI(t, "", nil, "replay", "--address", sock, "--namespace", namespace, log)
+		if code != 0 || !strings.Contains(rerrs, "reproduced the recorded run") {
+			t.Fatalf("replay of the served record: exit %d: %s", code, rerrs)
+		}
+		digests, _ := os.ReadFile(log + ".digests")
+		if !strings.Contains(string(digests), `"stream":"conn 1"`) {
+			t.Errorf("the record's digests have no answers: %.300s", digests)
+		}
 	})
 
 	top := t
