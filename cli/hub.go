@@ -19,7 +19,6 @@ import (
 	"github.com/lockstep-run/lockstep/hub"
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 const hubUsage = `Usage: lockstep hub --key FILE [FLAGS]
@@ -59,20 +58,11 @@ func hubMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return errorf(stderr, exitUsage, "hub: %v", err)
 	}
-	var cl *clientv3.Client
-	if *external != "" {
-		cl, err = clientv3.New(clientv3.Config{Endpoints: strings.Split(*external, ","), DialTimeout: 5 * time.Second})
-	} else {
-		var e interface{ Close() }
-		e, cl, err = logd.StartEmbedded(logd.Member{Name: "hub", Dir: *dir, Quiet: true})
-		if err == nil {
-			defer e.Close()
-		}
-	}
+	cl, closeEtcd, err := logd.OpenEtcd(*external, logd.Member{Name: "hub", Dir: *dir, Quiet: true})
 	if err != nil {
 		return errorf(stderr, exitRuntime, "hub: %v", err)
 	}
-	defer cl.Close()
+	defer closeEtcd()
 	api := logd.NewServer(logd.NewStore(cl))
 	// The guard's own client of the logs: in this process, over loopback.
 	own, err := net.Listen("tcp", "127.0.0.1:0")

@@ -9,12 +9,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // RunDaemon is lockstep-logd's main: the API over an embedded etcd member
@@ -40,22 +38,11 @@ func RunDaemon(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fail := func(err error) int { fmt.Fprintf(stderr, "lockstep-logd: %v\n", err); return 1 }
-	var cl *clientv3.Client
-	if *external != "" {
-		var err error
-		cl, err = clientv3.New(clientv3.Config{Endpoints: strings.Split(*external, ","), DialTimeout: 5 * time.Second})
-		if err != nil {
-			return fail(err)
-		}
-	} else {
-		e, c, err := StartEmbedded(Member{Name: *name, Dir: *dir, Client: *clientURL, Peer: *peerURL, Cluster: *cluster, Join: *join})
-		if err != nil {
-			return fail(err)
-		}
-		defer e.Close()
-		cl = c
+	cl, closeEtcd, err := OpenEtcd(*external, Member{Name: *name, Dir: *dir, Client: *clientURL, Peer: *peerURL, Cluster: *cluster, Join: *join})
+	if err != nil {
+		return fail(err)
 	}
-	defer cl.Close()
+	defer closeEtcd()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fail(err)

@@ -3,6 +3,7 @@ package logd
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -79,4 +80,22 @@ func StartEmbedded(m Member) (*embed.Etcd, *clientv3.Client, error) {
 	// The client calls the member's server in this process: no gRPC
 	// encoding, HTTP/2 framing or loopback socket on the way.
 	return e, v3client.New(e.Server), nil
+}
+
+// OpenEtcd connects to the etcd cluster at external (comma-separated
+// endpoints) or, if that is "", starts member m in this process. close
+// ends what it started.
+func OpenEtcd(external string, m Member) (cl *clientv3.Client, close func(), err error) {
+	if external != "" {
+		cl, err = clientv3.New(clientv3.Config{Endpoints: strings.Split(external, ","), DialTimeout: 5 * time.Second})
+		if err != nil {
+			return nil, nil, err
+		}
+		return cl, func() { cl.Close() }, nil
+	}
+	e, cl, err := StartEmbedded(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, func() { cl.Close(); e.Close() }, nil
 }
