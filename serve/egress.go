@@ -53,6 +53,19 @@ func (g *Gateway) Dial(r int, id uint64, to string) {
 	}
 	d.to[r] = to
 	g.decide(id, d)
+	if d.chosen != "" && d.asked(g.v.in) {
+		delete(g.dials, id) // every replica in the vote asked: nothing more to check
+	}
+}
+
+// asked reports whether every replica in the vote has asked.
+func (d *dialVote) asked(in func(int) bool) bool {
+	for r, to := range d.to {
+		if to == "" && in(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // decide dials once a majority asked for the same address, and names

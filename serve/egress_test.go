@@ -107,6 +107,12 @@ func TestEgressVote(t *testing.T) {
 	if !strings.Contains(odd[3], "outbound connection 1: it connected to 127.0.0.1:1, the majority to "+addr) {
 		t.Errorf("replica 3: %q", odd[3])
 	}
+	g.mu.Lock()
+	left := len(g.dials)
+	g.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d dial votes kept after every replica asked", left)
+	}
 }
 
 // TestEgressPolicy: an address the policy does not allow is not dialed;
