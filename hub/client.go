@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
 )
 
 // Client is a party's connection to the hub: requestor, owner or
@@ -175,28 +175,16 @@ func (c *Client) run(ctx context.Context, path, name string, req RunRequest, std
 	if resp.StatusCode != http.StatusOK {
 		return RunResult{}, answer(resp)
 	}
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
-	buf := make([]byte, 64<<10)
+	fr := replicate.NewFrameReader(resp.Body)
 	for {
-		var h [5]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		kind, p, err := fr.Next()
+		if err != nil {
 			if ctx.Err() != nil {
 				return RunResult{}, ctx.Err()
 			}
 			return RunResult{}, fmt.Errorf("hub %s: the run's answer broke off: %w", c.Addr, err)
 		}
-		n := binary.BigEndian.Uint32(h[1:])
-		if n > maxFrame {
-			return RunResult{}, fmt.Errorf("hub %s: frame of %d bytes", c.Addr, n)
-		}
-		if int(n) > len(buf) {
-			buf = make([]byte, n)
-		}
-		p := buf[:n]
-		if _, err := io.ReadFull(br, p); err != nil {
-			return RunResult{}, fmt.Errorf("hub %s: the run's answer broke off: %w", c.Addr, err)
-		}
-		switch h[0] {
+		switch kind {
 		case frameOutput:
 			if _, err := stdout.Write(p); err != nil {
 				return RunResult{}, &StdoutError{err}
@@ -213,7 +201,7 @@ func (c *Client) run(ctx context.Context, path, name string, req RunRequest, std
 			var res RunResult
 			return res, json.Unmarshal(p, &res)
 		default:
-			return RunResult{}, fmt.Errorf("hub %s: unknown frame %q", c.Addr, h[0])
+			return RunResult{}, fmt.Errorf("hub %s: unknown frame %q", c.Addr, kind)
 		}
 	}
 }

@@ -255,13 +255,7 @@ type frames struct {
 func (f *frames) frame(kind byte, p []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var hd [5]byte
-	hd[0] = kind
-	binary.BigEndian.PutUint32(hd[1:], uint32(len(p)))
-	_, err := f.w.Write(hd[:])
-	if err == nil {
-		_, err = f.w.Write(p)
-	}
+	err := replicate.WriteFrame(f.w, kind, p)
 	if err == nil {
 		err = f.rc.Flush()
 	}

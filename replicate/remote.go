@@ -81,16 +81,57 @@ type frameWriter struct {
 func (f *frameWriter) frame(kind byte, p []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var h [5]byte
-	h[0] = kind
-	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
-	if _, err := f.w.Write(h[:]); err != nil {
-		return err
-	}
-	if _, err := f.w.Write(p); err != nil {
+	if err := WriteFrame(f.w, kind, p); err != nil {
 		return err
 	}
 	return f.rc.Flush()
+}
+
+// WriteFrame writes one frame of the provider protocol's form: a kind
+// byte, a 4-byte big-endian length, the payload. The hub's protocol
+// (package hub) has the same form.
+func WriteFrame(w io.Writer, kind byte, p []byte) error {
+	var h [5]byte
+	h[0] = kind
+	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(p)
+	return err
+}
+
+// FrameReader reads frames of WriteFrame's form.
+type FrameReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+// NewFrameReader reads frames from r.
+func NewFrameReader(r io.Reader) *FrameReader {
+	return &FrameReader{r: bufio.NewReaderSize(r, 64<<10), buf: make([]byte, 64<<10)}
+}
+
+// Next returns the next frame's kind and payload (valid until the next
+// call). A stream that ends, at a frame's start or inside it, is
+// io.ErrUnexpectedEOF: every stream of frames ends with a last frame.
+func (fr *FrameReader) Next() (byte, []byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(fr.r, h[:]); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	n := binary.BigEndian.Uint32(h[1:])
+	if n > maxFrame {
+		return 0, nil, fmt.Errorf("a frame of %d bytes (at most %d)", n, maxFrame)
+	}
+	if int(n) > len(fr.buf) {
+		fr.buf = make([]byte, n)
+	}
+	b := fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, b); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	return h[0], b, nil
 }
 
 func (f *frameWriter) Write(p []byte) (int, error) {
@@ -184,25 +225,14 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return Result{}, fmt.Errorf("provider %s: %s: %s", p.Name(), resp.Status, strings.TrimSpace(string(msg)))
 	}
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
-	buf := make([]byte, 64<<10)
+	fr := NewFrameReader(resp.Body)
 	for {
-		var h [5]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
-			return Result{}, fmt.Errorf("provider %s: the stream broke off: %w", p.Name(), unexpected(err))
+		kind, b, err := fr.Next()
+		if err != nil {
+			return Result{}, fmt.Errorf("provider %s: the stream broke off: %w", p.Name(), err)
 		}
-		n := binary.BigEndian.Uint32(h[1:])
-		if n > maxFrame {
-			return Result{}, fmt.Errorf("provider %s: frame of %d bytes", p.Name(), n)
-		}
-		if int(n) > len(buf) {
-			buf = make([]byte, n)
-		}
-		b := buf[:n]
-		if _, err := io.ReadFull(br, b); err != nil {
-			return Result{}, fmt.Errorf("provider %s: the stream broke off: %w", p.Name(), unexpected(err))
-		}
-		switch h[0] {
+		n := len(b)
+		switch kind {
 		case frameOutput:
 			if _, err := out.Write(b); err != nil {
 				return Result{}, err
@@ -240,7 +270,7 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		case frameError:
 			return Result{}, fmt.Errorf("provider %s: %s", p.Name(), b)
 		default:
-			return Result{}, fmt.Errorf("provider %s: unknown frame %q", p.Name(), h[0])
+			return Result{}, fmt.Errorf("provider %s: unknown frame %q", p.Name(), kind)
 		}
 	}
 }
