@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -86,12 +87,18 @@ func (f *fleet) check(stderr io.Writer) int {
 // providers (or the local containerd). It returns an exit status, or -1
 // and what close undoes.
 func (f *fleet) open(stderr io.Writer) (client *logd.Client, ps []replicate.Provider, close func(), code int) {
-	for _, a := range *f.providers {
-		p, err := f.remote(a)
+	if len(*f.providers) > 0 {
+		key, err := f.hf.loadKey()
 		if err != nil {
-			return nil, nil, nil, errorf(stderr, exitUsage, "%s: --provider %s: %v", f.name, a, err)
+			return nil, nil, nil, errorf(stderr, exitUsage, "%s: %v", f.name, err)
 		}
-		ps = append(ps, p)
+		for _, a := range *f.providers {
+			p, err := remote(a, key)
+			if err != nil {
+				return nil, nil, nil, errorf(stderr, exitUsage, "%s: --provider %s: %v", f.name, a, err)
+			}
+			ps = append(ps, p)
+		}
 	}
 	client, stopLogd, err := openLogd(*f.logdAddr)
 	if err != nil {
@@ -109,13 +116,9 @@ func (f *fleet) open(stderr io.Writer) (client *logd.Client, ps []replicate.Prov
 }
 
 // remote is the provider at pinned (ID@HOST:PORT), reached over TLS as
-// this party's key.
-func (f *fleet) remote(pinned string) (*replicate.Remote, error) {
+// key, this party's.
+func remote(pinned string, key ed25519.PrivateKey) (*replicate.Remote, error) {
 	k, addr, err := hub.ParseAddr(pinned)
-	if err != nil {
-		return nil, err
-	}
-	key, err := f.hf.loadKey()
 	if err != nil {
 		return nil, err
 	}

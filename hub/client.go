@@ -34,21 +34,18 @@ func Dial(pinned string, key ed25519.PrivateKey) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--hub: %w", err)
 	}
-	cfg, err := ClientTLS(key, hubKey)
+	hc, err := HTTPClient(key, hubKey)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{Addr: addr}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig, t.ForceAttemptHTTP2 = cfg, false
-	t.DialContext = func(ctx context.Context, network, a string) (net.Conn, error) {
+	c := &Client{Addr: addr, HTTP: hc}
+	hc.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, a string) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, a)
 		if err != nil {
 			return nil, err
 		}
 		return &counted{Conn: conn, c: c}, nil
 	}
-	c.HTTP = &http.Client{Transport: t}
 	return c, nil
 }
 

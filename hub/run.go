@@ -164,9 +164,6 @@ func (h *Hub) run(w http.ResponseWriter, r *http.Request) {
 	if o.Checkpoint == 0 {
 		o.Checkpoint = 64 << 10
 	}
-	if svc.Args == nil && req.Args == nil {
-		o.Args = nil
-	}
 	v, err := replicate.Run(ctx, o)
 	g.Over()
 	res := RunResult{Stream: stream, Status: g.Status()}

@@ -103,17 +103,7 @@ func (r requestor) cmd(t *testing.T, args ...string) *exec.Cmd {
 
 func (r requestor) run(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := r.cmd(t, args...)
-	var o, e strings.Builder
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &o, &e
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return runCmd(t, r.cmd(t, args...), strings.NewReader(stdin), nil)
 }
 
 // hubVerdict is lockstep run --json's verdict of a run the hub guarded.
@@ -381,18 +371,15 @@ func TestHub(t *testing.T) {
 			fmt.Fprintf(&in, "line %d\n", i)
 		}
 		register("count", 3, "/bin/busybox", "sh", "-c", "wc -l; sleep 3; echo done")
-		cmd := r.cmd(t, "run", "--json", "count")
-		var o, e strings.Builder
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(in.String()), &o, &e
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		kill := func() {
+			// The replicas read all input, then wait 3 s: kill host 1 then.
+			time.Sleep(2 * time.Second)
+			hosts[1].kill()
 		}
-		time.Sleep(2 * time.Second)
-		hosts[1].kill()
-		cmd.Wait()
-		v := parseHubVerdict(t, e.String())
-		if cmd.ProcessState.ExitCode() != 0 || !v.Agreed || o.String() != "2000\ndone\n" || len(v.Lost) != 1 {
-			t.Fatalf("exit %d, %q: %s", cmd.ProcessState.ExitCode(), o.String(), e.String())
+		out, errs, code := runCmd(t, r.cmd(t, "run", "--json", "count"), strings.NewReader(in.String()), kill)
+		v := parseHubVerdict(t, errs)
+		if code != 0 || !v.Agreed || out != "2000\ndone\n" || len(v.Lost) != 1 {
+			t.Fatalf("exit %d, %q: %s", code, out, errs)
 		}
 		t.Logf("%s", v.Detail)
 	})

@@ -57,7 +57,13 @@ func runCLI(t *testing.T, stdin string, during func(), args ...string) (string, 
 // runCLIFrom is runCLI with stdin read from r.
 func runCLIFrom(t *testing.T, r io.Reader, during func(), args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(lockstepBinary(t), args...)
+	return runCmd(t, exec.Command(lockstepBinary(t), args...), r, during)
+}
+
+// runCmd runs cmd with stdin from r, calling during (if set) once it
+// started; it returns its stdout, stderr and exit status.
+func runCmd(t *testing.T, cmd *exec.Cmd, r io.Reader, during func()) (string, string, int) {
+	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = r, &o, &e
 	if err := cmd.Start(); err != nil {

@@ -90,34 +90,24 @@ func (q *Quiet) Woken(tid int32)  { q.mark(q.waking, tid, false) }
 func (q *Quiet) Feed(ino uint64)   { q.mu.Lock(); q.feeds[ino] = true; q.mu.Unlock() }
 func (q *Quiet) Unfeed(ino uint64) { q.mu.Lock(); delete(q.feeds, ino); q.mu.Unlock() }
 
-// readsFeed reports whether thread tid of tgid is blocked reading a
-// socket the agent feeds (/proc/TID/syscall: a read-family call on an
-// fd that is one of q.feeds).
-func (q *Quiet) readsFeed(tgid int, dir, name string) bool {
+// readsFeed reports whether a thread of tgid, blocked in call nr with
+// first argument fd (hex, as /proc/TID/syscall shows it), is reading a
+// socket the agent feeds.
+func (q *Quiet) readsFeed(tgid int, nr int, fd string) bool {
 	q.mu.Lock()
 	none := len(q.feeds) == 0
 	q.mu.Unlock()
-	if none {
+	switch {
+	case none:
+		return false
+	case nr != 0 && nr != 17 && nr != 19 && nr != 45 && nr != 47 && nr != 295 && nr != 327: // read, pread64, readv, recvfrom, recvmsg, preadv, preadv2
 		return false
 	}
-	b, err := os.ReadFile(dir + name + "/syscall")
+	n, err := strconv.ParseUint(strings.TrimPrefix(fd, "0x"), 16, 32)
 	if err != nil {
 		return false
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return false
-	}
-	switch f[0] {
-	case "0", "17", "19", "45", "47", "295", "327": // read, pread64, readv, recvfrom, recvmsg, preadv, preadv2
-	default:
-		return false
-	}
-	fd, err := strconv.ParseUint(strings.TrimPrefix(f[1], "0x"), 16, 32)
-	if err != nil {
-		return false
-	}
-	link, err := os.Readlink("/proc/" + strconv.Itoa(tgid) + "/fd/" + strconv.FormatUint(fd, 10))
+	link, err := os.Readlink("/proc/" + strconv.Itoa(tgid) + "/fd/" + strconv.FormatUint(n, 10))
 	if err != nil {
 		return false
 	}
@@ -125,13 +115,13 @@ func (q *Quiet) readsFeed(tgid int, dir, name string) bool {
 	if !ok {
 		return false
 	}
-	n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64)
+	i, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64)
 	if err != nil {
 		return false
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.feeds[n]
+	return q.feeds[i]
 }
 
 // Tgid returns the thread group (process) of thread tid.
@@ -262,7 +252,7 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
 				return true
 			}
-			if q.readsFeed(tgid, dir, name) || !blocked(dir+name) {
+			if !q.waits(tgid, dir+name) {
 				return true
 			}
 		}
@@ -344,24 +334,31 @@ func tasks(tgid int) (string, []string) {
 	return dir, names
 }
 
-// blocked reports whether a thread asleep in the kernel (state S) is in a
-// call that waits for another party: a read, a write to a full pipe, a
-// poll, a futex, a wait for a child, a sleep, a lock. Asleep in any
-// other call (a path lookup waiting on a lock, an exit releasing a
-// child's /proc entries, a page fault), it is in the middle of its own
-// work, and will go on without anything the run's input does: it counts
-// as running. Unreadable, it counts as blocked, as before this was known.
-func blocked(task string) bool {
+// waits reports whether a thread of tgid asleep in the kernel (state S)
+// waits for another party: it is in a call that waits (a read, a write to
+// a full pipe, a poll, a futex, a wait for a child, a sleep, a lock), and
+// not reading a socket the agent feeds (an entropy device: the read waits
+// for the agent). Asleep in any other call (a path lookup waiting on a
+// lock, an exit releasing a child's /proc entries, a page fault), it is
+// in the middle of its own work and counts as running. Unreadable, it
+// counts as waiting, as before this was known.
+func (q *Quiet) waits(tgid int, task string) bool {
 	b, err := os.ReadFile(task + "/syscall")
 	if err != nil {
 		return true
 	}
-	nr, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-	n, err := strconv.Atoi(nr)
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return true
+	}
+	nr, err := strconv.Atoi(f[0])
 	if err != nil {
 		return true // "running" or "-1 ..." (not in a call): the state says asleep
 	}
-	return blockingCalls[n]
+	if !blockingCalls[nr] {
+		return false
+	}
+	return len(f) < 2 || !q.readsFeed(tgid, nr, f[1])
 }
 
 // blockingCalls are the x86-64 calls that wait for another party.
