@@ -7,7 +7,7 @@ CLANG     ?= clang-14
 GOFLAGS   ?=
 CC        ?= gcc
 
-.PHONY: generate-check test-all help build test root-test integration generate install bench bench-serve bench-egress bench-logd demo vet clean
+.PHONY: generate-check test-all help build test fuzz root-test integration generate install bench bench-serve bench-egress bench-logd demo vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,3 +68,7 @@ generate-check: generate ## fail if the committed eBPF output differs from a reb
 	@git diff --exit-code -- ebpf/ || { echo "generate-check: ebpf/ differs from make generate: commit the regenerated files"; exit 1; }
 
 test-all: test root-test integration generate-check ## every test tier (what CI runs)
+
+fuzz: ## differential fuzzing of the calls Lockstep answers instead of the kernel, a minute (FUZZTIME) per target, as root
+	@test "$$(id -u)" = 0 || { echo "fuzz: run as root"; exit 1; }
+	$(GO) test -count=1 -run XXX -fuzz FuzzEmulatedCalls -fuzztime $${FUZZTIME:-60s} ./runner/

@@ -43,7 +43,10 @@ func (a *Agent) getrandom(r *Req) (int64, error) {
 	if err := a.world.Random(r.Tgid(), b); err != nil {
 		return 0, err
 	}
-	return int64(n), r.Write(r.Arg(0), b)
+	// As the kernel: what fits before an unmapped page is written and
+	// counted. The stream has moved by all of b either way.
+	w, err := r.WritePrefix(r.Arg(0), b)
+	return int64(w), err
 }
 
 // getcpu: always CPU 0 on node 0.
@@ -56,8 +59,10 @@ func (a *Agent) getcpu(r *Req) (int64, error) {
 }
 
 func (a *Agent) schedGetaffinity(r *Req) (int64, error) {
-	size := r.Arg(1)
-	if size < sizeofCPUMask || size%8 != 0 {
+	// As the kernel: len is an unsigned int, and its size in bits is
+	// computed in an unsigned int (so 2^29 bytes and more wrap around).
+	size := uint32(r.Arg(1))
+	if size%8 != 0 || size*8 == 0 {
 		return 0, syscall.EINVAL
 	}
 	// As the kernel: pid is an int, 0 is the caller, another must exist

@@ -94,6 +94,36 @@ func (r *Req) Write(addr uint64, b []byte) error {
 	return nil
 }
 
+// WritePrefix copies as much of b into the caller's memory at addr as is
+// mapped writable there, as the kernel's copies do: it returns how many
+// bytes it wrote, EFAULT if none.
+func (r *Req) WritePrefix(addr uint64, b []byte) (int, error) {
+	if err := r.Valid(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < len(b) {
+		chunk := min(len(b)-n, pageSize-int((addr+uint64(n))%pageSize))
+		got, err := unix.ProcessVMWritev(r.Tid(), []unix.Iovec{{Base: &b[n], Len: uint64(chunk)}},
+			[]unix.RemoteIovec{{Base: uintptr(addr) + uintptr(n), Len: chunk}}, 0)
+		if got > 0 {
+			n += got
+		}
+		if err == unix.ESRCH {
+			return 0, errAnswered
+		}
+		if err != nil || got != chunk {
+			break
+		}
+	}
+	if n == 0 && len(b) > 0 {
+		return 0, syscall.EFAULT
+	}
+	return n, nil
+}
+
+const pageSize = 4096
+
 // WriteOpt writes b at addr unless addr is NULL.
 func (r *Req) WriteOpt(addr uint64, b []byte) error {
 	if addr == 0 {

@@ -4,7 +4,10 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"syscall"
+
+	"github.com/lockstep-run/lockstep/virt"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +29,7 @@ func (a *Agent) registerStatfs() {
 		if p == "" {
 			return 0, syscall.ENOENT // as the kernel: statfs has no AT_EMPTY_PATH
 		}
-		fd, err := openInRoot(r.Tid(), p)
+		fd, err := openInRoot(r.Tid(), r.Tgid(), p)
 		if err != nil {
 			return 0, err
 		}
@@ -37,11 +40,12 @@ func (a *Agent) registerStatfs() {
 
 // openInRoot opens path p of thread tid (relative to its working
 // directory) as an O_PATH fd, resolving it inside the thread's root.
-func openInRoot(tid int, p string) (int, error) {
+func openInRoot(tid int, tgid int32, p string) (int, error) {
 	abs, err := resolve(tid, atFDCWD, p)
 	if err != nil {
 		return -1, errAnswered // the caller is gone
 	}
+	abs = procSelf(tid, tgid, abs)
 	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", tid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, errAnswered
@@ -52,6 +56,24 @@ func openInRoot(tid int, p string) (int, error) {
 		return -1, err.(syscall.Errno)
 	}
 	return fd, nil
+}
+
+// procSelf rewrites /proc/self and /proc/thread-self in abs to the
+// caller's own PIDs in its namespace: in the caller's root they are magic
+// links that would resolve to the agent, which has no PID there.
+func procSelf(tid int, tgid int32, abs string) string {
+	for _, self := range []string{"/proc/self", "/proc/thread-self"} {
+		rest, ok := strings.CutPrefix(abs, self)
+		if !ok || (rest != "" && rest[0] != '/') {
+			continue
+		}
+		pid := virt.NSPid(tgid)
+		if self == "/proc/self" {
+			return fmt.Sprintf("/proc/%d%s", pid, rest)
+		}
+		return fmt.Sprintf("/proc/%d/task/%d%s", pid, virt.NSPid(int32(tid)), rest)
+	}
+	return abs
 }
 
 // answerStatfs writes fd's struct statfs, with fixed sizes, to addr.

@@ -3,7 +3,10 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -38,7 +41,33 @@ func clockErr(err error) error {
 
 func timespec(ns int64) []byte { return le64(ns/1e9, ns%1e9) }
 
+// cpuClockSeen checks, as the kernel does, that the CPU-time clock of
+// another process or thread (a negative id that encodes its PID) names one
+// the caller can see: a thread of its own process, or for anything but a
+// read, a process by its leader's ID.
+func (r *Req) cpuClockSeen(id int32, read bool) error {
+	pid := ^(id >> 3) // CPUCLOCK_PID
+	if id >= 0 || pid == 0 {
+		return nil
+	}
+	proc := fmt.Sprintf("/proc/%d/root/proc/", r.Tid())
+	if id&4 != 0 { // CPUCLOCK_PERTHREAD_MASK
+		proc = fmt.Sprintf("%s%d/task/", proc, virt.NSPid(r.Tgid()))
+	}
+	b, err := os.ReadFile(fmt.Sprintf("%s%d/status", proc, pid))
+	if err != nil {
+		return syscall.EINVAL
+	}
+	if !read && id&4 == 0 && !bytes.Contains(b, fmt.Appendf(nil, "\nTgid:\t%d\n", pid)) {
+		return syscall.EINVAL // not a process's leader
+	}
+	return nil
+}
+
 func (a *Agent) clockGettime(r *Req) (int64, error) {
+	if err := r.cpuClockSeen(int32(r.Arg(0)), true); err != nil {
+		return 0, err
+	}
 	ns, err := a.world.ReadClock(r.Tgid(), int32(r.Arg(0)))
 	if err != nil {
 		return 0, clockErr(err)
@@ -73,6 +102,9 @@ func (a *Agent) clockGetres(r *Req) (int64, error) {
 	if err != nil {
 		return 0, clockErr(err)
 	}
+	if err := r.cpuClockSeen(int32(r.Arg(0)), false); err != nil {
+		return 0, err
+	}
 	return 0, r.WriteOpt(r.Arg(1), timespec(ns))
 }
 
@@ -94,11 +126,26 @@ func (a *Agent) getrusage(r *Req) (int64, error) {
 
 func (a *Agent) clockNanosleep(r *Req) (int64, error) {
 	id, abs := int32(r.Arg(0)), r.Arg(1)&timerAbstime != 0
-	if id == virt.ClockThreadCPUTime {
-		return 0, syscall.EOPNOTSUPP // the kernel's thread clock has no nsleep
+	// As the kernel: is there such a clock, can it sleep (a negative id
+	// is another process's CPU clock, or with its low bits 3 a dynamic
+	// clock that cannot), then the timespec, then the CPU clock's owner.
+	if _, err := virt.ClassOf(id); err != nil && id >= 0 {
+		return 0, syscall.EINVAL
+	}
+	switch {
+	case id < 0 && id&7 == 3,
+		id == virt.ClockThreadCPUTime, id == virt.ClockMonotonicRaw,
+		id == virt.ClockRealtimeCoarse, id == virt.ClockMonotonicCoarse:
+		return 0, syscall.EOPNOTSUPP
 	}
 	t, err := r.readTimespec(r.Arg(2))
 	if err != nil {
+		return 0, err
+	}
+	if pid := ^(id >> 3); id < 0 && id&4 != 0 && (pid == 0 || pid == virt.NSPid(int32(r.Tid()))) {
+		return 0, syscall.EINVAL // a thread cannot sleep on its own CPU clock
+	}
+	if err := r.cpuClockSeen(id, false); err != nil {
 		return 0, err
 	}
 	d, err := a.world.SleepLength(r.Tgid(), id, abs, t)

@@ -14,6 +14,7 @@ $cc -O1 -Wall -pthread -o "$out/threads" "$here/threads.c"
 $cc -O1 -Wall -o "$out/clocks" "$here/clocks.c"
 $cc -O1 -Wall -o "$out/getrandom" "$here/getrandom.c"
 $cc -O1 -Wall -o "$out/emulated" "$here/emulated.c"
+$cc -O1 -Wall -o "$out/sysserve" "$here/sysserve.c"
 $cc -O1 -Wall -static -pthread -o "$out/tickecho" "$here/tickecho.c"
 (cd "$here/goprobe" && CGO_ENABLED=0 go build -o "$out/goprobe" .)
 (cd "$here/goservice" && CGO_ENABLED=0 go build -o "$out/goservice" .)
