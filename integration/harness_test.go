@@ -131,6 +131,10 @@ func buildProbeImage(probes string) ([]byte, error) {
 		{filepath.Join(probes, "writer"), "/writer"},
 		{filepath.Join(probes, "tickecho"), "/tickecho"},
 		{filepath.Join(probes, "kv"), "/kv"},
+		{filepath.Join(probes, "timercount"), "/timercount"},
+		{filepath.Join(probes, "alarmloop"), "/alarmloop"},
+		{filepath.Join(probes, "killcompute"), "/killcompute"},
+		{filepath.Join(probes, "selecttwo"), "/selecttwo"},
 		{"/bin/busybox", "/bin/busybox"},
 	} {
 		if err := im.AddBinary(b.src, b.dst); err != nil {

@@ -86,6 +86,16 @@ var fuzzCalls = []fuzzCall{
 	{name: "pselect6", nr: unix.SYS_PSELECT6, exact: true, timeout: 4, form: timespecArg},
 	{name: "futex", nr: unix.SYS_FUTEX, exact: true, timeout: 3, form: timespecArg},
 	{name: "rt_sigtimedwait", nr: unix.SYS_RT_SIGTIMEDWAIT, exact: true, timeout: 2, form: timespecArg},
+	// Interval timers (virt.Timers). sysserve blocks every signal, so
+	// that none it arms interrupts a later call on either side.
+	{name: "alarm", nr: unix.SYS_ALARM}, // seconds left: time passes natively between calls
+	{name: "setitimer", nr: unix.SYS_SETITIMER, exact: true},
+	{name: "getitimer", nr: unix.SYS_GETITIMER, exact: true},
+	{name: "timer_create", nr: unix.SYS_TIMER_CREATE, exact: true},
+	{name: "timer_settime", nr: unix.SYS_TIMER_SETTIME, exact: true},
+	{name: "timer_gettime", nr: unix.SYS_TIMER_GETTIME, exact: true},
+	{name: "timer_getoverrun", nr: unix.SYS_TIMER_GETOVERRUN, exact: true},
+	{name: "timer_delete", nr: unix.SYS_TIMER_DELETE, exact: true},
 }
 
 // sysServer is one running copy of sysserve.
@@ -190,7 +200,7 @@ func request(c fuzzCall, args [6]uint64, kinds uint32, data []byte) []byte {
 		if op := args[1] & 127; op != 0 && op != 1 && op != 9 { // FUTEX_WAIT, WAKE, WAIT_BITSET
 			args[1] &^= 127
 		}
-	case "clock_gettime", "clock_getres", "clock_nanosleep":
+	case "clock_gettime", "clock_getres", "clock_nanosleep", "timer_create":
 		// The alarm clocks: Lockstep's machine has a real-time clock on
 		// every host, so they work; this VM's kernel says EINVAL
 		// (docs/determinism.md). Fuzz the others.
@@ -322,6 +332,20 @@ func FuzzEmulatedCalls(f *testing.F) {
 	f.Add(index("clock_gettime"), uint64(0xffffffff^(4242<<3)^2), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRW<<3), []byte{})
 	// A size in bytes whose size in bits wraps around an unsigned int.
 	f.Add(index("sched_getaffinity"), uint64(0), uint64(0x20000000), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRaw<<3|kRW<<6), []byte{})
+	// Timers: made, armed (1 s, then every 2 ms), read, overrun, deleted,
+	// on both sides in the same order.
+	spec := []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x84, 0x1e, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	f.Add(index("timer_create"), uint64(1), uint64(0), uint64(0x100), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRaw<<3|kRW<<6), []byte{})
+	f.Add(index("timer_settime"), uint64(0), uint64(0), uint64(0), uint64(0x200), uint64(0), uint64(0), uint32(kRaw|kRaw<<3|kRW<<6|kRW<<9), spec)
+	f.Add(index("timer_gettime"), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRW<<3), []byte{})
+	f.Add(index("timer_getoverrun"), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw), []byte{})
+	f.Add(index("timer_delete"), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw), []byte{})
+	f.Add(index("timer_delete"), uint64(0), uint64(1), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw), []byte{}) // again: EINVAL
+	f.Add(index("timer_gettime"), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRW<<3), []byte{1})
+	f.Add(index("setitimer"), uint64(0), uint64(0), uint64(0x10), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRW<<3|kRW<<6), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x42, 0x0f, 0, 0, 0, 0, 0, 5})
+	f.Add(index("getitimer"), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw|kRW<<3), []byte{})
+	f.Add(index("alarm"), uint64(100), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw), []byte{})
+	f.Add(index("alarm"), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kRaw), []byte{})
 	// /proc/self as the caller's, not the agent's.
 	f.Add(index("statfs"), uint64(2), uint64(0xfff), uint64(0), uint64(0), uint64(0), uint64(0), uint32(kPath|kRW<<3), []byte{})
 	f.Fuzz(func(t *testing.T, which uint8, a0, a1, a2, a3, a4, a5 uint64, kinds uint32, data []byte) {

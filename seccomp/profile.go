@@ -91,6 +91,15 @@ const (
 	sysMmap             = 9
 	sysSelect           = 23
 	sysNanosleep        = 35
+	sysGetitimer        = 36
+	sysAlarm            = 37
+	sysSetitimer        = 38
+	sysKill             = 62
+	sysTimerCreate      = 222
+	sysTimerSettime     = 223
+	sysTimerGettime     = 224
+	sysTimerGetoverrun  = 225
+	sysTimerDelete      = 226
 	sysGettimeofday     = 96
 	sysGetrusage        = 98
 	sysSysinfo          = 99
@@ -188,6 +197,19 @@ func Rules() []Rule {
 		notify("nanosleep", sysNanosleep),
 		notify("times", sysTimes),
 		notify("getrusage", sysGetrusage),
+		// Interval timers: kept on the virtual clocks, fired where the
+		// process's time reaches them (virt.Timers).
+		notify("alarm", sysAlarm),
+		notify("setitimer", sysSetitimer),
+		notify("getitimer", sysGetitimer),
+		notify("timer_create", sysTimerCreate),
+		notify("timer_settime", sysTimerSettime),
+		notify("timer_gettime", sysTimerGettime),
+		notify("timer_getoverrun", sysTimerGetoverrun),
+		notify("timer_delete", sysTimerDelete),
+		// Signals between the run's processes land where the receiver's
+		// time reaches the sender's, as a timer's do.
+		notify("kill", sysKill),
 		// Entropy.
 		notify("getrandom", sysGetrandom),
 		// Host identity.

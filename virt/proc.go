@@ -143,6 +143,7 @@ func (w *World) Fork(parent, child int32) {
 
 // Exit notes that process tgid has ended: its parent may still reap it.
 func (w *World) Exit(tgid int32) {
+	w.Timers().Exit(tgid)
 	p := w.pr
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -91,10 +91,12 @@ type Network interface {
 }
 
 type sleeper struct {
+	held     bool // a Sleep's: its thread waits for the agent's answer
 	tid      int32
 	deadline time.Duration // from the epoch
 	fire     func()        // called once, with tl.mu held, when the deadline comes
 	escaped  bool          // it ended at its real-time limit, not at the run's time (set with tl.mu held)
+	stopped  bool          // a timer's signal interrupted it (Interrupt; set with tl.mu held)
 	limit    *time.Timer   // a short one's real-time limit, or nil
 }
 
@@ -212,7 +214,7 @@ func (tl *Timeline) Pending() int {
 // time has not reached its deadline by then: ok is false.
 func (tl *Timeline) Sleep(tid int32, deadline time.Duration, short bool, valid func() error) (ok bool, err error) {
 	fired := make(chan struct{})
-	s := &sleeper{tid: tid, deadline: deadline, fire: func() {
+	s := &sleeper{held: true, tid: tid, deadline: deadline, fire: func() {
 		tl.w.quiet.Unhold(tid) // running from here: not still until it waits again
 		close(fired)
 	}}
@@ -228,6 +230,9 @@ func (tl *Timeline) Sleep(tid int32, deadline time.Duration, short bool, valid f
 		case <-fired:
 			tl.mu.Lock()
 			defer tl.mu.Unlock()
+			if s.stopped {
+				return false, ErrInterrupted
+			}
 			return !s.escaped, nil
 		case <-t.C:
 			if err := valid(); err != nil {
@@ -262,6 +267,48 @@ func (tl *Timeline) Await(tid int32, deadline time.Duration, short bool, wake fu
 		tl.mu.Lock()
 		defer tl.mu.Unlock()
 		return s.escaped
+	}
+}
+
+// ErrInterrupted ends a Sleep a timer's signal interrupted: the kernel
+// ends the call, the agent must not answer it.
+var ErrInterrupted = errors.New("virt: sleep interrupted by a timer's signal")
+
+// Timer registers a timer's deadline (from the epoch): fire is called
+// once, when the run's time reaches it as it would a sleeper's (the clocks
+// are there), or with escaped set after limit of real time if the run has
+// not waited by then (the clocks have not moved). fire is called with the
+// timeline's lock held: it must not block, nor call the timeline. The
+// returned cancel takes the registration back, and reports false if fire
+// was called first.
+func (tl *Timeline) Timer(deadline, limit time.Duration, fire func(escaped bool)) (cancel func() bool) {
+	s := &sleeper{deadline: deadline}
+	s.fire = func() { fire(s.escaped) }
+	tl.mu.Lock()
+	tl.add(s, false)
+	s.limit = time.AfterFunc(limit, func() {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		if tl.take(s) {
+			s.escaped = true
+			s.fire()
+		}
+	})
+	tl.mu.Unlock()
+	tl.kick()
+	return func() bool { return tl.cancel(s) }
+}
+
+// Interrupt ends thread tid's held sleep, if it has one, without moving
+// any clock: a timer's signal interrupted it (the agent then answers
+// nothing, the kernel ends or restarts the call). The thread runs from
+// here. tl.mu is held: the caller is a timer's fire.
+func (tl *Timeline) Interrupt(tid int32) {
+	for s := range tl.sleepers {
+		if s.held && s.tid == tid && tl.take(s) {
+			s.escaped, s.stopped = true, true
+			s.fire()
+		}
 	}
 }
 
@@ -397,16 +444,22 @@ func (tl *Timeline) still() bool {
 	if tl.net != nil && tl.net.Busy() {
 		return false
 	}
-	tgids, gen := tl.w.pr.list()
+	return tl.w.runStill()
+}
+
+// runStill reports whether every thread of the run waits (Quiet.Still),
+// seen on looks between which no process started.
+func (w *World) runStill() bool {
+	tgids, gen := w.pr.list()
 	if len(tgids) == 0 {
 		return false // not started yet (or over): the command has yet to wait
 	}
 	// A process forked after the list was made is not looked at: its
 	// parent, waiting for it in wait4, would look still while it runs.
-	if tl.w.pr.reaping(time.Now()) {
+	if w.pr.reaping(time.Now()) {
 		return false
 	}
-	return tl.w.quiet.Still(tgids) && tl.w.pr.generation() == gen
+	return w.quiet.Still(tgids) && w.pr.generation() == gen
 }
 
 // write writes delivered inputs to stdin, and closes it at EOF (a

@@ -2,6 +2,7 @@ package virt
 
 import (
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -15,6 +16,9 @@ type World struct {
 	quiet     *Quiet
 	realStart time.Time // host time at New: bounds "written during the run"
 	timeline  *Timeline // nil: no input log drives time
+
+	timersOnce sync.Once
+	timers     *Timers
 }
 
 // New makes the world described by cfg. log, if not nil, records (or
@@ -31,6 +35,29 @@ func New(cfg Config, log *Log) (*World, error) {
 		quiet:     newQuiet(),
 		realStart: time.Now(),
 	}, nil
+}
+
+// WallNow is process tgid's time, from the epoch: the axis of deadlines.
+func (w *World) WallNow(tgid int32) time.Duration { return w.pr.peek(tgid, Wall) }
+
+// TgidOf returns the run's process whose PID in the run's namespace is
+// nspid.
+func (w *World) TgidOf(nspid int32) (int32, bool) {
+	w.pr.mu.Lock()
+	defer w.pr.mu.Unlock()
+	for tg, pr := range w.pr.byTgid {
+		if pr.nspid == nspid {
+			return tg, true
+		}
+	}
+	return 0, false
+}
+
+// Name is process tgid's name in the run ("1", "1.0", ...).
+func (w *World) Name(tgid int32) string {
+	w.pr.mu.Lock()
+	defer w.pr.mu.Unlock()
+	return w.pr.get(tgid).name
 }
 
 // Quiet is the world's record of syscalls being answered, by process.
@@ -99,6 +126,7 @@ func (w *World) AttachClock(tgid int32, page []byte, release func(), exec bool) 
 	if !exec {
 		return nil
 	}
+	w.Timers().Exec(tgid)
 	return w.note(name, "clock", "CLOCK_REALTIME at exec", fmt.Sprint(wall))
 }
 

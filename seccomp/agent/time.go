@@ -152,10 +152,21 @@ func (a *Agent) clockNanosleep(r *Req) (int64, error) {
 	if err != nil {
 		return 0, clockErr(err)
 	}
+	rem := r.Arg(3)
+	if abs {
+		rem = 0 // an absolute sleep has no time left to say
+	}
+	defer r.interruptible(id, abs, t, d, rem)()
 	if tl := a.world.Timeline(); tl != nil && d > 0 {
 		return 0, r.logSleep(tl, id, abs, t, d <= virt.RuntimeSleep)
 	}
-	if err := r.sleep(d); err != nil {
+	end, err := a.world.Deadline(r.Tgid(), id, abs, t)
+	if err == nil && d > 0 {
+		err = r.sleepTimed(d, end)
+	} else {
+		err = r.sleep(d)
+	}
+	if err != nil {
 		return 0, err
 	}
 	a.world.Slept(r.Tgid(), id, abs, t, d)
@@ -168,14 +179,96 @@ func (a *Agent) nanosleep(r *Req) (int64, error) {
 		return 0, err
 	}
 	d := time.Duration(t)
+	defer r.interruptible(virt.ClockMonotonic, false, t, d, r.Arg(1))()
 	if tl := a.world.Timeline(); tl != nil && d > virt.RuntimeSleep {
 		return 0, r.logSleep(tl, virt.ClockMonotonic, false, t, false)
 	}
-	if err := r.sleep(d); err != nil {
+	if d > virt.RuntimeSleep { // a shorter one is a runtime's pause: it moves no time
+		err = r.sleepTimed(d, a.world.WallNow(r.Tgid())+d)
+	} else {
+		err = r.sleep(d)
+	}
+	if err != nil {
 		return 0, err
 	}
 	a.world.NanoSlept(r.Tgid(), d)
 	return 0, nil
+}
+
+// sleepKey names this call, as the kernel restarts it.
+func (r *Req) sleepKey() virt.SleepKey {
+	a := r.Data.Args
+	return virt.SleepKey{uint64(r.Data.Nr), a[0], a[1], a[2], a[3], a[4], a[5]}
+}
+
+// interruptible notes a sleep longer than a runtime's pause as one a
+// timer may cut short (virt.Timers.Sleep), and returns what undoes that.
+func (r *Req) interruptible(id int32, abs bool, t int64, d time.Duration, rem uint64) func() {
+	end, err := r.a.world.Deadline(r.Tgid(), id, abs, t)
+	if err != nil || d <= 0 {
+		return func() {}
+	}
+	return r.a.world.Timers().Sleep(int32(r.Tid()), virt.Sleeping{Tgid: r.Tgid(), Start: end - d, End: end, Rem: rem, Key: r.sleepKey()})
+}
+
+// sleepTimed is sleep, for a sleep of d that ends at end (from the epoch)
+// without a timeline: a timer of the process due before end fires where
+// its deadline falls, at once if it is due already (its process's time
+// reached it, and this is its first wait since). The signal interrupts
+// the sleep where a handler catches it (deliverTimer); where not, the
+// sleep goes on to its end.
+func (r *Req) sleepTimed(d, end time.Duration) error {
+	ts, tgid, q := r.a.world.Timers(), r.Tgid(), r.a.world.Quiet()
+	ff := d > shortSleep && r.a.world.FastForward()
+	if d > shortSleep {
+		// A long sleep waits (virt.Quiet.Still): a timer of another
+		// process may fire meanwhile.
+		q.Hold(int32(r.Tid()))
+		defer q.Unhold(int32(r.Tid()))
+	}
+	start, began := end-d, time.Now()
+	at := func(v time.Duration) time.Time { return began.Add(v - start) } // paced: virtual to real
+	for {
+		next := at(end)
+		if id, gen, due, ok := ts.Due(tgid); ok && due < end {
+			cut := max(due, start)
+			if ff || !time.Now().Before(at(cut)) {
+				ts.Fire(tgid, id, gen)
+				if r.interrupted() {
+					return errAnswered
+				}
+				continue
+			}
+			next = at(cut)
+		}
+		left := time.Until(next)
+		if ff || (left <= 0 && next.Equal(at(end))) {
+			break
+		}
+		time.Sleep(min(max(left, 0), sleepSlice))
+		if err := r.Valid(); err != nil {
+			return err
+		}
+	}
+	if d <= shortSleep {
+		q.WaitStill(int(tgid), r.Tid(), stillLimit)
+	}
+	return r.Valid()
+}
+
+// interrupted waits briefly for the kernel to take back a notification a
+// signal interrupted, and reports whether it did.
+func (r *Req) interrupted() bool {
+	for range 50 {
+		if r.Valid() != nil {
+			return true
+		}
+		if !r.a.world.Timers().Pending(int32(r.Tid())) {
+			return false
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return r.Valid() != nil
 }
 
 // logSleep holds a sleep until the run's time, which follows the input
@@ -188,6 +281,9 @@ func (r *Req) logSleep(tl *virt.Timeline, id int32, abs bool, t int64, short boo
 		return clockErr(err)
 	}
 	_, err = tl.Sleep(int32(r.Pid), deadline, short, r.Valid)
+	if errors.Is(err, virt.ErrInterrupted) {
+		return errAnswered // the signal ends the call: the kernel's answer
+	}
 	return err
 }
 

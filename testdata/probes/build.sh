@@ -16,6 +16,11 @@ $cc -O1 -Wall -o "$out/getrandom" "$here/getrandom.c"
 $cc -O1 -Wall -o "$out/emulated" "$here/emulated.c"
 $cc -O1 -Wall -o "$out/sysserve" "$here/sysserve.c"
 $cc -O1 -Wall -static -pthread -o "$out/tickecho" "$here/tickecho.c"
+# Asynchronous signals and processes racing (testdata/async): static, for
+# the probe image too.
+for p in timercount alarmloop killcompute busyalarm forkwrite selecttwo; do
+	$cc -O1 -Wall -static -o "$out/$p" "$here/../async/$p.c"
+done
 (cd "$here/goprobe" && CGO_ENABLED=0 go build -o "$out/goprobe" .)
 (cd "$here/goservice" && CGO_ENABLED=0 go build -o "$out/goservice" .)
 (cd "$here/kv" && CGO_ENABLED=0 go build -o "$out/kv" .)

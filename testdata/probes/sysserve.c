@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,11 @@ int main(int argc, char **argv) {
 	// The open-file limit of Lockstep's machine (poll checks nfds by it).
 	struct rlimit nofile = {1024, 4096};
 	setrlimit(RLIMIT_NOFILE, &nofile);
+	// No signal interrupts a call: timers the fuzzer arms fire into a
+	// blocked mask (and SIGALRM's default would end the program).
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
 	// Every pointer is at the same address in both copies, so that a
 	// pointer passed where the call takes a number means the same too.
 	char *base = (char *)0x5540000000;

@@ -1,0 +1,68 @@
+package integration
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestAsyncSignalsInShim: through the shim, timer expiries and signals
+// between processes land where the programs' own waits put them: 20 runs
+// of each program on two providers print the same, and what the
+// programs' clocks say (testdata/async; runner's TestAsyncSignals checks
+// the same under lockstep exec).
+func TestAsyncSignalsInShim(t *testing.T) {
+	want := map[string]string{
+		"/timercount":  "tick 19: loop 299, value 42, +190000 us\n",
+		"/alarmloop":   "sleep 5: Interrupted system call, 75000 us left, 7 alarms\n",
+		"/killcompute": "child: signals in rounds 40 80 120\n",
+		"/selecttwo":   "round 7: 2 ready: A B\n",
+	}
+	for prog, line := range want {
+		t.Run(strings.TrimPrefix(prog, "/"), func(t *testing.T) {
+			var first string
+			for i := range 20 {
+				p := env.providers[i%2]
+				res := p.run(t, run{runtime: lockstepRuntime, args: []string{prog}})
+				if res.code != 0 {
+					t.Fatalf("run %d on %s: exit %d\n%s%s", i, p.name, res.code, res.stdout, res.stderr)
+				}
+				if i == 0 {
+					first = res.stdout
+					if !strings.Contains(first, line) {
+						t.Errorf("output lacks %q:\n%s", line, first)
+					}
+				} else if res.stdout != first {
+					t.Fatalf("run %d on %s differs from run 0:\n%s\nrun 0:\n%s", i, p.name, res.stdout, first)
+				}
+			}
+		})
+	}
+}
+
+// TestAsyncSignalsReplicated: in a replicated run, whose time follows its
+// log, timers and kill(2) land where the programs' waits put them on
+// every replica, and a replay of the log reproduces the run.
+func TestAsyncSignalsReplicated(t *testing.T) {
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	common := []string{"--address", sock, "--namespace", namespace}
+	want := map[string][]string{
+		"tick 19: loop 299, value 42, +190000 us\n":                   {"/timercount"},
+		"sleep 5: Interrupted system call, 75000 us left, 7 alarms\n": {"/alarmloop"},
+		"alarm after 50 rounds, alarm(0) says 0\n":                    {"/alarmloop", "20000000"},
+		"child: signals in rounds 40 80 120\n":                        {"/killcompute"},
+	}
+	for line, argv := range want {
+		t.Run(strings.TrimPrefix(argv[0], "/"), func(t *testing.T) {
+			log := filepath.Join(t.TempDir(), "run.log")
+			out, errs, code := runCLI(t, "", nil, append(append(append([]string{"run", "--json", "--replicas", "3", "--record", log}, common...), probeImage, "--"), argv...)...)
+			if code != 0 || !strings.Contains(errs, `"agreed": true`) || !strings.Contains(out, line) {
+				t.Fatalf("run: exit %d\n%s%s", code, out, errs)
+			}
+			again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
+			if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
+				t.Fatalf("replay: exit %d, output %q, recorded %q: %s", code, again, out, errs)
+			}
+		})
+	}
+}

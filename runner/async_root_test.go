@@ -1,0 +1,71 @@
+//go:build linux
+
+package runner_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// asyncPrograms are testdata/async's programs whose output Lockstep makes
+// the same on every run, with what each must print: values that only the
+// programs' own waits fix (virtual time), so that a run whose signals
+// landed where the host's timing put them cannot pass.
+var asyncPrograms = map[string][]string{
+	// A 10 ms POSIX timer over a loop that sleeps 0.7 ms: 14 loops to the
+	// first tick, the ticks 10 ms apart by the program's clock.
+	"timercount": {"overrun 0 left 10000000 ns", "tick 0: loop 14, value 42, +0 us", "tick 1: loop 29, value 42, +10000 us", "tick 19: loop 299, value 42, +190000 us"},
+	// alarm(1) over rounds that sleep 3 ms: 334 rounds; then a 25 ms
+	// itimer cuts each 100 ms sleep 25 ms in.
+	"alarmloop": {"alarm after 334 rounds, alarm(0) says 0", "sleep 0: Interrupted system call, 75000 us left, 2 alarms", "sleep 5: Interrupted system call, 75000 us left, 7 alarms", "interval 25000 us"},
+	// kill(2) 40 ms apart by the parent's clock, into a child that sleeps
+	// 1 ms a round.
+	"killcompute": {"child: signals in rounds 40 80 120", "parent: child exited 0"},
+	// Two children write after computing; the parent selects (the fork
+	// hold runs each child to its end first).
+	"selecttwo": {"round 0: 2 ready: A B", "round 7: 2 ready: A B"},
+}
+
+// TestAsyncSignals: timer expiries (timer_create, alarm, setitimer) and
+// signals between processes (kill) land at points the programs' own waits
+// fix: 20 runs of each print the same, half of them on a host kept busy;
+// and a timer over a loop that never waits fires late, with a warning.
+func TestAsyncSignals(t *testing.T) {
+	requireRoot(t)
+	for name, want := range asyncPrograms {
+		t.Run(name, func(t *testing.T) {
+			prog := filepath.Join(bin.probes, name)
+			var first string
+			for i := range 20 {
+				if i == 10 {
+					stop := busy(t)
+					defer stop()
+				}
+				r := lockstep(t, "", "exec", "--", prog)
+				if r.code != 0 {
+					t.Fatalf("run %d: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
+				}
+				if i == 0 {
+					first = r.stdout
+					for _, w := range want {
+						if !strings.Contains(first, w+"\n") {
+							t.Errorf("output lacks %q:\n%s", w, first)
+						}
+					}
+				} else if r.stdout != first {
+					t.Fatalf("run %d differs from run 0:\n%s\nrun 0:\n%s", i, r.stdout, first)
+				}
+			}
+		})
+	}
+	t.Run("busy loop", func(t *testing.T) {
+		r := lockstep(t, "", "exec", "--", filepath.Join(bin.probes, "busyalarm"))
+		if r.code != 0 || r.stdout != "done\n" {
+			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "a timer fired while the process computed without waiting") {
+			t.Errorf("no warning that the timer's signal landed at a host-timed point:\n%s", r.stderr)
+		}
+	})
+}
