@@ -277,7 +277,7 @@ func (t *Tracer) noRestart(tid int) error {
 	if regs.Orig_rax != key[0] {
 		return nil
 	}
-	ts.Restarted(int32(tid), key) // taken: the sleep ends here
+	ts.Restarted(int32(tid), key)      // taken: the sleep ends here
 	regs.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
 	return ignoreGone(unix.PtraceSetRegs(tid, &regs))
 }

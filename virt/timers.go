@@ -38,9 +38,9 @@ type Timers struct {
 
 	mu       sync.Mutex
 	procs    map[int32]*procTimers
-	sleeps   map[int32]Sleeping // by TID: sleeps the agent serves
+	sleeps   map[int32]Sleeping  // by TID: sleeps the agent serves
 	slept    map[int32]time.Time // by TGID: when a thread of it last began a sleep
-	restarts map[int32]SleepKey // by TID: sleeps a timer's signal interrupted
+	restarts map[int32]SleepKey  // by TID: sleeps a timer's signal interrupted
 	kick     chan struct{}
 	warned   map[int32]bool
 	gen      uint64
