@@ -27,7 +27,7 @@ type Audit struct {
 func NewAudit() *Audit { return &Audit{found: map[string]*Finding{}} }
 
 // Syscalls the profile answers (a kernel call is an escape), and timers
-// it lets through.
+// it lets through: the CPU-time itimers and timerfd.
 var auditSyscalls = map[uint32]string{
 	228: "clock_gettime reached the kernel: host time escaped the agent",
 	96:  "gettimeofday reached the kernel: host time escaped the agent",
@@ -38,10 +38,12 @@ var auditSyscalls = map[uint32]string{
 	63:  "uname reached the kernel: host identity",
 	99:  "sysinfo reached the kernel: host memory and load",
 	309: "getcpu reached the kernel: the host CPU number",
-	36:  "getitimer reports host time",
-	37:  "alarm reports the host time left",
-	38:  "setitimer reports the host time left of the old timer",
-	224: "timer_gettime reports host time",
+	36:  "getitimer of ITIMER_VIRTUAL or ITIMER_PROF reports host CPU time",
+	37:  "alarm reached the kernel: a timer escaped the agent",
+	38:  "setitimer of ITIMER_VIRTUAL or ITIMER_PROF: a timer on host CPU time",
+	222: "timer_create reached the kernel: a timer escaped the agent",
+	223: "timer_settime reached the kernel: a timer escaped the agent",
+	224: "timer_gettime reached the kernel: host time",
 	287: "timerfd_gettime reports host time",
 }
 

@@ -59,7 +59,7 @@ func SyscallName(nr uint32) string {
 var syscallNames = map[uint32]string{
 	2: "open", 257: "openat", 437: "openat2", 228: "clock_gettime", 96: "gettimeofday", 201: "time",
 	229: "clock_getres", 318: "getrandom", 204: "sched_getaffinity", 63: "uname", 99: "sysinfo",
-	309: "getcpu", 36: "getitimer", 37: "alarm", 38: "setitimer", 224: "timer_gettime", 287: "timerfd_gettime",
+	309: "getcpu", 36: "getitimer", 37: "alarm", 38: "setitimer", 222: "timer_create", 223: "timer_settime", 224: "timer_gettime", 287: "timerfd_gettime",
 	0: "read", 1: "write", 17: "pread64", 18: "pwrite64", 19: "readv", 20: "writev",
 	40: "sendfile", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
 	275: "splice", 276: "tee", 278: "vmsplice", 295: "preadv", 296: "pwritev",

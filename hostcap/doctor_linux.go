@@ -48,6 +48,7 @@ func Doctor(o Options) Report {
 		"not used: runs are root's; rootless runs would need it", "sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces > 0"))
 	add(cgroupCheck())
 	add(bpfCheck())
+	add(branchCounterCheck())
 	add(versionCheck("runc", []string{"runc", "--version"}, "apt-get install runc"))
 	add(versionCheck("containerd", []string{"containerd", "--version"}, "apt-get install containerd"))
 	return r

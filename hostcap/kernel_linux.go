@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/btf"
 	"github.com/lockstep-run/lockstep/ebpf"
@@ -196,5 +197,27 @@ func bpfCheck() Check {
 	}
 	c.OK = true
 	c.Found += "; kernel BTF present"
+	return c
+}
+
+// branchCounterCheck looks for the PMU's retired-branch counter, which
+// Hermit uses to deliver asynchronous signals at a counted point of a
+// computation. Lockstep does not use it: a timer or signal due while a
+// process computes without waiting fires late, where the host's timing
+// puts it, with a warning (docs/determinism.md, "Timers").
+func branchCounterCheck() Check {
+	c := Check{Name: "branch-counter", Need: Info,
+		How:     "perf_event_open of the hardware event PERF_COUNT_HW_BRANCH_INSTRUCTIONS for this process, user mode only",
+		Without: "no counter of a computation's progress: a timer or signal due while a process computes without ever waiting lands where the host's timing puts it (Lockstep warns; it fires late, once the process has not waited for a second)",
+		Fix:     "a host whose hypervisor exposes the PMU (Firecracker and many cloud VMs do not)"}
+	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_HARDWARE, Config: unix.PERF_COUNT_HW_BRANCH_INSTRUCTIONS,
+		Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{})), Bits: unix.PerfBitExcludeKernel | unix.PerfBitExcludeHv | unix.PerfBitDisabled}
+	fd, err := unix.PerfEventOpen(&attr, 0, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	if err != nil {
+		c.Found = "no hardware counters: " + err.Error()
+		return c
+	}
+	unix.Close(fd)
+	c.OK, c.Found = true, "present (not used yet)"
 	return c
 }
