@@ -8,23 +8,30 @@ import (
 	"testing"
 )
 
-// asyncPrograms are testdata/async's programs whose output Lockstep makes
-// the same on every run, with what each must print: values that only the
-// programs' own waits fix (virtual time), so that a run whose signals
-// landed where the host's timing put them cannot pass.
-var asyncPrograms = map[string][]string{
+// asyncPrograms are testdata/async's programs (with arguments) whose
+// output Lockstep makes the same on every run, with what each must print:
+// values that only the programs' own waits fix (virtual time), so that a
+// run whose signals landed where the host's timing put them cannot pass.
+var asyncPrograms = []struct {
+	argv []string
+	want []string
+}{
 	// A 10 ms POSIX timer over a loop that sleeps 0.7 ms: 14 loops to the
 	// first tick, the ticks 10 ms apart by the program's clock.
-	"timercount": {"overrun 0 left 10000000 ns", "tick 0: loop 14, value 42, +0 us", "tick 1: loop 29, value 42, +10000 us", "tick 19: loop 299, value 42, +190000 us"},
+	{[]string{"timercount"}, []string{"overrun 0 left 10000000 ns", "tick 0: loop 14, value 42, +0 us", "tick 1: loop 29, value 42, +10000 us", "tick 19: loop 299, value 42, +190000 us"}},
+	// Every 50 ms over 20 ms sleeps: each tick cuts a sleep.
+	{[]string{"timercount", "20000", "50000000"}, []string{"tick 1: loop 5, value 42, +50000 us", "tick 19: loop 59, value 42, +950000 us"}},
 	// alarm(1) over rounds that sleep 3 ms: 334 rounds; then a 25 ms
 	// itimer cuts each 100 ms sleep 25 ms in.
-	"alarmloop": {"alarm after 334 rounds, alarm(0) says 0", "sleep 0: Interrupted system call, 75000 us left, 2 alarms", "sleep 5: Interrupted system call, 75000 us left, 7 alarms", "interval 25000 us"},
+	{[]string{"alarmloop"}, []string{"alarm after 334 rounds, alarm(0) says 0", "sleep 0: Interrupted system call, 75000 us left, 2 alarms", "sleep 5: Interrupted system call, 75000 us left, 7 alarms", "interval 25000 us"}},
 	// kill(2) 40 ms apart by the parent's clock, into a child that sleeps
-	// 1 ms a round.
-	"killcompute": {"child: signals in rounds 40 80 120", "parent: child exited 0"},
+	// 1 ms a round; then 400 ms apart into rounds of 20 ms, where each
+	// signal falls due just as a round's sleep ends (it comes at the next).
+	{[]string{"killcompute"}, []string{"child: signals in rounds 40 80 120", "parent: child exited 0"}},
+	{[]string{"killcompute", "20000", "400000"}, []string{"child: signals in rounds 20 40 60"}},
 	// Two children write after computing; the parent selects (the fork
 	// hold runs each child to its end first).
-	"selecttwo": {"round 0: 2 ready: A B", "round 7: 2 ready: A B"},
+	{[]string{"selecttwo"}, []string{"round 0: 2 ready: A B", "round 7: 2 ready: A B"}},
 }
 
 // TestAsyncSignals: timer expiries (timer_create, alarm, setitimer) and
@@ -33,22 +40,22 @@ var asyncPrograms = map[string][]string{
 // and a timer over a loop that never waits fires late, with a warning.
 func TestAsyncSignals(t *testing.T) {
 	requireRoot(t)
-	for name, want := range asyncPrograms {
-		t.Run(name, func(t *testing.T) {
-			prog := filepath.Join(bin.probes, name)
+	for _, p := range asyncPrograms {
+		t.Run(strings.Join(p.argv, " "), func(t *testing.T) {
+			argv := append([]string{"exec", "--", filepath.Join(bin.probes, p.argv[0])}, p.argv[1:]...)
 			var first string
 			for i := range 20 {
 				if i == 10 {
 					stop := busy(t)
 					defer stop()
 				}
-				r := lockstep(t, "", "exec", "--", prog)
+				r := lockstep(t, "", argv...)
 				if r.code != 0 {
 					t.Fatalf("run %d: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
 				}
 				if i == 0 {
 					first = r.stdout
-					for _, w := range want {
+					for _, w := range p.want {
 						if !strings.Contains(first, w+"\n") {
 							t.Errorf("output lacks %q:\n%s", w, first)
 						}
@@ -64,7 +71,7 @@ func TestAsyncSignals(t *testing.T) {
 		if r.code != 0 || r.stdout != "done\n" {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-		if !strings.Contains(r.stderr, "a timer fired while the process computed without waiting") {
+		if !strings.Contains(r.stderr, "a timer or signal came due while the process computed without waiting") {
 			t.Errorf("no warning that the timer's signal landed at a host-timed point:\n%s", r.stderr)
 		}
 	})

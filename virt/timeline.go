@@ -92,6 +92,7 @@ type Network interface {
 
 type sleeper struct {
 	held     bool // a Sleep's: its thread waits for the agent's answer
+	timer    bool // a Timer's
 	tid      int32
 	deadline time.Duration // from the epoch
 	fire     func()        // called once, with tl.mu held, when the deadline comes
@@ -282,7 +283,7 @@ var ErrInterrupted = errors.New("virt: sleep interrupted by a timer's signal")
 // returned cancel takes the registration back, and reports false if fire
 // was called first.
 func (tl *Timeline) Timer(deadline, limit time.Duration, fire func(escaped bool)) (cancel func() bool) {
-	s := &sleeper{deadline: deadline}
+	s := &sleeper{timer: true, deadline: deadline}
 	s.fire = func() { fire(s.escaped) }
 	tl.mu.Lock()
 	tl.add(s, false)
@@ -405,8 +406,15 @@ func (tl *Timeline) run() {
 		}
 		tl.w.pr.raise(at)
 		if s == fire {
+			// A timer due with a sleep fires after it: the sleep ends,
+			// and the timer's signal comes at the next still instant,
+			// its process's next wait.
+			sleeps := false
 			for sl := range tl.sleepers {
-				if sl.deadline <= at {
+				sleeps = sleeps || (sl.deadline <= at && !sl.timer)
+			}
+			for sl := range tl.sleepers {
+				if sl.deadline <= at && sl.timer != sleeps {
 					tl.take(sl)
 					sl.fire()
 				}

@@ -516,8 +516,9 @@ func (ts *Timers) Fire(tgid, id int32, gen uint64) { ts.fire(tgid, id, gen, fals
 //     the deadline: the first wait after its own actions moved its time
 //     there;
 //   - real time has caught up with the deadline (paced from when the timer
-//     was armed) and every thread of the run waits: nothing else can
-//     happen first, and the clock moves to the deadline;
+//     was armed), every thread of the run waits and none of the process's
+//     in a sleep the agent serves: nothing else can happen first, and the
+//     clock moves to the deadline;
 //   - EscapeAfter past that, whatever the run does (Warn).
 //
 // A sleep the agent serves fires the timers it reaches itself (Fire).
@@ -532,7 +533,8 @@ func (ts *Timers) run() {
 		for _, t := range armed {
 			real := !time.Now().Before(t.due) || ts.w.FastForward()
 			switch {
-			case ts.w.WallNow(t.tgid) >= t.at && ts.w.quiet.Still([]int32{t.tgid}), real && ts.w.runStill():
+			case ts.w.WallNow(t.tgid) >= t.at && ts.w.quiet.Still([]int32{t.tgid}),
+				real && ts.w.runStill() && !ts.sleeping(t.tgid):
 				fired = ts.fire(t.tgid, t.id, t.gen, false)
 			case real && time.Since(t.due) > EscapeAfter(t.length):
 				fired = ts.fire(t.tgid, t.id, t.gen, true)
@@ -549,6 +551,23 @@ func (ts *Timers) run() {
 		case <-time.After(timerPoll):
 		}
 	}
+}
+
+// sleeping reports whether a thread of process tgid is in a sleep the
+// agent serves: the sleep fires the timer itself if the deadline falls in
+// it (sleepTimed), and if it ends first the process goes on from there,
+// so the run's being still must not move its clock. (Looked at after the
+// run was seen still: a sleep is noted before its thread counts as
+// waiting.)
+func (ts *Timers) sleeping(tgid int32) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for _, s := range ts.sleeps {
+		if s.Tgid == tgid {
+			return true
+		}
+	}
+	return false
 }
 
 // timerPoll is how often the loop looks while timers are armed.

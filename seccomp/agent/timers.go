@@ -33,7 +33,7 @@ func (a *Agent) registerTimers() {
 	ts := a.world.Timers()
 	ts.Deliver = a.deliverTimer
 	ts.Warn = func(tgid int32) {
-		fmt.Fprintf(os.Stderr, "lockstep: process %s: a timer fired while the process computed without waiting; where its signal landed follows the host's timing (docs/determinism.md, \"Timers\")\n", a.world.Name(tgid))
+		fmt.Fprintf(os.Stderr, "lockstep: process %s: a timer or signal came due while the process computed without waiting; where it landed follows the host's timing (docs/determinism.md, \"Timers\")\n", a.world.Name(tgid))
 	}
 	a.handle(unix.SYS_ALARM, "alarm", a.alarm)
 	a.handle(unix.SYS_SETITIMER, "setitimer", a.setitimer)

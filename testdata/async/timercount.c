@@ -3,9 +3,11 @@
 // many loops each tick saw, the time each tick read, and the overruns.
 // Natively the counts follow the host's speed; under Lockstep they follow
 // the loop's own sleeps.
+// usage: timercount [NAP_US [PERIOD_NS]]   (default 700 10000000)
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,7 +31,9 @@ static void tick(int sig, siginfo_t *si, void *uc) {
 	ticks++;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+	int nap = argc > 1 ? atoi(argv[1]) : 700;
+	long period = argc > 2 ? atol(argv[2]) : 10000000;
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_sigaction = tick;
@@ -43,13 +47,13 @@ int main(void) {
 	timer_t t;
 	if (timer_create(CLOCK_MONOTONIC, &ev, &t) != 0)
 		return perror("timer_create"), 1;
-	struct itimerspec its = {{0, 10000000}, {0, 10000000}};
+	struct itimerspec its = {{0, period}, {0, period}};
 	timer_settime(t, 0, &its, NULL);
 	volatile double x = 1;
 	while (ticks < TICKS) {
 		for (int i = 0; i < 20000; i++)
 			x = x * 1.000001 + 1e-9;
-		usleep(700);
+		usleep(nap);
 		loops++;
 	}
 	struct itimerspec left;
