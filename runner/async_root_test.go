@@ -29,6 +29,8 @@ var asyncPrograms = []struct {
 	// signal falls due just as a round's sleep ends (it comes at the next).
 	{[]string{"killcompute"}, []string{"child: signals in rounds 40 80 120", "parent: child exited 0"}},
 	{[]string{"killcompute", "20000", "400000"}, []string{"child: signals in rounds 20 40 60"}},
+	// 390 ms apart: each signal cuts a sleep 10 ms in.
+	{[]string{"killcompute", "20000", "390000"}, []string{"child: signals in rounds 19 39 59"}},
 	// Two children write after computing; the parent selects (the fork
 	// hold runs each child to its end first).
 	{[]string{"selecttwo"}, []string{"round 0: 2 ready: A B", "round 7: 2 ready: A B"}},

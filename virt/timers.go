@@ -39,6 +39,7 @@ type Timers struct {
 	mu       sync.Mutex
 	procs    map[int32]*procTimers
 	sleeps   map[int32]Sleeping  // by TID: sleeps the agent serves
+	sleepGen uint64              // counts sleeps begun and ended
 	slept    map[int32]time.Time // by TGID: when a thread of it last began a sleep
 	restarts map[int32]SleepKey  // by TID: sleeps a timer's signal interrupted
 	kick     chan struct{}
@@ -113,12 +114,14 @@ type SleepKey [7]uint64
 func (ts *Timers) Sleep(tid int32, s Sleeping) (awake func()) {
 	ts.mu.Lock()
 	ts.gen++
+	ts.sleepGen++
 	s.gen = ts.gen
 	ts.sleeps[tid] = s
 	ts.slept[s.Tgid] = time.Now()
 	ts.mu.Unlock()
 	return func() {
 		ts.mu.Lock()
+		ts.sleepGen++
 		if ts.sleeps[tid].gen == s.gen {
 			delete(ts.sleeps, tid)
 		}
@@ -532,9 +535,12 @@ func (ts *Timers) run() {
 		fired := false
 		for _, t := range armed {
 			real := !time.Now().Before(t.due) || ts.w.FastForward()
+			// A sleep that begins or ends while the run is looked at
+			// makes the look stale: look again.
+			gen := ts.sleeps0()
 			switch {
-			case ts.w.WallNow(t.tgid) >= t.at && ts.w.quiet.Still([]int32{t.tgid}),
-				real && ts.w.runStill() && !ts.sleeping(t.tgid):
+			case ts.w.WallNow(t.tgid) >= t.at && ts.w.quiet.Still([]int32{t.tgid}) && ts.sleeps0() == gen,
+				real && !ts.sleeping(t.tgid) && ts.w.runStill() && ts.sleeps0() == gen:
 				fired = ts.fire(t.tgid, t.id, t.gen, false)
 			case real && time.Since(t.due) > EscapeAfter(t.length):
 				fired = ts.fire(t.tgid, t.id, t.gen, true)
@@ -553,12 +559,18 @@ func (ts *Timers) run() {
 	}
 }
 
+// sleeps0 returns the count of sleeps begun and ended.
+func (ts *Timers) sleeps0() uint64 {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.sleepGen
+}
+
 // sleeping reports whether a thread of process tgid is in a sleep the
 // agent serves: the sleep fires the timer itself if the deadline falls in
 // it (sleepTimed), and if it ends first the process goes on from there,
-// so the run's being still must not move its clock. (Looked at after the
-// run was seen still: a sleep is noted before its thread counts as
-// waiting.)
+// so the run's being still must not move its clock. (The look at the run
+// counts only if no sleep began or ended meanwhile.)
 func (ts *Timers) sleeping(tgid int32) bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
