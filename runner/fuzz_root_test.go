@@ -108,6 +108,9 @@ type sysServer struct {
 func startSysServer(t testing.TB, argv ...string) *sysServer {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
+	// sysserve blocks every signal but SIGKILL, and a fuzzing worker
+	// exits without a word: the copies go with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
