@@ -2,7 +2,10 @@
 
 package tracer
 
-import "golang.org/x/sys/unix"
+import (
+	"github.com/lockstep-run/lockstep/virt"
+	"golang.org/x/sys/unix"
+)
 
 // Return values by which the kernel restarts a syscall a signal
 // interrupted (include/linux/errno.h).
@@ -34,10 +37,13 @@ func (t *Tracer) noRestart(tid int) error {
 	default:
 		return nil
 	}
-	if regs.Orig_rax != key[0] {
+	if regs.Orig_rax != key[0]&^virt.RestartAsIs {
 		return nil
 	}
-	ts.Restarted(int32(tid), key)      // taken: the sleep ends here
+	ts.Restarted(int32(tid), key) // taken: the sleep ends here
+	if key[0]&virt.RestartAsIs != 0 {
+		return nil
+	}
 	regs.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
 	return ignoreGone(unix.PtraceSetRegs(tid, &regs))
 }

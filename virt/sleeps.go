@@ -20,6 +20,11 @@ type Sleeping struct {
 // restarts a call a signal interrupted (SA_RESTART) with the same ones.
 type SleepKey [7]uint64
 
+// RestartAsIs, set in an interrupted sleep's key's number, lets the
+// kernel restart it as it would (the timer was due before the sleep
+// began: as if the handler had run before the call).
+const RestartAsIs = 1 << 63
+
 // Sleep notes that thread tid is in sleep s, and returns what notes that
 // it left it (unless it is in another sleep by then: the agent may see the
 // next one before it is done with an interrupted one).

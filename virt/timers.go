@@ -340,7 +340,10 @@ func (ts *Timers) schedule(tgid, id int32) {
 		}
 		return
 	}
-	cancel := tl.Timer(deadline, length+EscapeAfter(length), func(escaped bool) { ts.fire(tgid, id, gen, escaped) })
+	cancel := tl.Timer(deadline, length+EscapeAfter(length), func(escaped bool) (time.Duration, time.Duration) {
+		_, next := ts.fire(tgid, id, gen, escaped)
+		return next, EscapeAfter(length)
+	})
 	ts.mu.Lock()
 	if t.gen == gen {
 		t.cancel = cancel
@@ -351,21 +354,22 @@ func (ts *Timers) schedule(tgid, id int32) {
 // fire sends timer id's signal if it is still armed as it was (gen), and
 // arms it again if it repeats. The process's clock is at the deadline (a
 // timeline's) or is moved there, unless the timer escaped.
-func (ts *Timers) fire(tgid, id int32, gen uint64, escaped bool) (fired bool) {
+//
+// It returns whether it fired, and the deadline the timer is armed for
+// next (0: none), which a timeline's sleeper takes on at once (a periodic
+// timer, or one that did not fire because its process waits now and then).
+func (ts *Timers) fire(tgid, id int32, gen uint64, escaped bool) (fired bool, next time.Duration) {
 	ts.mu.Lock()
 	t := ts.lookup(tgid, id)
 	if t == nil || t.gen != gen || t.deadline == 0 {
 		ts.mu.Unlock()
-		return false
+		return false, 0
 	}
 	if escaped && time.Since(ts.slept[tgid]) < EscapeAfter(t.deadline-t.armVirt) {
 		// It waits now and then: its time moves towards the deadline
 		// (a loop of short sleeps), it is not computing without end.
 		ts.mu.Unlock()
-		if ts.w.timeline != nil {
-			go ts.schedule(tgid, id)
-		}
-		return false
+		return false, t.deadline
 	}
 	at := t.deadline
 	if !escaped && ts.w.timeline == nil {
@@ -379,16 +383,16 @@ func (ts *Timers) fire(tgid, id int32, gen uint64, escaped bool) (fired bool) {
 	t.overrun = 0
 	t.deadline = 0
 	if t.interval > 0 {
-		next := at + t.interval
-		if next <= now {
+		again := at + t.interval
+		if again <= now {
 			n := (now - at) / t.interval
 			t.overrun = int32(min(n, 1<<31-1))
-			next = at + (n+1)*t.interval
+			again = at + (n+1)*t.interval
 		}
-		ts.gen++
-		t.deadline, t.gen, t.armReal, t.armVirt = next, ts.gen, time.Now(), at
+		t.deadline, t.armReal, t.armVirt = again, time.Now(), at // the same arming (gen)
 	}
 	e.Overrun = t.overrun
+	next = t.deadline
 	if id < AlarmID {
 		delete(ts.procs[tgid].byID, id) // a kill's signal: sent once
 	}
@@ -403,10 +407,7 @@ func (ts *Timers) fire(tgid, id int32, gen uint64, escaped bool) (fired bool) {
 	if warn && ts.Warn != nil {
 		ts.Warn(tgid)
 	}
-	if t.interval > 0 {
-		go ts.schedule(tgid, id)
-	}
-	return true
+	return true, next
 }
 
 // Due returns process tgid's armed timer with the earliest deadline (one
@@ -458,9 +459,9 @@ func (ts *Timers) run() {
 			switch {
 			case ts.w.WallNow(t.tgid) >= t.at && ts.w.quiet.Still([]int32{t.tgid}) && ts.sleeps0() == gen,
 				real && !ts.sleeping(t.tgid) && ts.w.runStill() && ts.sleeps0() == gen:
-				fired = ts.fire(t.tgid, t.id, t.gen, false)
+				fired, _ = ts.fire(t.tgid, t.id, t.gen, false)
 			case real && time.Since(t.due) > EscapeAfter(t.length):
-				fired = ts.fire(t.tgid, t.id, t.gen, true)
+				fired, _ = ts.fire(t.tgid, t.id, t.gen, true)
 			}
 			if fired {
 				break

@@ -41,7 +41,7 @@ func TestTimers(t *testing.T) {
 		t.Fatalf("Due: %v %v, want timer 1 at +10ms", at, ok)
 	}
 	w.pr.advance(tg, Wall, now+20*time.Millisecond, 0)
-	if !ts.fire(tg, 1, gen, false) || len(got) != 1 {
+	if fired, next := ts.fire(tg, 1, gen, false); !fired || next != now+22*time.Millisecond || len(got) != 1 {
 		t.Fatalf("fire: %d expiries", len(got))
 	}
 	if e := got[0]; e.Signo != 12 || e.ID != 1 || e.Overrun != 3 || e.At != now+10*time.Millisecond || e.Escaped {
@@ -53,8 +53,9 @@ func TestTimers(t *testing.T) {
 	if n, _ := ts.Overrun(tg, 1); n != 3 {
 		t.Errorf("timer_getoverrun: %d", n)
 	}
-	if ts.fire(tg, 1, gen, false) {
-		t.Error("a stale firing (the timer was armed again since) fired")
+	ts.Set(tg, 1, now+time.Second, 0)
+	if fired, _ := ts.fire(tg, 1, gen, false); fired {
+		t.Error("a stale firing (the timer was set again since) fired")
 	}
 
 	// execve deletes timer_create's timers, not the alarm; exit all.

@@ -256,15 +256,19 @@ func (r *Req) sleepTimed(d, end time.Duration) error {
 	return r.Valid()
 }
 
-// interrupted waits briefly for the kernel to take back a notification a
-// signal interrupted, and reports whether it did.
+// interrupted waits for the kernel to take back a notification a timer's
+// signal interrupts (the signal is caught and not blocked: it will), and
+// reports whether it did. Under load the thread may take milliseconds to
+// run; answering meanwhile would end the sleep as if it had run its
+// course, with the handler after it.
 func (r *Req) interrupted() bool {
-	for range 50 {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
 		if r.Valid() != nil {
 			return true
 		}
 		if !r.a.world.Timers().Pending(int32(r.Tid())) {
-			return false
+			return false // not one this signal interrupts
 		}
 		time.Sleep(100 * time.Microsecond)
 	}

@@ -302,9 +302,11 @@ func (a *Agent) deliverTimer(e virt.Expiry) {
 		// the kernel restarts it (SA_RESTART); one the timer was due
 		// before (its process's first wait since its time reached the
 		// deadline) runs again, as if the handler had run first.
-		if e.At > s.Start {
-			ts.Interrupted(tid, s.Key)
+		key := s.Key
+		if e.At <= s.Start {
+			key[0] |= virt.RestartAsIs
 		}
+		ts.Interrupted(tid, key)
 		a.world.Quiet().Unhold(tid)
 		if tl := a.world.Timeline(); tl != nil {
 			tl.Interrupt(tid)
