@@ -22,11 +22,13 @@ var asyncPrograms = []struct {
 	// Every 50 ms over 20 ms sleeps: each tick cuts a sleep.
 	{[]string{"timercount", "20000", "50000000"}, []string{"tick 1: loop 5, value 42, +50000 us", "tick 19: loop 59, value 42, +950000 us"}},
 	// alarm(1) over rounds that sleep 3 ms: 334 rounds; then a 25 ms
-	// itimer cuts each 100 ms sleep 25 ms in.
-	{[]string{"alarmloop"}, []string{"alarm after 334 rounds, alarm(0) says 0", "sleep 0: Interrupted system call, 75000 us left, 2 alarms", "sleep 5: Interrupted system call, 75000 us left, 7 alarms", "interval 25000 us"}},
+	// itimer cuts each 100 ms sleep 25 ms in; a 1 s sleep under alarm(1)
+	// ends as it fires: it runs its course, the handler at its return.
+	{[]string{"alarmloop"}, []string{"alarm after 334 rounds, alarm(0) says 0", "sleep 0: Interrupted system call, 75000 us left, 2 alarms", "sleep 5: Interrupted system call, 75000 us left, 7 alarms", "interval 25000 us", "a sleep as long as the alarm: slept, 8 alarms"}},
 	// kill(2) 40 ms apart by the parent's clock, into a child that sleeps
 	// 1 ms a round; then 400 ms apart into rounds of 20 ms, where each
-	// signal falls due just as a round's sleep ends (it comes at the next).
+	// signal falls due just as a round's sleep ends (it comes at the next:
+	// its sender's action made it at that instant, after the sleep ended).
 	{[]string{"killcompute"}, []string{"child: signals in rounds 40 80 120", "parent: child exited 0"}},
 	{[]string{"killcompute", "20000", "400000"}, []string{"child: signals in rounds 20 40 60"}},
 	// 390 ms apart: each signal cuts a sleep 10 ms in.

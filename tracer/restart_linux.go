@@ -37,13 +37,17 @@ func (t *Tracer) noRestart(tid int) error {
 	default:
 		return nil
 	}
-	if regs.Orig_rax != key[0]&^virt.RestartAsIs {
+	if regs.Orig_rax != key[0]&^(virt.RestartAsIs|virt.SleptOut) {
 		return nil
 	}
 	ts.Restarted(int32(tid), key) // taken: the sleep ends here
-	if key[0]&virt.RestartAsIs != 0 {
+	switch {
+	case key[0]&virt.RestartAsIs != 0:
 		return nil
+	case key[0]&virt.SleptOut != 0:
+		regs.Rax = 0
+	default:
+		regs.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
 	}
-	regs.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
 	return ignoreGone(unix.PtraceSetRegs(tid, &regs))
 }

@@ -25,6 +25,12 @@ type SleepKey [7]uint64
 // began: as if the handler had run before the call).
 const RestartAsIs = 1 << 63
 
+// SleptOut, set in an interrupted sleep's key's number, ends the call
+// with 0: the timer was due where the sleep ends, so the sleep ran its
+// course and the signal is pending at its return, as where the kernel's
+// two timers expire together.
+const SleptOut = 1 << 62
+
 // Sleep notes that thread tid is in sleep s, and returns what notes that
 // it left it (unless it is in another sleep by then: the agent may see the
 // next one before it is done with an interrupted one).

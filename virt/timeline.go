@@ -364,17 +364,16 @@ func (tl *Timeline) run() {
 		}
 		tl.w.pr.raise(at)
 		if s == fire {
-			// A timer due with a sleep fires after it: the sleep ends,
-			// and the timer's signal comes at the next still instant,
-			// its process's next wait.
-			sleeps := false
-			for sl := range tl.sleepers {
-				sleeps = sleeps || (sl.deadline <= at && !sl.timer)
-			}
-			for sl := range tl.sleepers {
-				if sl.deadline <= at && sl.timer != sleeps {
-					tl.take(sl)
-					sl.fire()
+			// A timer due with a sleep fires first, while the sleep is
+			// held: a signal that interrupts it is pending at its
+			// return, as where the kernel's two timers expire together
+			// (virt.SleptOut). Once the sleep is answered, its thread
+			// runs: where a signal sent then lands is the host's.
+			for _, timers := range []bool{true, false} {
+				for sl := range tl.sleepers {
+					if sl.deadline <= at && sl.timer == timers && tl.take(sl) {
+						sl.fire()
+					}
 				}
 			}
 			tl.mu.Unlock()

@@ -411,8 +411,11 @@ func (ts *Timers) fire(tgid, id int32, gen uint64, escaped bool) (fired bool, ne
 }
 
 // Due returns process tgid's armed timer with the earliest deadline (one
-// on a CPU-time clock never is).
-func (ts *Timers) Due(tgid int32) (id int32, gen uint64, at time.Duration, ok bool) {
+// on a CPU-time clock never is) that cuts a sleep ending at end: due
+// before it, or at it where the timer was armed before (not a kill(2),
+// which its sender's action made at that instant: it comes after the
+// sleep, as on a timeline, whose sleepers due then end before it runs).
+func (ts *Timers) Due(tgid int32, end time.Duration) (id int32, gen uint64, at time.Duration, ok bool) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	p := ts.procs[tgid]
@@ -420,7 +423,10 @@ func (ts *Timers) Due(tgid int32) (id int32, gen uint64, at time.Duration, ok bo
 		return 0, 0, 0, false
 	}
 	for i, t := range p.byID {
-		if t.deadline != 0 && (!ok || t.deadline < at || t.deadline == at && i < id) {
+		if t.deadline == 0 || t.deadline > end || t.deadline == end && i < AlarmID {
+			continue
+		}
+		if !ok || t.deadline < at || t.deadline == at && i < id {
 			id, gen, at, ok = i, t.gen, t.deadline, true
 		}
 	}

@@ -36,7 +36,10 @@ func TestTimers(t *testing.T) {
 	// A periodic timer whose process's time jumped three periods past it
 	// fires once, with three overruns, and is due next after the jump.
 	ts.Set(tg, 1, now+10*time.Millisecond, 3*time.Millisecond)
-	_, gen, at, ok := ts.Due(tg)
+	if _, _, _, ok := ts.Due(tg, now+9*time.Millisecond); ok {
+		t.Fatal("a timer due at +10ms cuts a sleep that ends at +9ms")
+	}
+	_, gen, at, ok := ts.Due(tg, now+10*time.Millisecond)
 	if !ok || at != now+10*time.Millisecond {
 		t.Fatalf("Due: %v %v, want timer 1 at +10ms", at, ok)
 	}
@@ -73,14 +76,25 @@ func TestTimers(t *testing.T) {
 		t.Errorf("delete, then delete again: %v", err)
 	}
 	ts.Exit(tg)
-	if _, _, _, ok := ts.Due(tg); ok {
+	if _, _, _, ok := ts.Due(tg, now+time.Hour); ok {
 		t.Error("a timer outlived its process")
 	}
+
+	// kill(2)'s signal, at its sender's time, cuts a sleep that ends
+	// after it, not one that ends at it: the sleep ends first.
+	ts.Signal(tg, 10, now+time.Second)
+	if _, _, _, ok := ts.Due(tg, now+time.Second); ok {
+		t.Error("a kill's signal cuts a sleep that ends as it is sent")
+	}
+	if id, _, at, ok := ts.Due(tg, now+time.Second+1); !ok || id >= AlarmID || at != now+time.Second {
+		t.Errorf("Due: timer %d at %v (%v), want the kill's at +1s", id, at, ok)
+	}
+	ts.Exit(tg)
 
 	// A CPU-time clock's timer keeps what it was set to and never fires.
 	id := ts.Create(tg, Timer{Signo: 10, CPU: true})
 	ts.SetAfter(tg, id, time.Second, 0)
-	if _, _, _, ok := ts.Due(tg); ok {
+	if _, _, _, ok := ts.Due(tg, now+time.Hour); ok {
 		t.Error("a CPU-time timer is due")
 	}
 	if left, _, _ := ts.Get(tg, id); left != time.Second {

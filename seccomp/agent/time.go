@@ -212,8 +212,9 @@ func (r *Req) interruptible(id int32, abs bool, t int64, d time.Duration, rem ui
 }
 
 // sleepTimed is sleep, for a sleep of d that ends at end (from the epoch)
-// without a timeline: a timer of the process due before end fires where
-// its deadline falls, at once if it is due already (its process's time
+// without a timeline: a timer of the process due by end (virt.Timers.Due)
+// fires where its deadline falls (at end: the sleep runs its course, the
+// signal is pending at its return), at once if it is due already (its process's time
 // reached it, and this is its first wait since). The signal interrupts
 // the sleep where a handler catches it (deliverTimer); where not, the
 // sleep goes on to its end.
@@ -230,7 +231,7 @@ func (r *Req) sleepTimed(d, end time.Duration) error {
 	at := func(v time.Duration) time.Time { return began.Add(v - start) } // paced: virtual to real
 	for {
 		next := at(end)
-		if id, gen, due, ok := ts.Due(tgid); ok && due < end {
+		if id, gen, due, ok := ts.Due(tgid, end); ok {
 			cut := max(due, start)
 			if ff || !time.Now().Before(at(cut)) {
 				ts.Fire(tgid, id, gen)

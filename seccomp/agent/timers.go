@@ -294,17 +294,22 @@ func (a *Agent) timerDelete(r *Req) (int64, error) {
 func (a *Agent) deliverTimer(e virt.Expiry) {
 	ts := a.world.Timers()
 	if tid, s, ok := interruptedSleep(e, ts.Sleeps(e.Tgid)); ok {
-		if s.Rem != 0 {
-			left := s.End - max(e.At, s.Start)
-			writeMem(int(tid), s.Rem, le64(int64(left/time.Second), int64(left%time.Second)))
-		}
 		// A sleep cut where the deadline falls ends with EINTR even if
 		// the kernel restarts it (SA_RESTART); one the timer was due
 		// before (its process's first wait since its time reached the
-		// deadline) runs again, as if the handler had run first.
+		// deadline) runs again, as if the handler had run first; one
+		// the timer was due at the end of ran its course: it returns 0,
+		// the handler runs at its return.
 		key := s.Key
-		if e.At <= s.Start {
+		switch {
+		case e.At <= s.Start:
 			key[0] |= virt.RestartAsIs
+		case e.At >= s.End:
+			key[0] |= virt.SleptOut
+		}
+		if s.Rem != 0 && e.At < s.End {
+			left := s.End - max(e.At, s.Start)
+			writeMem(int(tid), s.Rem, le64(int64(left/time.Second), int64(left%time.Second)))
 		}
 		ts.Interrupted(tid, key)
 		a.world.Quiet().Unhold(tid)

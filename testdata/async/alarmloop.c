@@ -1,7 +1,8 @@
 // alarmloop: alarm(1) ends a loop that computes and sleeps 3 ms a round;
 // then setitimer(ITIMER_REAL) ticks every 25 ms while the program sleeps
 // 100 ms at a time, and a sleep SIGALRM interrupts reports what was left.
-// It prints the rounds, the ticks and the times left.
+// It prints the rounds, the ticks and the times left; last, a sleep of
+// 1 s under alarm(1): where both end together, the sleep ends first.
 // usage: alarmloop [ROUND_NS]   (the rounds' sleep, default 3000000)
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,5 +44,11 @@ int main(int argc, char **argv) {
 	struct itimerval cur;
 	getitimer(ITIMER_REAL, &cur);
 	printf("interval %ld us\n", cur.it_interval.tv_usec);
+	// alarm replaces the interval timer (they are one); a sleep that ends
+	// where it fires runs its course, the handler after it.
+	alarm(1);
+	struct timespec one = {1, 0};
+	int r = nanosleep(&one, NULL);
+	printf("a sleep as long as the alarm: %s, %d alarms\n", r ? strerror(errno) : "slept", (int)alarms);
 	return 0;
 }
