@@ -7,7 +7,7 @@ CLANG     ?= clang-14
 GOFLAGS   ?=
 CC        ?= gcc
 
-.PHONY: generate-check test-all help build test fuzz root-test integration generate install bench bench-serve bench-egress bench-logd demo vet clean
+.PHONY: generate-check test-all help build test fuzz root-test integration generate install bench bench-order bench-serve bench-egress bench-logd demo vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: build ## benchmark against native in the same run (docs/performance.md)
 
 bench-time: build ## time: Go HTTP, Python asyncio, threads, clock reads, CPU against native and an allow-all filter (docs/performance.md)
 	hack/bench-time.sh
+
+bench-order: build ## processes that wake each other, ordered: make -j2, xargs -P 4, 5-stage pipelines against --unordered-wakes and native (docs/performance.md)
+	hack/bench-order.sh
 
 bench-egress: build ## lockstep run fetching 100 MiB through the guard (3 replicas) against one plain container (docs/egress.md)
 	hack/bench-egress.sh

@@ -45,6 +45,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	audit := fs.Bool("audit", false, "list the nondeterministic syscalls and files the run touched that the profile does not answer (eBPF), on stderr")
 	baseEnv := fs.String("base-env", "minimal", "the command's environment before --env: minimal (PATH and HOME), empty, or host (lockstep's own, which differs from host to host)")
 	envs := fs.StringArray("env", nil, "set `KEY=VALUE` in the command's environment (KEY alone: the caller's value); repeatable")
+	unordered := fs.Bool("unordered-wakes", false, "let a process that wakes another run on at once, in the host's order, instead of after the woken one waits again (faster pipelines; what two processes write to one pipe may interleave differently): to measure the ordering's cost")
 	require := requireFlag(fs)
 	fs.Usage = func() { io.WriteString(stderr, execUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
@@ -105,7 +106,7 @@ func execMain(args []string, stdout, stderr io.Writer) int {
 	if *audit {
 		aud = ebpf.NewAudit()
 	}
-	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Env: env, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud, Trace: trace})
+	res, err := runner.Run(runner.Options{Config: cfg, Log: log, Argv: argv, Env: env, Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Digests: chains, Audit: aud, Trace: trace, UnorderedWakes: *unordered})
 	if trace != nil {
 		if cerr := trace.Close(); err == nil {
 			err = cerr

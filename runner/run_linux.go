@@ -37,6 +37,9 @@ type Options struct {
 	// Trace, if not nil, receives every traced event's bytes (with
 	// Digests), to show a divergence byte by byte.
 	Trace *ebpf.TraceWriter
+	// UnorderedWakes leaves out the wake-up watch (ebpf.Wakes): a process
+	// that wakes another runs on at once, as natively.
+	UnorderedWakes bool
 }
 
 // Result is how a run ended.
@@ -79,6 +82,27 @@ func Run(o Options) (Result, error) {
 			}
 		}()
 	}
+	// The wake-up watch (ebpf.Wakes) loads meanwhile too.
+	wakes := make(chan *ebpf.Wakes, 1)
+	go func() {
+		if o.UnorderedWakes {
+			wakes <- nil
+			return
+		}
+		w, err := ebpf.WatchWakes()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lockstep: %v: processes that wake each other run in the host's order\n", err)
+		}
+		wakes <- w
+	}()
+	defer func() {
+		if w := <-wakes; w != nil {
+			if os.Getenv("LOCKSTEP_DEBUG_WAKES") != "" {
+				fmt.Fprintf(os.Stderr, "wakes: %d\n", w.Count())
+			}
+			w.Close()
+		}
+	}()
 	// ptrace requests must come from the thread that seized, and
 	// Pdeathsig follows the thread that forked.
 	runtime.LockOSThread()
@@ -113,7 +137,7 @@ func Run(o Options) (Result, error) {
 		return Result{}, fmt.Errorf("start %s: %w", o.Argv[0], err)
 	}
 	closeChild()
-	res, err := supervise(world, parent, init.Pid, loading)
+	res, err := supervise(world, parent, init.Pid, loading, wakes)
 	if loading != nil {
 		tr, ioErr := loading.wait()
 		if ioErr != nil {
@@ -143,21 +167,31 @@ func (l *loadingIO) wait() (*ebpf.Tracer, error) {
 // thread from the seize on, because the command traps on rdtsc from then.
 // The I/O tracer, if loading, starts recording at the first execve, and its
 // back-pressure goes through the tracer (tracer.Throttle).
-func supervise(world *virt.World, sock, initPid int, loading *loadingIO) (Result, error) {
+func supervise(world *virt.World, sock, initPid int, loading *loadingIO, wakes chan *ebpf.Wakes) (Result, error) {
 	tr := tracer.New(world)
-	if loading != nil {
-		tr.OnFirstExec = func() {
-			ebpfTracer, err := loading.wait()
-			if err == nil {
-				err = ebpfTracer.Enable(initPid)
+	tr.OnFirstExec = func() {
+		w := <-wakes
+		wakes <- w // for Run to close
+		if w != nil {
+			if err := w.Enable(initPid); err != nil {
+				fmt.Fprintf(os.Stderr, "lockstep: %v: processes that wake each other run in the host's order\n", err)
+			} else {
+				tr.Wakes = w
 			}
-			if err != nil {
-				loading.err = err                // Run returns it
-				unix.Kill(initPid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
-				return
-			}
-			tr.Throttle = ebpfTracer
 		}
+		if loading == nil {
+			return
+		}
+		ebpfTracer, err := loading.wait()
+		if err == nil {
+			err = ebpfTracer.Enable(initPid)
+		}
+		if err != nil {
+			loading.err = err                // Run returns it
+			unix.Kill(initPid, unix.SIGKILL) // fail closed: an untraced run cannot be compared
+			return
+		}
+		tr.Throttle = ebpfTracer
 	}
 	tr.Reap(initPid)
 	killTree := func() { tracer.KillNamespace(initPid) }

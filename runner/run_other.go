@@ -12,16 +12,17 @@ import (
 
 // Options describe one deterministic run.
 type Options struct {
-	Config  virt.Config
-	Log     *virt.Log
-	Argv    []string
-	Env     []string
-	Stdin   io.Reader
-	Stdout  io.Writer
-	Stderr  io.Writer
-	Digests *ebpf.Chains
-	Audit   *ebpf.Audit
-	Trace   *ebpf.TraceWriter
+	Config         virt.Config
+	Log            *virt.Log
+	Argv           []string
+	Env            []string
+	Stdin          io.Reader
+	Stdout         io.Writer
+	Stderr         io.Writer
+	Digests        *ebpf.Chains
+	Audit          *ebpf.Audit
+	Trace          *ebpf.TraceWriter
+	UnorderedWakes bool
 }
 
 // Result is how a run ended.

@@ -59,6 +59,8 @@ type Tracer struct {
 	OnFirstExec func()
 	// Throttle, if set, is the I/O tracer's back-pressure.
 	Throttle Throttle
+	// Wakes, if set, names the process a SIGSTOP'd thread woke (ebpf.Wakes).
+	Wakes Wakes
 	// OnFail, if set, is told why the tracer fails before it kills the
 	// tracees: a reason written to their stderr then reaches whoever
 	// reads it, before the writers die and the reader sees its end.
@@ -73,6 +75,18 @@ type Tracer struct {
 type Throttle interface {
 	Stops() uint64 // SIGSTOPs sent so far
 	Behind() bool
+}
+
+// Wakes is the eBPF wake-up watch (ebpf.Wakes): a thread of the run that
+// woke a thread of another of its processes in a syscall is sent SIGSTOP
+// as the syscall returns. The tracer takes that signal at its delivery
+// stop, does not deliver it, and holds the thread until the woken process
+// waits again (or holdLimit passes), as it holds a process's starter
+// until the new process waits: the woken process runs to its next wait
+// first, and what both then write to a shared pipe or file, or what a
+// third sees ready in select, comes in that order.
+type Wakes interface {
+	Woke(tid int) (tgid int, ok bool)
 }
 
 // New returns a tracer serving w. It arms CPUID faulting at every exec
@@ -108,6 +122,9 @@ func (t *Tracer) Reap(pid int) { t.others[pid] = true }
 // every tracee first.
 func (t *Tracer) Wait() (unix.WaitStatus, error) {
 	defer t.silenceBell()
+	// A held thread's release is polled for every 20 µs (release): with
+	// the default 50 µs of timer slack each poll would take 70.
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 	for len(t.threads) > 0 || len(t.others) > 0 {
 		var ws unix.WaitStatus
 		// __WNOTHREAD: only this thread's tracees and children, so that
@@ -219,6 +236,8 @@ func (t *Tracer) stopped(tid int, ws unix.WaitStatus) error {
 	switch {
 	case sig == syscallStop:
 		return t.syscallExit(tid, th)
+	case sig == unix.SIGSTOP && event == 0 && t.wokeOther(tid):
+		return nil // resumed by release, with no signal
 	case sig == unix.SIGSTOP && event == 0 && t.throttled(tid):
 		t.throttle[tid] = true
 		return nil // resumed by release, with no signal
@@ -304,15 +323,19 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 	return resume(tid, 0)
 }
 
+// sentByKernel reports whether the signal thread tid stops for was sent
+// by the kernel (SI_KERNEL, as bpf_send_signal does; kill(2) and tgkill(2)
+// say SI_USER or SI_TKILL).
+func sentByKernel(tid int) bool {
+	var si unix.Siginfo
+	return ptrace(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si))) == nil && si.Code == siKernel
+}
+
 // throttled reports whether thread tid's SIGSTOP is one of the Throttle's:
 // sent by the kernel (SI_KERNEL, as bpf_send_signal does; kill(2) and
 // tgkill(2) say SI_USER or SI_TKILL), and not more than it has sent.
 func (t *Tracer) throttled(tid int) bool {
-	if t.Throttle == nil {
-		return false
-	}
-	var si unix.Siginfo
-	if ptrace(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si))) != nil || si.Code != siKernel {
+	if t.Throttle == nil || !sentByKernel(tid) {
 		return false
 	}
 	if t.taken >= t.Throttle.Stops() {
@@ -358,120 +381,6 @@ func (t *Tracer) syscallExit(tid int, th *thread) error {
 	// A fixup may leave a new one in th.exit for a later syscall (the
 	// CPUID injection): it is reached through that syscall's seccomp stop.
 	return resume(tid, 0)
-}
-
-// A thread that starts a thread is held at its clone stop until every
-// other thread of its process, the new one included, waits (interruptible
-// sleep: a futex, a read, a notified sleep; virt.Quiet.Running), or holdLimit
-// passes. Runtimes with thread pools decide whether to start another
-// thread by whether an earlier one has parked yet, and starting one draws
-// on the starter's state: Go's runtime draws a value from the starting
-// thread's random generator, which then feeds the main goroutine's map
-// order and math/rand. Letting the new thread reach its first wait before
-// its starter runs on makes that order the program's, not the host's. A
-// thread that computes without waiting holds its starter for holdLimit at
-// most.
-//
-// A process that starts a process (fork, vfork, posix_spawn) is held the
-// same way until the new process waits or exits: processes started one
-// after another (a shell's `cmd &` in a loop, a pool of workers) reach
-// their first wait in the order they were started, so what they write
-// before it (to a shared pipe, a file) comes in that order, not in the
-// order the host's scheduler happened to run them.
-const holdLimit = 20 * time.Millisecond
-
-type hold struct {
-	until      time.Time
-	child      int // the new process a fork hold waits for; 0: the starter's own process (a clone)
-	quietPolls int // polls in a row that found the process quiet
-}
-
-// parkLimit bounds the wait of a new tracee for its creator's fork stop,
-// which comes at once unless the creator died in between: the child then
-// runs, named as a child of no known process.
-const parkLimit = time.Second
-
-// unpark resumes a thread parked at its first stop.
-func (t *Tracer) unpark(tid int, th *thread) error {
-	if th.parked.IsZero() {
-		return nil
-	}
-	th.parked = time.Time{}
-	t.parked--
-	return t.firstRun(tid, th)
-}
-
-// release resumes the held threads whose process has gone quiet (every
-// thread of it waits, seen on two polls in a row), or that have been held
-// for holdLimit, and the parked ones whose creator's stop has not come in
-// parkLimit; otherwise it pauses briefly.
-func (t *Tracer) release() error {
-	now := time.Now()
-	if t.parked > 0 {
-		for tid, th := range t.threads {
-			if !th.parked.IsZero() && now.Sub(th.parked) > parkLimit {
-				th.announced = true
-				t.world.Fork(-1, int32(tid))
-				if err := t.unpark(tid, th); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	for tid, h := range t.held {
-		if now.Before(h.until) {
-			if h.running(t.world.Quiet(), tid, t.held) {
-				h.quietPolls = 0
-				continue
-			}
-			if h.quietPolls++; h.quietPolls < 2 {
-				continue
-			}
-		}
-		delete(t.held, tid)
-		if err := resume(tid, 0); err != nil {
-			return err
-		}
-	}
-	if len(t.throttle) > 0 && !t.Throttle.Behind() {
-		for tid := range t.throttle {
-			delete(t.throttle, tid)
-			if err := resume(tid, 0); err != nil {
-				return err
-			}
-		}
-	}
-	// nanosleep itself: this thread is locked, and Go's timers can take a
-	// millisecond to wake it.
-	if len(t.held) > 0 || t.parked > 0 {
-		unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
-	} else if len(t.throttle) > 0 {
-		unix.Nanosleep(&unix.Timespec{Nsec: 200_000}, nil) // the consumer reads ~250 KiB meanwhile
-	}
-	return nil
-}
-
-// childExited resumes the thread held until process pid, which has
-// exited, waits: it need not poll for that.
-func (t *Tracer) childExited(pid int) error {
-	for tid, h := range t.held {
-		if h.child == pid {
-			delete(t.held, tid)
-			return resume(tid, 0)
-		}
-	}
-	return nil
-}
-
-// running reports whether what hold h of thread tid waits for still runs:
-// the new process (any of its threads, held ones too: they wait for their
-// own children), or for a clone the other threads of tid's process that
-// are not held themselves.
-func (h *hold) running(q *virt.Quiet, tid int, held map[int]*hold) bool {
-	if h.child != 0 {
-		return q.Running(h.child, func(int) bool { return false })
-	}
-	return q.Running(tid, func(other int) bool { return held[other] != nil })
 }
 
 func ptrace(req, pid int, addr, data uintptr) error {
