@@ -20,10 +20,20 @@ type wakeTarget struct {
 }
 
 type wakeTask struct {
+	_         structs.HostLayout
+	Tgid      uint32
+	Insys     uint32
+	Nr        uint64
+	Waits     uint64
+	Woke      uint64
+	WokeWaits uint64
+}
+
+type wakeWake struct {
 	_     structs.HostLayout
+	Task  uint64
+	Waits uint64
 	Tgid  uint32
-	Insys uint32
-	Woke  uint32
 	Pad   uint32
 }
 
@@ -31,6 +41,7 @@ type wakeTask struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	wakeMapBlocking    = "blocking"
 	wakeMapCounts      = "counts"
 	wakeMapTarget      = "target"
 	wakeMapTasks       = "tasks"
@@ -38,6 +49,7 @@ const (
 	wakeProgWakeEnter  = "wake_enter"
 	wakeProgWakeExit   = "wake_exit"
 	wakeProgWakeFree   = "wake_free"
+	wakeProgWakeSwitch = "wake_switch"
 	wakeProgWakeWaking = "wake_waking"
 )
 
@@ -86,6 +98,7 @@ type wakeProgramSpecs struct {
 	WakeEnter  *ebpf.ProgramSpec `ebpf:"wake_enter"`
 	WakeExit   *ebpf.ProgramSpec `ebpf:"wake_exit"`
 	WakeFree   *ebpf.ProgramSpec `ebpf:"wake_free"`
+	WakeSwitch *ebpf.ProgramSpec `ebpf:"wake_switch"`
 	WakeWaking *ebpf.ProgramSpec `ebpf:"wake_waking"`
 }
 
@@ -93,10 +106,11 @@ type wakeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type wakeMapSpecs struct {
-	Counts *ebpf.MapSpec `ebpf:"counts"`
-	Target *ebpf.MapSpec `ebpf:"target"`
-	Tasks  *ebpf.MapSpec `ebpf:"tasks"`
-	Woken  *ebpf.MapSpec `ebpf:"woken"`
+	Blocking *ebpf.MapSpec `ebpf:"blocking"`
+	Counts   *ebpf.MapSpec `ebpf:"counts"`
+	Target   *ebpf.MapSpec `ebpf:"target"`
+	Tasks    *ebpf.MapSpec `ebpf:"tasks"`
+	Woken    *ebpf.MapSpec `ebpf:"woken"`
 }
 
 // wakeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -125,14 +139,16 @@ func (o *wakeObjects) Close() error {
 //
 // It can be passed to loadWakeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type wakeMaps struct {
-	Counts *ebpf.Map `ebpf:"counts"`
-	Target *ebpf.Map `ebpf:"target"`
-	Tasks  *ebpf.Map `ebpf:"tasks"`
-	Woken  *ebpf.Map `ebpf:"woken"`
+	Blocking *ebpf.Map `ebpf:"blocking"`
+	Counts   *ebpf.Map `ebpf:"counts"`
+	Target   *ebpf.Map `ebpf:"target"`
+	Tasks    *ebpf.Map `ebpf:"tasks"`
+	Woken    *ebpf.Map `ebpf:"woken"`
 }
 
 func (m *wakeMaps) Close() error {
 	return _WakeClose(
+		m.Blocking,
 		m.Counts,
 		m.Target,
 		m.Tasks,
@@ -153,6 +169,7 @@ type wakePrograms struct {
 	WakeEnter  *ebpf.Program `ebpf:"wake_enter"`
 	WakeExit   *ebpf.Program `ebpf:"wake_exit"`
 	WakeFree   *ebpf.Program `ebpf:"wake_free"`
+	WakeSwitch *ebpf.Program `ebpf:"wake_switch"`
 	WakeWaking *ebpf.Program `ebpf:"wake_waking"`
 }
 
@@ -161,6 +178,7 @@ func (p *wakePrograms) Close() error {
 		p.WakeEnter,
 		p.WakeExit,
 		p.WakeFree,
+		p.WakeSwitch,
 		p.WakeWaking,
 	)
 }

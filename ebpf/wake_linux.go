@@ -21,16 +21,25 @@ type Wakes struct {
 }
 
 // WatchWakes loads the programs and attaches them; they watch once Enable
-// names the namespace.
-func WatchWakes() (*Wakes, error) {
+// names the namespace. blocking lists the calls that wait for another
+// party (virt.BlockingCalls): a woken thread has reached its next wait
+// when it sleeps in one of them.
+func WatchWakes(blocking []int) (*Wakes, error) {
 	w := &Wakes{}
 	if err := loadWakeObjects(&w.objs, nil); err != nil {
 		return nil, fmt.Errorf("ebpf: load the wake-up watch (root and BPF are needed): %w", err)
+	}
+	for _, nr := range blocking {
+		if err := w.objs.Blocking.Update(uint32(nr), uint8(1), ebpf.UpdateAny); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("ebpf: the wake-up watch's calls: %w", err)
+		}
 	}
 	for name, p := range map[string]*ebpf.Program{
 		"sys_enter":          w.objs.WakeEnter,
 		"sys_exit":           w.objs.WakeExit,
 		"sched_waking":       w.objs.WakeWaking,
+		"sched_switch":       w.objs.WakeSwitch,
 		"sched_process_free": w.objs.WakeFree,
 	} {
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: p})
@@ -53,13 +62,21 @@ func (w *Wakes) Enable(pid int) error {
 }
 
 // Woke reports whether thread tid (a host ID) was sent a SIGSTOP for a
-// wake-up, and the process (host ID) it woke; it forgets the entry.
-func (w *Wakes) Woke(tid int) (int, bool) {
-	var tgid uint32
-	if err := w.objs.Woken.LookupAndDelete(uint32(tid), &tgid); err != nil {
-		return 0, false
+// wake-up, the process (host ID) it woke, and what reports whether the
+// thread it woke has gone to a wait since (or is gone). It forgets the
+// entry.
+func (w *Wakes) Woke(tid int) (tgid int, waited func() bool, ok bool) {
+	var v wakeWake
+	if err := w.objs.Woken.LookupAndDelete(uint32(tid), &v); err != nil {
+		return 0, nil, false
 	}
-	return int(tgid), true
+	return int(v.Tgid), func() bool {
+		var t wakeTask
+		if err := w.objs.Tasks.Lookup(v.Task, &t); err != nil {
+			return true
+		}
+		return t.Waits > v.Waits
+	}, true
 }
 
 // Count returns how many wake-ups across processes the watch saw.

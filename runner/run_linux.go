@@ -89,7 +89,7 @@ func Run(o Options) (Result, error) {
 			wakes <- nil
 			return
 		}
-		w, err := ebpf.WatchWakes()
+		w, err := ebpf.WatchWakes(virt.BlockingCalls())
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "lockstep: %v: processes that wake each other run in the host's order\n", err)
 		}

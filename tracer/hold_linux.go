@@ -3,6 +3,8 @@
 package tracer
 
 import (
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/lockstep-run/lockstep/virt"
@@ -36,6 +38,21 @@ type hold struct {
 	until      time.Time
 	child      int // the process a fork or wake-up hold waits for; 0: the starter's own process (a clone)
 	quietPolls int // polls in a row that found the process quiet
+	// A wake-up hold: whether the thread woken has gone to a wait since,
+	// and how many threads its process had (one: that says it all).
+	waited  func() bool
+	threads int
+}
+
+// threadCount returns how many threads process pid has (0: unknown).
+func threadCount(pid int) int {
+	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return 0
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	return len(names)
 }
 
 // parkLimit bounds the wait of a new tracee for its creator's fork stop,
@@ -120,6 +137,15 @@ func (t *Tracer) childExited(pid int) error {
 // own children), or for a clone the other threads of tid's process that
 // are not held themselves.
 func (h *hold) running(q *virt.Quiet, tid int, held map[int]*hold) bool {
+	if h.waited != nil {
+		if !h.waited() {
+			return true
+		}
+		if h.threads == 1 {
+			h.quietPolls = 2 // exact: no second look needed
+			return false
+		}
+	}
 	if h.child != 0 {
 		return q.Running(h.child, func(int) bool { return false })
 	}
@@ -133,10 +159,10 @@ func (t *Tracer) wokeOther(tid int) bool {
 	if t.Wakes == nil || !sentByKernel(tid) {
 		return false
 	}
-	woken, ok := t.Wakes.Woke(tid)
+	woken, waited, ok := t.Wakes.Woke(tid)
 	if !ok {
 		return false
 	}
-	t.held[tid] = &hold{until: time.Now().Add(holdLimit), child: woken}
+	t.held[tid] = &hold{until: time.Now().Add(holdLimit), child: woken, waited: waited, threads: threadCount(woken)}
 	return true
 }

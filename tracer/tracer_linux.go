@@ -86,7 +86,10 @@ type Throttle interface {
 // first, and what both then write to a shared pipe or file, or what a
 // third sees ready in select, comes in that order.
 type Wakes interface {
-	Woke(tid int) (tgid int, ok bool)
+	// Woke says whether thread tid's SIGSTOP is the watch's, the process
+	// it woke, and what reports whether the thread it woke has gone to a
+	// wait since.
+	Woke(tid int) (tgid int, waited func() bool, ok bool)
 }
 
 // New returns a tracer serving w. It arms CPUID faulting at every exec

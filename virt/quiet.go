@@ -361,6 +361,16 @@ func (q *Quiet) waits(tgid int, task string) bool {
 	return len(f) < 2 || !q.readsFeed(tgid, nr, f[1])
 }
 
+// BlockingCalls returns the numbers of the x86-64 calls that wait for
+// another party (for the eBPF wake-up watch, ebpf.Wakes).
+func BlockingCalls() []int {
+	out := make([]int, 0, len(blockingCalls))
+	for nr := range blockingCalls {
+		out = append(out, nr)
+	}
+	return out
+}
+
 // blockingCalls are the x86-64 calls that wait for another party.
 var blockingCalls = map[int]bool{
 	0: true, 1: true, 7: true, 17: true, 18: true, 19: true, 20: true, 23: true, // read, write, poll, pread64, pwrite64, readv, writev, select

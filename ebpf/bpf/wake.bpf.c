@@ -32,10 +32,12 @@ struct {
 // sched_waking tracepoint names the woken thread by), learned at its
 // first syscall and forgotten when the task is freed.
 struct task {
-	__u32 tgid;  // host process ID
-	__u32 insys; // in a syscall now
-	__u32 woke;  // the host process ID it woke in this syscall (0: none)
-	__u32 pad;
+	__u32 tgid;      // host process ID
+	__u32 insys;     // in a syscall now
+	__u64 nr;        // the syscall it is in (or was last in)
+	__u64 waits;     // times it went to sleep in a call that waits for another party
+	__u64 woke;      // the task it woke in this syscall (0: none)
+	__u64 woke_waits; // that task's waits when it was woken
 };
 
 struct {
@@ -45,14 +47,34 @@ struct {
 	__type(value, struct task);
 } tasks SEC(".maps");
 
-// The SIGSTOPs sent: host thread ID -> the host process ID it woke. The
-// tracer takes a SIGSTOP as a wake-up's only if it finds (and deletes) its
-// entry here; any other SIGSTOP stops the thread as it would.
+// The calls that wait for another party (a read, a poll, a futex, a wait
+// for a child...), by number: filled by user space from the list
+// virt.Quiet uses.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u8);
+} blocking SEC(".maps");
+
+// A SIGSTOP sent for a wake-up: the task woken, its process and how many
+// times it had waited then (it has reached its next wait once it has
+// waited more).
+struct wake {
+	__u64 task;
+	__u64 waits;
+	__u32 tgid;
+	__u32 pad;
+};
+
+// The SIGSTOPs sent, by host thread ID. The tracer takes a SIGSTOP as a
+// wake-up's only if it finds (and deletes) its entry here; any other
+// SIGSTOP stops the thread as it would.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 32768);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct wake);
 } woken SEC(".maps");
 
 // Counts of what the watch saw, for tests and the docs: [0] wake-ups
@@ -88,12 +110,13 @@ int wake_enter(struct bpf_raw_tracepoint_args *ctx)
 	struct task *t = bpf_map_lookup_elem(&tasks, &self);
 	if (t) {
 		t->insys = 1;
+		t->nr = ctx->args[1];
 		t->woke = 0;
 		return 0;
 	}
 	if (!in_ns())
 		return 0;
-	struct task n = {.tgid = bpf_get_current_pid_tgid() >> 32, .insys = 1};
+	struct task n = {.tgid = bpf_get_current_pid_tgid() >> 32, .insys = 1, .nr = ctx->args[1]};
 	if (bpf_map_update_elem(&tasks, &self, &n, BPF_NOEXIST) != 0)
 		count(1);
 	return 0;
@@ -107,12 +130,16 @@ int wake_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (!t)
 		return 0;
 	t->insys = 0;
-	__u32 woke = t->woke;
-	if (!woke)
+	if (!t->woke)
 		return 0;
+	struct wake w = {.task = t->woke, .waits = t->woke_waits};
 	t->woke = 0;
+	struct task *o = bpf_map_lookup_elem(&tasks, &w.task);
+	if (!o)
+		return 0; // gone already
+	w.tgid = o->tgid;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&woken, &tid, &woke, BPF_ANY) != 0)
+	if (bpf_map_update_elem(&woken, &tid, &w, BPF_ANY) != 0)
 		return 0;
 	if (bpf_send_signal_thread(19 /* SIGSTOP */) != 0)
 		bpf_map_delete_elem(&woken, &tid);
@@ -135,8 +162,29 @@ int wake_waking(struct bpf_raw_tracepoint_args *ctx)
 	struct task *w = bpf_map_lookup_elem(&tasks, &p);
 	if (!w || w->tgid == t->tgid)
 		return 0;
-	t->woke = w->tgid;
+	t->woke = p;
+	t->woke_waits = w->waits;
 	count(0);
+	return 0;
+}
+
+// sched_switch counts a thread's waits: it leaves the CPU asleep
+// (TASK_INTERRUPTIBLE, not preempted) in a call that waits for another
+// party. Asleep elsewhere (a page fault, a lock in a path lookup, the
+// agent's answer to a notified open) it is still at its own work.
+SEC("raw_tracepoint/sched_switch")
+int wake_switch(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (ctx->args[0]) // preempted: still runnable
+		return 0;
+	__u64 prev = ctx->args[1];
+	struct task *t = bpf_map_lookup_elem(&tasks, &prev);
+	if (!t || !t->insys || !(ctx->args[3] & 1 /* TASK_INTERRUPTIBLE */))
+		return 0;
+	__u32 nr = (__u32)t->nr;
+	__u8 *b = bpf_map_lookup_elem(&blocking, &nr);
+	if (b && *b)
+		t->waits++;
 	return 0;
 }
 
