@@ -23,6 +23,7 @@ func TestAsyncSignalsInShim(t *testing.T) {
 		"alarm after 50 rounds, alarm(0) says 0\n":  {"/alarmloop", "20000000"},
 		"child: signals in rounds 40 80 120\n":      {"/killcompute"},
 		"round 7: 2 ready: A B\n":                   {"/selecttwo"},
+		"child 4\nparent 0\n":                       {"/forkwrite"},
 	}
 	for line, argv := range want {
 		t.Run(strings.TrimPrefix(argv[0], "/"), func(t *testing.T) {

@@ -135,6 +135,7 @@ func buildProbeImage(probes string) ([]byte, error) {
 		{filepath.Join(probes, "alarmloop"), "/alarmloop"},
 		{filepath.Join(probes, "killcompute"), "/killcompute"},
 		{filepath.Join(probes, "selecttwo"), "/selecttwo"},
+		{filepath.Join(probes, "forkwrite"), "/forkwrite"},
 		{"/bin/busybox", "/bin/busybox"},
 	} {
 		if err := im.AddBinary(b.src, b.dst); err != nil {

@@ -36,6 +36,9 @@ var asyncPrograms = []struct {
 	// Two children write after computing; the parent selects (the fork
 	// hold runs each child to its end first).
 	{[]string{"selecttwo"}, []string{"round 0: 2 ready: A B", "round 7: 2 ready: A B"}},
+	// A parent wakes its child through a pipe, then both write to stdout:
+	// the woken child runs to its next wait (its exit) first (ebpf.Wakes).
+	{[]string{"forkwrite"}, []string{"child 0", "child 4\nparent 0", "parent 4"}},
 }
 
 // TestAsyncSignals: timer expiries (timer_create, alarm, setitimer) and

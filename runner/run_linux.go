@@ -97,9 +97,6 @@ func Run(o Options) (Result, error) {
 	}()
 	defer func() {
 		if w := <-wakes; w != nil {
-			if os.Getenv("LOCKSTEP_DEBUG_WAKES") != "" {
-				fmt.Fprintf(os.Stderr, "wakes: %d\n", w.Count())
-			}
 			w.Close()
 		}
 	}()

@@ -86,6 +86,7 @@ type containerAgent struct {
 
 	// The eBPF tracer, when digests or an audit were asked for.
 	io     *ebpf.Tracer
+	wakes  *ebpf.Wakes // the wake-up watch, for every process of the container
 	chains *ebpf.Chains
 	audit  *ebpf.Audit
 }
@@ -357,12 +358,22 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	tr := tracer.New(a.world)
 	tr.OnFail = a.report // before the tracer kills the tree
 	a.mu.Lock()
-	io := a.io // set by the first handover's startIO, before any other
+	io, wakes := a.io, a.wakes // set by the first handover's startIO, before any other
 	a.mu.Unlock()
 	if io != nil {
 		tr.Throttle = io
-		if n == 0 {
-			tr.OnFirstExec = func() {
+	}
+	if wakes != nil {
+		tr.Wakes = wakes
+	}
+	if n == 0 {
+		tr.OnFirstExec = func() {
+			if wakes != nil {
+				if err := wakes.Enable(pid); err != nil {
+					a.die(err)
+				}
+			}
+			if io != nil {
 				if err := io.Enable(pid); err != nil {
 					a.die(err)
 				}
@@ -479,6 +490,13 @@ func reportTrace(st Settings, cps []ebpf.Checkpoint) error {
 // of pid, its init) if digests or an audit were asked for. It records from
 // the command's first execve on.
 func (a *containerAgent) startIO(pid int) error {
+	if w, err := ebpf.WatchWakes(virt.BlockingCalls()); err != nil {
+		fmt.Fprintf(os.Stderr, "lockstep agent: %v: processes that wake each other run in the host's order\n", err)
+	} else {
+		a.mu.Lock()
+		a.wakes = w
+		a.mu.Unlock()
+	}
 	st := a.cfg.Settings
 	if !st.Traced() && st.Audit == "" {
 		return nil
