@@ -166,3 +166,13 @@ func (t *Tracer) wokeOther(tid int) bool {
 	t.held[tid] = &hold{until: time.Now().Add(holdLimit), child: woken, waited: waited, threads: threadCount(woken)}
 	return true
 }
+
+// wakeStop reports whether thread tid's SIGSTOP is the wake-up watch's,
+// and forgets it.
+func (t *Tracer) wakeStop(tid int) bool {
+	if t.Wakes == nil || !sentByKernel(tid) {
+		return false
+	}
+	_, _, ok := t.Wakes.Woke(tid)
+	return ok
+}

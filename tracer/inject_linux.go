@@ -71,6 +71,10 @@ func (t *Tracer) toSyscallStop(tid int) error {
 		case sig == syscallStop:
 			return nil
 		case event != 0: // a seccomp stop of a traced call, a group stop
+		case sig == unix.SIGSTOP && t.wakeStop(tid):
+			// The wake-up watch's (an execve that woke another process):
+			// dropped, not redelivered as a real stop. That one wake-up
+			// goes unordered; the fork hold has ordered the exec's parent.
 		default:
 			th := t.thread(tid)
 			th.deferred = append(th.deferred, sig)
