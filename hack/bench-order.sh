@@ -8,6 +8,8 @@
 #   - xargs -P 4: 40 small jobs (sha256sum of 256 KiB each) over 4 workers;
 #   - a shell pipeline of 5 stages streaming 64 MiB, and one of 5 stages
 #     passing 20,000 lines.
+# The floor under each hold is printed last: one bare ptrace stop and
+# resume (hack/bench/stoprt.c). The 64 MiB pipeline makes ~7,000 holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
@@ -63,3 +65,5 @@ for w in "make -j2, 20 C files|$build" "xargs -P 4, 40 sha256sum|$xargs_cmd" \
 	read -r n u o < <(three "${w#*|}")
 	printf '%-36s %10.1f %12.1f %12.1f %14.2f\n' "$name" "$(ms "$n")" "$(ms "$u")" "$(ms "$o")" "$(echo "$o/$u" | bc -l)"
 done
+gcc -O2 -o "$work/stoprt" hack/bench/stoprt.c
+echo "floor: one ptrace stop and resume, $(echo "$("$work/stoprt")/1000" | bc -l | xargs printf '%.1f') µs"

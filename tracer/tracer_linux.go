@@ -41,19 +41,20 @@ type Tracer struct {
 	world      *virt.World
 	cpuidFault bool // the CPU can fault on cpuid: arm it at every exec
 
-	threads  map[int]*thread // by thread ID
-	others   map[int]bool    // untraced children to reap (an init process)
-	held     map[int]*hold   // threads held at their clone stop, by thread ID
-	throttle map[int]bool    // threads held for the I/O tracer (Throttle)
-	taken    uint64          // the Throttle's SIGSTOPs taken so far
-	parked   int             // threads parked at their first stop
-	root     int
-	status   unix.WaitStatus // root's, once it has exited
-	exited   bool
-	clocks   map[int32]clockMap // by process: where its clock page is
-	pending  []waited           // statuses an injection took from wait4, for the loop
-	bell     bell               // wakes the loop for a timeline (awaitLog)
-	Execs    int                // execve calls seen
+	threads   map[int]*thread // by thread ID
+	others    map[int]bool    // untraced children to reap (an init process)
+	held      map[int]*hold   // threads held at their clone stop, by thread ID
+	spinUntil time.Time       // release polls without sleeping until then
+	throttle  map[int]bool    // threads held for the I/O tracer (Throttle)
+	taken     uint64          // the Throttle's SIGSTOPs taken so far
+	parked    int             // threads parked at their first stop
+	root      int
+	status    unix.WaitStatus // root's, once it has exited
+	exited    bool
+	clocks    map[int32]clockMap // by process: where its clock page is
+	pending   []waited           // statuses an injection took from wait4, for the loop
+	bell      bell               // wakes the loop for a timeline (awaitLog)
+	Execs     int                // execve calls seen
 	// OnFirstExec, if set, runs at the first execve's stop, before the
 	// new program runs (the I/O tracer starts recording there).
 	OnFirstExec func()
