@@ -29,6 +29,7 @@ const (
 	runcRuntime     = "io.containerd.runc.v2"
 	probeImage      = "lockstep.test/probes:1"
 	pythonImage     = "lockstep.test/python:1"
+	dnsImage        = "lockstep.test/python-dns:1" // the Python image with an /etc/resolv.conf naming webAddr
 	namespace       = "lockstep-test"
 )
 
@@ -92,7 +93,15 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	env.archive = archive
-	python, err := buildPythonImage(filepath.Join(dir, "python"))
+	python, err := buildPythonImage(filepath.Join(dir, "python"), pythonImage, nil)
+	if err != nil {
+		return 1, err
+	}
+	resolv := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver "+webAddr+"\n"), 0o644); err != nil {
+		return 1, err
+	}
+	dns, err := buildPythonImage(filepath.Join(dir, "python-dns"), dnsImage, map[string]string{"/etc/resolv.conf": resolv})
 	if err != nil {
 		return 1, err
 	}
@@ -102,7 +111,7 @@ func setup(m *testing.M) (int, error) {
 			return 1, err
 		}
 		env.providers = append(env.providers, p)
-		for _, a := range [][]byte{archive, python} {
+		for _, a := range [][]byte{archive, python, dns} {
 			if err := p.importImage(a); err != nil {
 				return 1, err
 			}
@@ -149,12 +158,12 @@ func buildProbeImage(probes string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// buildPythonImage makes the Python image: Debian's python3 with its
-// standard library, the services of testdata/python at /srv, and a
+// buildPythonImage makes a Python image of that name: Debian's python3
+// with its standard library, the services of testdata/python at /srv, a
 // 300 KiB file of pseudo-random bytes at /srv/www/docs/data.bin (made in
-// dir).
-func buildPythonImage(dir string) ([]byte, error) {
-	im := &ociimage.Image{Name: pythonImage, Trees: map[string]string{"/srv": "../testdata/python"}}
+// dir), and files (path in the image -> host path).
+func buildPythonImage(dir, name string, files map[string]string) ([]byte, error) {
+	im := &ociimage.Image{Name: name, Trees: map[string]string{"/srv": "../testdata/python"}}
 	if err := im.AddPython("/usr/bin/python3"); err != nil {
 		return nil, fmt.Errorf("the python image (apt-get install -y python3): %w", err)
 	}
@@ -165,6 +174,9 @@ func buildPythonImage(dir string) ([]byte, error) {
 	r := rand.New(rand.NewPCG(7, 7))
 	for i := range data {
 		data[i] = byte(r.Uint32())
+	}
+	for dst, src := range files {
+		im.Files[dst] = src
 	}
 	im.Files["/srv/www/docs/data.bin"] = filepath.Join(dir, "data.bin")
 	if err := os.WriteFile(im.Files["/srv/www/docs/data.bin"], data, 0o644); err != nil {

@@ -111,23 +111,16 @@ func (g *Gateway) checkDial(id uint64, d *dialVote) {
 // dial makes the real connection, and appends its result and then the
 // remote's bytes and close.
 func (g *Gateway) dial(id uint64, to string) {
-	if f := strings.Fields(to); len(f) == 3 && f[0] == "icmp" {
+	f := strings.Fields(to)
+	switch {
+	case len(f) == 3 && f[0] == "icmp":
 		g.ping(id, to, f[1])
 		return
-	}
-	if !g.Allow.Allows(to) {
-		g.refuse("connected to "+to, to, "refused (ECONNREFUSED)")
-		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
+	case len(f) == 2 && f[0] == "udp":
+		g.flow(id, to, f[1])
 		return
 	}
-	g.mu.Lock()
-	open := len(g.remotes)
-	g.mu.Unlock()
-	if open >= MaxOutbound {
-		if g.Log != nil {
-			g.Log(fmt.Sprintf("the program has %d connections out of the run open, the most the guard keeps: %s refused (ECONNREFUSED)", open, to))
-		}
-		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
+	if !g.admit(id, to, to, "connected to "+to) {
 		return
 	}
 	c, err := net.DialTimeout("tcp", to, DialTimeout)
@@ -144,7 +137,7 @@ func (g *Gateway) dial(id uint64, to string) {
 	oc := newConn(id, len(g.v.odd), newWriter(c))
 	oc.out.half = true
 	g.conns[id] = oc
-	g.remotes[c] = true
+	g.remotes[c] = nil
 	g.mu.Unlock()
 	g.emit(egressOpen(id, 0, to))
 	buf := make([]byte, egressRead)
@@ -166,6 +159,36 @@ func (g *Gateway) dial(id uint64, to string) {
 	g.mu.Lock()
 	delete(g.remotes, c)
 	g.mu.Unlock()
+}
+
+// admit reports whether the policy allows outbound connection id to
+// addr, and the guard has room for it; if not, it appends the refusal
+// (ECONNREFUSED) and says why (did: what the program did).
+func (g *Gateway) admit(id uint64, to, addr, did string) bool {
+	if !g.Allow.Allows(addr) {
+		g.refuse(did, addr, "refused (ECONNREFUSED)")
+		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
+		return false
+	}
+	g.mu.Lock()
+	open := 0
+	for _, d := range g.remotes {
+		if d == nil || !d.evicted {
+			open++
+		}
+	}
+	if open >= MaxOutbound && g.evictFlow() {
+		open--
+	}
+	g.mu.Unlock()
+	if open >= MaxOutbound {
+		if g.Log != nil {
+			g.Log(fmt.Sprintf("the program has %d connections out of the run open, the most the guard keeps: %s refused (ECONNREFUSED)", open, to))
+		}
+		g.emit(egressOpen(id, syscall.ECONNREFUSED, to))
+		return false
+	}
+	return true
 }
 
 // egressRead is the most one data entry of an outbound connection

@@ -50,9 +50,9 @@ type Gateway struct {
 	stopped bool
 	failure string
 
-	dials   map[uint64]*dialVote // outbound connections asked for
-	remotes map[net.Conn]bool    // outbound connections open
-	refused map[string]bool      // addresses the policy refused, said once
+	dials   map[uint64]*dialVote    // outbound connections asked for
+	remotes map[net.Conn]*datagrams // outbound connections open (a UDP flow's: with its datagrams)
+	refused map[string]bool         // addresses the policy refused, said once
 	dialed  int64
 }
 
@@ -65,7 +65,7 @@ func New(ln net.Listener, replicas int) *Gateway {
 		quit: make(chan struct{}), stopping: make(chan struct{}), failed: make(chan struct{}),
 		v:     votes{need: replicas/2 + 1, odd: make([]string, replicas), gone: make([]bool, replicas)},
 		conns: map[uint64]*conn{}, open: map[net.Conn]bool{},
-		dials: map[uint64]*dialVote{}, remotes: map[net.Conn]bool{}, refused: map[string]bool{},
+		dials: map[uint64]*dialVote{}, remotes: map[net.Conn]*datagrams{}, refused: map[string]bool{},
 	}
 }
 

@@ -71,6 +71,9 @@ func (s *served) local() error {
 // data entries for conn are written to it, and what the program sends on
 // it goes to the guard.
 func (s *served) Join(conn uint64, sock int, to netip.AddrPort) error {
+	if typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE); err == nil && typ == unix.SOCK_DGRAM {
+		return s.joinFlow(conn, sock, to)
+	}
 	l, err := s.listener(to)
 	if err != nil {
 		return fmt.Errorf("egress to %s: %w", to, err)
@@ -173,14 +176,71 @@ const (
 	egressPortCount = 16384
 )
 
+// joinFlow connects sock, the program's UDP socket, to to, and takes as
+// flow conn a UDP socket of the agent's bound at to and connected to the
+// program's: the log's data entries for conn are the datagrams it sends
+// the program, and the datagrams the program sends reach it (and go to
+// the guard).
+func (s *served) joinFlow(conn uint64, sock int, to netip.AddrPort) error {
+	if err := s.Local(); err != nil {
+		return err
+	}
+	bindPort(sock, conn)
+	unix.SetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf)
+	if err := unix.Connect(sock, sockaddr(sock, to)); err != nil {
+		return fmt.Errorf("egress to udp %s: connect the program's socket: %w", to, err)
+	}
+	local, err := unix.Getsockname(sock)
+	if err != nil {
+		return fmt.Errorf("egress to udp %s: %w", to, err)
+	}
+	program := sockaddrPort(local)
+	fd, err := s.a.inNetns(func() (int, error) {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		// Several flows may come from one address (a resolver's queries,
+		// each from a socket of its own): each of the agent's sockets
+		// there is connected to one of the program's.
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())})
+		if err == nil {
+			err = unix.Connect(fd, &unix.SockaddrInet4{Addr: program.Addr().As4(), Port: int(program.Port())})
+		}
+		if err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		return fd, nil
+	})
+	if err != nil {
+		return fmt.Errorf("egress to udp %s: %w", to, err)
+	}
+	f := os.NewFile(uintptr(fd), "egress")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return fmt.Errorf("egress to udp %s: %w", to, err)
+	}
+	s.take(conn, c)
+	return nil
+}
+
+// sockaddr is to as an address for socket sock (IPv4-mapped on an IPv6
+// socket).
+func sockaddr(sock int, to netip.AddrPort) unix.Sockaddr {
+	if d, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && d == unix.AF_INET6 {
+		return &unix.SockaddrInet6{Addr: netip.AddrFrom16(to.Addr().As16()).As16(), Port: int(to.Port())}
+	}
+	return &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
+}
+
 // connectWait connects sock to to and waits until it is connected (a
 // program's non-blocking socket answers EINPROGRESS first).
 func connectWait(sock int, to netip.AddrPort) error {
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
-	if d, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && d == unix.AF_INET6 {
-		sa = &unix.SockaddrInet6{Addr: netip.AddrFrom16(to.Addr().As16()).As16(), Port: int(to.Port())}
-	}
-	err := unix.Connect(sock, sa)
+	err := unix.Connect(sock, sockaddr(sock, to))
 	if err != unix.EINPROGRESS && err != unix.EAGAIN {
 		return err
 	}

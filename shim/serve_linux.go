@@ -39,7 +39,8 @@ type served struct {
 }
 
 type servedConn struct {
-	c            *net.TCPConn
+	c            net.Conn // a *net.TCPConn, or a *net.UDPConn for a UDP flow out of the run
+	udp          bool
 	fd           int  // c's, for the queue sizes
 	clientClosed bool // its close entry came
 	serviceDone  bool // the service closed it (or it failed)
@@ -67,7 +68,7 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 		if sc == nil {
 			return
 		}
-		if _, err := sc.c.Write(p); err != nil {
+		if _, err := sc.c.Write(p); err != nil && !sc.udp {
 			return // the service closed it: it reads nothing more
 		}
 		s.landed(sc)
@@ -76,11 +77,15 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 		if sc == nil {
 			return
 		}
-		if len(p) >= 4 && syscall.Errno(binary.BigEndian.Uint32(p)) == syscall.ECONNRESET {
-			sc.c.SetLinger(0) // the remote reset it: so does the program's side
+		tc, ok := sc.c.(*net.TCPConn)
+		switch {
+		case !ok: // a UDP flow ended: nothing answers at its address any more
 			sc.c.Close()
-		} else {
-			sc.c.CloseWrite()
+		case len(p) >= 4 && syscall.Errno(binary.BigEndian.Uint32(p)) == syscall.ECONNRESET:
+			tc.SetLinger(0) // the remote reset it: so does the program's side
+			tc.Close()
+		default:
+			tc.CloseWrite()
 		}
 		s.mu.Lock()
 		sc.clientClosed = true
@@ -91,8 +96,9 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 
 // take makes c connection id: the agent's end of it, whose bytes from
 // the program go to the guard.
-func (s *served) take(id uint64, c *net.TCPConn) {
-	sc := &servedConn{c: c, fd: connFD(c)}
+func (s *served) take(id uint64, c net.Conn) {
+	_, udp := c.(*net.UDPConn)
+	sc := &servedConn{c: c, udp: udp, fd: connFD(c.(syscall.Conn))}
 	s.mu.Lock()
 	s.conns[id] = sc
 	s.mu.Unlock()
@@ -118,7 +124,14 @@ func (s *served) read(id uint64, sc *servedConn) {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := sc.c.Read(buf)
-		if n > 0 {
+		switch {
+		case sc.udp && err == nil: // one datagram, framed by its length (serve.datagrams)
+			p := binary.BigEndian.AppendUint16(connID(id), uint16(n))
+			s.send(feed.Frame{Kind: feed.Response, Payload: append(p, buf[:n]...)})
+			continue
+		case sc.udp && errors.Is(err, syscall.ECONNREFUSED):
+			continue // a datagram delivered after the program closed its socket
+		case n > 0:
 			s.send(feed.Frame{Kind: feed.Response, Payload: append(connID(id), buf[:n]...)})
 		}
 		if err != nil {
@@ -152,8 +165,12 @@ func (s *served) Busy() bool {
 // queue. A service that does not read (its window is full) leaves them
 // queued; the wait ends after landWait.
 func (s *served) landed(sc *servedConn) {
+	unsent := uint(unix.SIOCOUTQNSD)
+	if sc.udp {
+		unsent = unix.SIOCOUTQ // a UDP socket's: what is still its own
+	}
 	for i := time.Duration(0); i < landWait/landPoll; i++ {
-		if n, err := unix.IoctlGetInt(sc.fd, unix.SIOCOUTQNSD); err != nil || n == 0 {
+		if n, err := unix.IoctlGetInt(sc.fd, unsent); err != nil || n == 0 {
 			return
 		}
 		time.Sleep(landPoll)
@@ -267,7 +284,7 @@ func enterNetns(pid int, fn func() (int, error)) (int, error) {
 	return fd, err
 }
 
-func connFD(c *net.TCPConn) int {
+func connFD(c syscall.Conn) int {
 	fd := -1
 	if rc, err := c.SyscallConn(); err == nil {
 		rc.Control(func(f uintptr) { fd = int(f) })

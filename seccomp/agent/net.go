@@ -31,8 +31,10 @@ func (a *Agent) registerNet() {
 
 // connect: in a run whose time is its log's, a TCP connection out of the
 // run goes through the guard (egress, docs/egress.md): the log says
-// whether it connected, and carries what the remote sends. Otherwise it
-// runs natively, noted as outside.
+// whether it connected, and carries what the remote sends. So does a UDP
+// socket connected out of the run (a resolver's query to its nameserver):
+// the log carries the datagrams the remote sends. Otherwise it runs
+// natively, noted as outside.
 func (a *Agent) connect(r *Req) (int64, error) {
 	ap, ok := peer(r, r.Arg(1), r.Arg(2))
 	tl := a.egress(ap, ok)
@@ -44,15 +46,20 @@ func (a *Agent) connect(r *Req) (int64, error) {
 		return 0, errContinue // not a descriptor: the kernel says so
 	}
 	defer unix.Close(sock)
+	to := ap.String()
 	typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil || typ != unix.SOCK_STREAM {
-		return a.outside(r, "connect", ap, ok) // UDP: not through the guard yet
-	}
-	if _, err := unix.Getpeername(sock); err == nil {
-		return 0, syscall.EISCONN
+	switch {
+	case err == nil && typ == unix.SOCK_DGRAM:
+		to = "udp " + to // a flow: datagrams to and from ap
+	case err != nil || typ != unix.SOCK_STREAM:
+		return a.outside(r, "connect", ap, ok)
+	default:
+		if _, err := unix.Getpeername(sock); err == nil {
+			return 0, syscall.EISCONN
+		}
 	}
 	join := func(out virt.Outbound, conn uint64) error { return out.Join(conn, sock, ap) }
-	errno, err := tl.Dial(int32(r.Pid), ap.String(), join, r.Valid)
+	errno, err := tl.Dial(int32(r.Pid), to, join, r.Valid)
 	switch {
 	case errors.Is(err, virt.ErrNoEgress):
 		return a.outside(r, "connect", ap, ok)

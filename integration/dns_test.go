@@ -1,0 +1,109 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startDNS runs dnsmasq, a real DNS server, in startWeb's network
+// namespace at webAddr:53: it answers monitored.test with webAddr and
+// refuses other names (it has no upstream). queries gives its log of the
+// queries it was sent.
+func startDNS(t *testing.T) (queries func() string) {
+	var mu sync.Mutex
+	var log bytes.Buffer
+	srv := exec.Command("ip", "netns", "exec", webNetns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address="+webAddr, "--port=53", "--user=root",
+		"--pid-file=", "--address=/monitored.test/"+webAddr, "--log-queries", "--log-facility=-")
+	w := &lockedWriter{mu: &mu, w: &log}
+	srv.Stdout, srv.Stderr = w, w
+	if err := srv.Start(); err != nil {
+		t.Fatalf("dnsmasq (apt-get install dnsmasq-base): %v", err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	queries = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return log.String()
+	}
+	for i := 0; !strings.Contains(queries(), "started"); i++ {
+		if i == 50 {
+			t.Fatalf("dnsmasq did not start: %s", queries())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return queries
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestEgressDNS: website monitoring by name. Three replicas resolve the
+// site's name with glibc's resolver (Python's getaddrinfo, the image's
+// /etc/resolv.conf naming a real DNS server out of the run) before each
+// fetch and probe: the queries go through the guard once (the server's
+// log shows one replica's worth), every replica prints the same lines, a
+// name the server refuses fails alike everywhere, and a replay with the
+// server and the site gone prints them again from the log.
+func TestEgressDNS(t *testing.T) {
+	dir := t.TempDir()
+	page := bytes.Repeat([]byte("lockstep egress\n"), 20000)
+	if err := os.WriteFile(filepath.Join(dir, "page"), page, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	access, stop := startWeb(t, dir)
+	queries := startDNS(t)
+	sum := sha256.Sum256(page)
+	log := filepath.Join(t.TempDir(), "dns.log")
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	common := []string{"--address", sock, "--namespace", namespace}
+	cmd := []string{dnsImage, "--", "/usr/bin/python3", "/srv/monitor.py", "3", "2",
+		"http://monitored.test:8000/page", "tcp:monitored.test:8000", "tcp:nosuch.test:80"}
+	args := append(append([]string{"run", "--json", "--allow-net", webAddr + ":*", "--record", log}, common...), cmd...)
+	out, errs, code := runCLI(t, "", nil, args...)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	t.Logf("dnsmasq:\n%s", queries())
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
+		t.Fatalf("run: exit %d: %s", code, errs)
+	}
+	if got := strings.Count(out, "http://monitored.test:8000/page 200 320000 bytes sha256 "+hex.EncodeToString(sum[:])); got != 3 {
+		t.Errorf("%d of 3 fetches by name printed the page's size and sha256", got)
+	}
+	if got := strings.Count(out, "tcp monitored.test:8000 up"); got != 3 {
+		t.Errorf("%d of 3 probes by name said the port was up", got)
+	}
+	if got := strings.Count(out, "tcp nosuch.test:80 down: gaierror"); got != 3 {
+		t.Errorf("%d of 3 probes of a name the server refuses failed to resolve", got)
+	}
+	// Two lookups of monitored.test a round (the fetch, the probe), one
+	// A query each: 6, whatever the replica count.
+	if got := strings.Count(queries(), "query[A] monitored.test from"); got != 6 {
+		t.Errorf("the DNS server was asked %d times for monitored.test's address, want 6 (one replica's lookups)", got)
+	}
+	if got := strings.Count(access(false), "GET /page"); got != 3 {
+		t.Errorf("the web server saw %d fetches, want 3", got)
+	}
+	stop()
+	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
+	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
+		t.Errorf("replay without the DNS server and the site: exit %d, same output %v:\n%s%s", code, again == out, again, errs)
+	}
+}
