@@ -88,7 +88,13 @@ func runCmd(t *testing.T, cmd *exec.Cmd) result {
 	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go watchHang(t, cmd.Process.Pid, done)
+	err := cmd.Wait()
+	close(done)
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
