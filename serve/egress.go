@@ -206,7 +206,11 @@ const EchoTimeout = time.Second
 func (g *Gateway) ping(id uint64, to, host string) {
 	addr, err := netip.ParseAddr(host)
 	if err != nil || !g.Allow.Allows(netip.AddrPortFrom(addr, 0).String()) {
-		g.refuse("pinged "+host, host+":*", "no reply comes")
+		allow := host + ":*"
+		if addr.Is6() {
+			allow = "[" + host + "]:*"
+		}
+		g.refuse("pinged "+host, allow, "no reply comes")
 		g.emit(egressOpen(id, syscall.ETIMEDOUT, to))
 		return
 	}

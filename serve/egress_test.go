@@ -148,13 +148,14 @@ func TestEgressPolicy(t *testing.T) {
 }
 
 func TestParsePolicy(t *testing.T) {
-	p, err := ParsePolicy("10.1.2.3:443, 192.168.0.0/16:*, localhost:8080, *:53")
+	p, err := ParsePolicy("10.1.2.3:443, 192.168.0.0/16:*, localhost:8080, *:53, [fd00:7::/64]:*")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for to, want := range map[string]bool{
 		"10.1.2.3:443": true, "10.1.2.3:80": false, "192.168.7.9:1": true, "127.0.0.1:8080": true,
 		"127.0.0.1:8081": false, "8.8.8.8:53": true, "8.8.8.8:54": false, "bad": false,
+		"[fd00:7::2]:8006": true, "[fd00:8::2]:8006": false,
 	} {
 		if p.Allows(to) != want {
 			t.Errorf("%s: allowed %v", to, !want)

@@ -13,10 +13,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// echo sends one ICMP echo request to addr from a raw socket (the guard
-// runs as root) and reports whether a reply came within timeout.
+// echo sends one ICMP (or, to an IPv6 address, ICMPv6) echo request to
+// addr from a raw socket (the guard runs as root) and reports whether a
+// reply came within timeout.
 func echo(addr netip.Addr, timeout time.Duration) (bool, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	family, proto, request, reply := unix.AF_INET, unix.IPPROTO_ICMP, byte(8), byte(0)
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: addr.As4()}
+	if addr.Is6() {
+		family, proto, request, reply = unix.AF_INET6, unix.IPPROTO_ICMPV6, 128, 129
+		to = &unix.SockaddrInet6{Addr: addr.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		return false, os.NewSyscallError("socket", err)
 	}
@@ -24,11 +31,13 @@ func echo(addr netip.Addr, timeout time.Duration) (bool, error) {
 	var id [2]byte
 	rand.Read(id[:])
 	req := make([]byte, 64)
-	req[0] = 8 // echo request
+	req[0] = request
 	copy(req[4:6], id[:])
 	binary.BigEndian.PutUint16(req[6:], 1)
-	binary.BigEndian.PutUint16(req[2:], checksum(req))
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrInet4{Addr: addr.As4()}); err != nil {
+	if !addr.Is6() { // the kernel sums an ICMPv6 socket's
+		binary.BigEndian.PutUint16(req[2:], checksum(req))
+	}
+	if err := unix.Sendto(fd, req, 0, to); err != nil {
 		return false, os.NewSyscallError("sendto", err)
 	}
 	deadline := time.Now().Add(timeout)
@@ -47,16 +56,18 @@ func echo(addr netip.Addr, timeout time.Duration) (bool, error) {
 		if err != nil {
 			return false, os.NewSyscallError("recvfrom", err)
 		}
-		sa, ok := from.(*unix.SockaddrInet4)
-		if !ok || n < 20 || netip.AddrFrom4(sa.Addr) != addr {
-			continue
+		var icmp []byte
+		switch sa := from.(type) {
+		case *unix.SockaddrInet4: // the IP header comes first
+			if ihl := int(buf[0]&0x0f) * 4; n >= 20 && n >= ihl+8 && netip.AddrFrom4(sa.Addr) == addr {
+				icmp = buf[ihl:n]
+			}
+		case *unix.SockaddrInet6: // no header
+			if n >= 8 && netip.AddrFrom16(sa.Addr) == addr {
+				icmp = buf[:n]
+			}
 		}
-		ihl := int(buf[0]&0x0f) * 4
-		if n < ihl+8 {
-			continue
-		}
-		icmp := buf[ihl:n]
-		if icmp[0] == 0 && icmp[4] == id[0] && icmp[5] == id[1] {
+		if len(icmp) >= 8 && icmp[0] == reply && icmp[4] == id[0] && icmp[5] == id[1] {
 			return true, nil
 		}
 	}

@@ -59,9 +59,12 @@ func (s *served) local() error {
 	if s.out.routed {
 		return nil
 	}
-	if _, err := s.a.inNetns(func() (int, error) { return -1, addLocalRoute() }); err != nil {
+	if _, err := s.a.inNetns(func() (int, error) { return -1, addLocalRoute(unix.AF_INET) }); err != nil {
 		return fmt.Errorf("make every address local in the container's network namespace: %w", err)
 	}
+	// IPv6 too, where the namespace has it (an IPv6 destination is
+	// unreachable otherwise, on every replica alike).
+	s.a.inNetns(func() (int, error) { return -1, addLocalRoute(unix.AF_INET6) })
 	s.out.routed = true
 	return nil
 }
@@ -124,13 +127,8 @@ func (s *served) listener(to netip.AddrPort) (*egressListener, error) {
 		return nil, err
 	}
 	fd, err := s.a.inNetns(func() (int, error) {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		fd, err := boundSocket(unix.SOCK_STREAM, to)
 		if err != nil {
-			return -1, err
-		}
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}); err != nil {
-			unix.Close(fd)
 			return -1, err
 		}
 		return fd, unix.Listen(fd, 64)
@@ -196,20 +194,14 @@ func (s *served) joinFlow(conn uint64, sock int, to netip.AddrPort) error {
 	}
 	program := sockaddrPort(local)
 	fd, err := s.a.inNetns(func() (int, error) {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		// Several flows may come from one address (a resolver's queries,
+		// each from a socket of its own; SO_REUSEPORT): each of the
+		// agent's sockets there is connected to one of the program's.
+		fd, err := boundSocket(unix.SOCK_DGRAM, to)
 		if err != nil {
 			return -1, err
 		}
-		// Several flows may come from one address (a resolver's queries,
-		// each from a socket of its own): each of the agent's sockets
-		// there is connected to one of the program's.
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())})
-		if err == nil {
-			err = unix.Connect(fd, &unix.SockaddrInet4{Addr: program.Addr().As4(), Port: int(program.Port())})
-		}
-		if err != nil {
+		if err := unix.Connect(fd, sockaddr(fd, program)); err != nil {
 			unix.Close(fd)
 			return -1, err
 		}
@@ -228,11 +220,36 @@ func (s *served) joinFlow(conn uint64, sock int, to netip.AddrPort) error {
 	return nil
 }
 
+// boundSocket is a socket of type typ bound at to, in the calling
+// thread's network namespace, with SO_REUSEADDR and SO_REUSEPORT set;
+// an IPv6 one with IP_FREEBIND too (a local route does not make an IPv6
+// address one a socket may bind to).
+func boundSocket(typ int, to netip.AddrPort) (int, error) {
+	family := unix.AF_INET
+	if to.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	if family == unix.AF_INET6 {
+		unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_FREEBIND, 1)
+	}
+	if err := unix.Bind(fd, sockaddr(fd, to)); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
 // sockaddr is to as an address for socket sock (IPv4-mapped on an IPv6
 // socket).
 func sockaddr(sock int, to netip.AddrPort) unix.Sockaddr {
 	if d, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil && d == unix.AF_INET6 {
-		return &unix.SockaddrInet6{Addr: netip.AddrFrom16(to.Addr().As16()).As16(), Port: int(to.Port())}
+		return &unix.SockaddrInet6{Addr: to.Addr().As16(), Port: int(to.Port())}
 	}
 	return &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
 }
@@ -275,18 +292,19 @@ func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// addLocalRoute adds "local 0.0.0.0/0 dev lo" to the local routing table
-// of the calling thread's network namespace (as `ip route add local
-// 0.0.0.0/0 dev lo table local` does): every IPv4 address is the
+// addLocalRoute adds "local 0.0.0.0/0 dev lo" (family AF_INET) or
+// "local ::/0 dev lo" (AF_INET6) to the local routing table of the
+// calling thread's network namespace (as `ip route add local 0.0.0.0/0
+// dev lo table local` does): every address of the family is the
 // namespace's own.
-func addLocalRoute() error {
+func addLocalRoute(family uint8) error {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	const loIndex = 1 // the loopback's index in every network namespace
-	rt := unix.RtMsg{Family: unix.AF_INET, Table: unix.RT_TABLE_LOCAL, Protocol: unix.RTPROT_BOOT, Scope: unix.RT_SCOPE_HOST, Type: unix.RTN_LOCAL}
+	rt := unix.RtMsg{Family: family, Table: unix.RT_TABLE_LOCAL, Protocol: unix.RTPROT_BOOT, Scope: unix.RT_SCOPE_HOST, Type: unix.RTN_LOCAL}
 	attr := binary.NativeEndian.AppendUint16(nil, 8)
 	attr = binary.NativeEndian.AppendUint16(attr, unix.RTA_OIF)
 	attr = binary.NativeEndian.AppendUint32(attr, loIndex)

@@ -96,11 +96,17 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 	}
 	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	unix.Close(sock)
-	if err != nil || proto != unix.IPPROTO_ICMP {
+	request := byte(8) // ICMP's echo request
+	if proto == unix.IPPROTO_ICMPV6 {
+		request = 128 // ICMPv6's
+	} else if proto != unix.IPPROTO_ICMP {
+		err = unix.EPROTONOSUPPORT
+	}
+	if err != nil {
 		return a.outside(r, "sendto", ap, ok)
 	}
 	p, err := r.Read(r.Arg(1), int(r.Arg(2)))
-	if err != nil || p[0] != 8 { // not an echo request: a raw socket's other ICMP
+	if err != nil || p[0] != request { // a raw socket's other ICMP
 		return a.outside(r, "sendto", ap, ok)
 	}
 	// The guard votes on the request: its address, sequence number and
@@ -122,10 +128,14 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 
 // egress is the run's timeline if a call to ap may go out of the run
 // through the guard: the run's time is its log's, and ap is an IPv4
-// address other than loopback (ap comes back unmapped).
+// address other than loopback, or an IPv6 address other than loopback,
+// link-local (it needs the host's interface) or multicast (ap comes back
+// unmapped).
 func (a *Agent) egress(ap netip.AddrPort, ok bool) *virt.Timeline {
 	tl := a.world.Timeline()
-	if tl == nil || !ok || !ap.Addr().Is4() || ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() {
+	addr := ap.Addr()
+	if tl == nil || !ok || addr.IsLoopback() || addr.IsUnspecified() ||
+		addr.Is6() && (addr.IsLinkLocalUnicast() || addr.IsMulticast()) {
 		return nil
 	}
 	return tl
