@@ -32,6 +32,8 @@ import (
 type outbound struct {
 	routed    bool
 	listeners map[netip.AddrPort]*egressListener
+	flows     map[[2]netip.AddrPort]uint64 // UDP flows open: the program's address and the remote's -> the flow
+	sources   map[netip.Addr]netip.Addr    // the address datagrams to a remote come from (served.sender)
 }
 
 // egressListener is the agent's listener at one address; one connection
@@ -75,7 +77,7 @@ func (s *served) local() error {
 // it goes to the guard.
 func (s *served) Join(conn uint64, sock int, to netip.AddrPort) error {
 	if typ, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE); err == nil && typ == unix.SOCK_DGRAM {
-		return s.joinFlow(conn, sock, to)
+		return s.joinFlow(conn, sock, to, true)
 	}
 	l, err := s.listener(to)
 	if err != nil {
@@ -174,25 +176,45 @@ const (
 	egressPortCount = 16384
 )
 
-// joinFlow connects sock, the program's UDP socket, to to, and takes as
-// flow conn a UDP socket of the agent's bound at to and connected to the
-// program's: the log's data entries for conn are the datagrams it sends
-// the program, and the datagrams the program sends reach it (and go to
-// the guard).
-func (s *served) joinFlow(conn uint64, sock int, to netip.AddrPort) error {
+// Flow makes conn a UDP flow from sock, the program's socket, to to
+// without connecting sock: the program sends to to with sendto.
+func (s *served) Flow(conn uint64, sock int, to netip.AddrPort) error {
+	return s.joinFlow(conn, sock, to, false)
+}
+
+// Flowing reports whether the program's UDP socket sock has a flow to to
+// open.
+func (s *served) Flowing(sock int, to netip.AddrPort) bool {
+	from, err := s.sender(sock, to)
+	if err != nil || from.Port() == 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.out.flows[[2]netip.AddrPort{from, to}]
+	return ok
+}
+
+// joinFlow takes as flow conn a UDP socket of the agent's bound at to and
+// connected to sock, the program's UDP socket (connected to to first, if
+// connect: the program's connect): the log's data entries for conn are
+// the datagrams it sends the program, and the datagrams the program sends
+// to to reach it (and go to the guard).
+func (s *served) joinFlow(conn uint64, sock int, to netip.AddrPort, connect bool) error {
 	if err := s.Local(); err != nil {
 		return err
 	}
 	bindPort(sock, conn)
 	unix.SetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf)
-	if err := unix.Connect(sock, sockaddr(sock, to)); err != nil {
-		return fmt.Errorf("egress to udp %s: connect the program's socket: %w", to, err)
+	if connect {
+		if err := unix.Connect(sock, sockaddr(sock, to)); err != nil {
+			return fmt.Errorf("egress to udp %s: connect the program's socket: %w", to, err)
+		}
 	}
-	local, err := unix.Getsockname(sock)
+	program, err := s.sender(sock, to)
 	if err != nil {
 		return fmt.Errorf("egress to udp %s: %w", to, err)
 	}
-	program := sockaddrPort(local)
 	fd, err := s.a.inNetns(func() (int, error) {
 		// Several flows may come from one address (a resolver's queries,
 		// each from a socket of its own; SO_REUSEPORT): each of the
@@ -217,7 +239,67 @@ func (s *served) joinFlow(conn uint64, sock int, to netip.AddrPort) error {
 		return fmt.Errorf("egress to udp %s: %w", to, err)
 	}
 	s.take(conn, c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out.flows == nil {
+		s.out.flows = map[[2]netip.AddrPort]uint64{}
+	}
+	s.conns[conn].flow = [2]netip.AddrPort{program, to}
+	s.out.flows[s.conns[conn].flow] = conn
 	return nil
+}
+
+// flowClosed forgets flow conn; s.mu is held.
+func (s *served) flowClosed(conn uint64, sc *servedConn) {
+	if s.out.flows[sc.flow] == conn {
+		delete(s.out.flows, sc.flow)
+	}
+}
+
+// sender is the address datagrams from the program's socket sock to to
+// come from: its own, or, bound to no address, the one the kernel picks
+// for to (a socket connected to to in the container's namespace says).
+func (s *served) sender(sock int, to netip.AddrPort) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(sock)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	from := sockaddrPort(sa)
+	if !from.Addr().IsUnspecified() {
+		return from, nil
+	}
+	s.mu.Lock()
+	src, ok := s.out.sources[to.Addr()]
+	s.mu.Unlock()
+	if ok {
+		return netip.AddrPortFrom(src, from.Port()), nil
+	}
+	_, err = s.a.inNetns(func() (int, error) {
+		fd, err := boundSocket(unix.SOCK_DGRAM, netip.AddrPortFrom(netip.IPv6Unspecified(), 0))
+		if to.Addr().Is4() {
+			fd, err = boundSocket(unix.SOCK_DGRAM, netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+		}
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, sockaddr(fd, to)); err != nil {
+			return -1, err
+		}
+		sa, err := unix.Getsockname(fd)
+		src = sockaddrPort(sa).Addr()
+		return -1, err
+	})
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	s.mu.Lock()
+	if s.out.sources == nil {
+		s.out.sources = map[netip.Addr]netip.Addr{}
+	}
+	s.out.sources[to.Addr()] = src
+	s.mu.Unlock()
+	return netip.AddrPortFrom(src, from.Port()), nil
 }
 
 // boundSocket is a socket of type typ bound at to, in the calling

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -41,9 +42,10 @@ type served struct {
 type servedConn struct {
 	c            net.Conn // a *net.TCPConn, or a *net.UDPConn for a UDP flow out of the run
 	udp          bool
-	fd           int  // c's, for the queue sizes
-	clientClosed bool // its close entry came
-	serviceDone  bool // the service closed it (or it failed)
+	flow         [2]netip.AddrPort // a UDP flow's addresses: the program's and the remote's
+	fd           int               // c's, for the queue sizes
+	clientClosed bool              // its close entry came
+	serviceDone  bool              // the service closed it (or it failed)
 }
 
 func (a *containerAgent) newServed(port int, send func(feed.Frame)) *served {
@@ -89,6 +91,9 @@ func (s *served) Deliver(op virt.NetOp, id uint64, p []byte) {
 		}
 		s.mu.Lock()
 		sc.clientClosed = true
+		if sc.udp {
+			s.flowClosed(id, sc)
+		}
 		s.forget(id, sc)
 		s.mu.Unlock()
 	}

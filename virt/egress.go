@@ -18,11 +18,25 @@ import (
 // runtime's end of conn, whose bytes the log's data entries for conn are.
 // Local makes every IPv4 address local in the run's network namespace
 // (its kernel answers an echo the guard's was answered for).
+//
+// A UDP socket that sends out of the run without being connected (sendto
+// with an address) has a flow per destination: Flowing reports whether
+// sock already has one to to, and Flow makes conn that flow without
+// connecting sock, so that what it sends to to reaches the runtime.
 type Outbound interface {
 	Network
 	Ask(conn uint64, to string)
 	Join(conn uint64, sock int, to netip.AddrPort) error
+	Flow(conn uint64, sock int, to netip.AddrPort) error
+	Flowing(sock int, to netip.AddrPort) bool
 	Local() error
+}
+
+// Flowing reports whether UDP socket sock (the agent's copy of the
+// program's) has a flow out of the run to to already (Outbound.Flowing).
+func (tl *Timeline) Flowing(sock int, to netip.AddrPort) bool {
+	out, ok := tl.net.(Outbound)
+	return ok && out.Flowing(sock, to)
 }
 
 // ErrNoEgress says the run has no guard to connect out through (its time

@@ -87,7 +87,7 @@ func errnoOrNil(errno syscall.Errno) error {
 func (a *Agent) sendto(r *Req) (int64, error) {
 	ap, ok := peer(r, r.Arg(4), r.Arg(5))
 	tl := a.egress(ap, ok)
-	if tl == nil || r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
+	if tl == nil {
 		return a.outside(r, "sendto", ap, ok)
 	}
 	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
@@ -95,7 +95,14 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 		return 0, errContinue
 	}
 	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if err == nil && proto == unix.IPPROTO_UDP {
+		defer unix.Close(sock)
+		return a.sendUDP(r, tl, sock, ap)
+	}
 	unix.Close(sock)
+	if r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
+		return a.outside(r, "sendto", ap, ok)
+	}
 	request := byte(8) // ICMP's echo request
 	if proto == unix.IPPROTO_ICMPV6 {
 		request = 128 // ICMPv6's
@@ -122,6 +129,29 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 		return 0, err
 	case errno != 0:
 		return int64(len(p)), nil // lost on the way: no reply comes
+	}
+	return 0, errContinue
+}
+
+// sendUDP: a datagram sent with an address out of the run, from a UDP
+// socket that is not connected there (a program that talks to several
+// peers from one socket), goes through the guard on a flow per socket
+// and destination, as a connected socket's do (connect): the first asks
+// for the flow and waits for the log's answer; the datagram itself, and
+// those after it, run natively and reach the agent's socket at ap.
+func (a *Agent) sendUDP(r *Req, tl *virt.Timeline, sock int, ap netip.AddrPort) (int64, error) {
+	if tl.Flowing(sock, ap) {
+		return 0, errContinue
+	}
+	join := func(out virt.Outbound, conn uint64) error { return out.Flow(conn, sock, ap) }
+	errno, err := tl.Dial(int32(r.Pid), "udp "+ap.String(), join, r.Valid)
+	switch {
+	case errors.Is(err, virt.ErrNoEgress):
+		return a.outside(r, "sendto", ap, true)
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, errno
 	}
 	return 0, errContinue
 }

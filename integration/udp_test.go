@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,5 +106,68 @@ func TestEgressDNS(t *testing.T) {
 	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
 	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
 		t.Errorf("replay without the DNS server and the site: exit %d, same output %v:\n%s%s", code, again == out, again, errs)
+	}
+}
+
+// udpEcho is a UDP echo server in python3: it answers each datagram with
+// "echo " and the datagram, and prints what it got.
+const udpEcho = `import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(65536)
+    print("got", data.decode(), flush=True)
+    s.sendto(b"echo " + data, peer)`
+
+// TestEgressUDPSendto: a program that sends datagrams with sendto from a
+// socket it never connects (as an NTP or statsd client does) reaches a
+// real UDP server through the guard: the server gets each datagram once,
+// whatever the replica count, every replica prints the same replies,
+// source address, local port and round trips, and a datagram to a port
+// where nothing listens goes unanswered alike (the program's own timeout
+// ends the wait, at the log's time).
+func TestEgressUDPSendto(t *testing.T) {
+	startWeb(t, t.TempDir())
+	var mu sync.Mutex
+	var got bytes.Buffer
+	srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-c", udpEcho, webAddr, "8053")
+	srv.Stdout = &lockedWriter{mu: &mu, w: &got}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	client := `import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3):
+    t0 = time.monotonic()
+    s.sendto(b"ping %d" % i, (sys.argv[1], 8053))
+    data, peer = s.recvfrom(100)
+    print(data.decode(), "from", peer, "to port", s.getsockname()[1], "in %.3f ms" % ((time.monotonic() - t0) * 1e3), flush=True)
+s.settimeout(2)
+s.sendto(b"lost", (sys.argv[1], 8054))
+try:
+    print(s.recvfrom(100))
+except socket.timeout:
+    print("no answer from port 8054")`
+	time.Sleep(300 * time.Millisecond) // the server binds
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	out, errs, code := runCLI(t, "", nil, "run", "--json", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":*",
+		pythonImage, "--", "/usr/bin/python3", "-c", client, webAddr)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
+		t.Fatalf("run: exit %d", code)
+	}
+	for i := range 3 {
+		if want := fmt.Sprintf("echo ping %d from ('%s', 8053) to port 49152", i, webAddr); !strings.Contains(out, want) {
+			t.Errorf("the output does not say %q", want)
+		}
+	}
+	if !strings.Contains(out, "no answer from port 8054") {
+		t.Error("the datagram to a closed port was answered")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(got.String(), "got ping"); n != 3 {
+		t.Errorf("the server got %d datagrams, want 3 (each once, whatever the replica count):\n%s", n, got.String())
 	}
 }
