@@ -17,11 +17,11 @@ import (
 // addr from a raw socket (the guard runs as root) and reports whether a
 // reply came within timeout.
 func echo(addr netip.Addr, timeout time.Duration) (bool, error) {
-	family, proto, request, reply := unix.AF_INET, unix.IPPROTO_ICMP, byte(8), byte(0)
-	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: addr.As4()}
-	if addr.Is6() {
-		family, proto, request, reply = unix.AF_INET6, unix.IPPROTO_ICMPV6, 128, 129
-		to = &unix.SockaddrInet6{Addr: addr.As16()}
+	family, proto, request, reply := unix.AF_INET6, unix.IPPROTO_ICMPV6, byte(128), byte(129)
+	var to unix.Sockaddr = &unix.SockaddrInet6{Addr: addr.As16()}
+	if addr.Is4() {
+		family, proto, request, reply = unix.AF_INET, unix.IPPROTO_ICMP, 8, 0
+		to = &unix.SockaddrInet4{Addr: addr.As4()}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
