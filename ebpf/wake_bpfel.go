@@ -14,9 +14,11 @@ import (
 )
 
 type wakeTarget struct {
-	_   structs.HostLayout
-	Dev uint64
-	Ino uint64
+	_        structs.HostLayout
+	Dev      uint64
+	Ino      uint64
+	Untraced uint32
+	Pad      uint32
 }
 
 type wakeTask struct {

@@ -52,13 +52,16 @@ func WatchWakes(blocking []int) (*Wakes, error) {
 	return w, nil
 }
 
-// Enable watches the PID namespace of process pid.
-func (w *Wakes) Enable(pid int) error {
+// Enable watches the PID namespace of process pid, but not process
+// untraced (a host process ID, 0 for none) in it: a process the tracer
+// does not trace could not be held, and the watch's SIGSTOP would stop it
+// for good (lockstep exec's init).
+func (w *Wakes) Enable(pid, untraced int) error {
 	var st unix.Stat_t
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
 		return fmt.Errorf("ebpf: PID namespace of %d: %w", pid, err)
 	}
-	return w.objs.Target.Update(uint32(0), wakeTarget{Dev: uint64(st.Dev), Ino: st.Ino}, ebpf.UpdateAny)
+	return w.objs.Target.Update(uint32(0), wakeTarget{Dev: uint64(st.Dev), Ino: st.Ino, Untraced: uint32(untraced)}, ebpf.UpdateAny)
 }
 
 // Woke reports whether thread tid (a host ID) was sent a SIGSTOP for a

@@ -170,7 +170,7 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO, wakes c
 		w := <-wakes
 		wakes <- w // for Run to close
 		if w != nil {
-			if err := w.Enable(initPid); err != nil {
+			if err := w.Enable(initPid, initPid); err != nil {
 				fmt.Fprintf(os.Stderr, "lockstep: %v: processes that wake each other run in the host's order\n", err)
 			} else {
 				tr.Wakes = w

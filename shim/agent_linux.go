@@ -369,7 +369,7 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	if n == 0 {
 		tr.OnFirstExec = func() {
 			if wakes != nil {
-				if err := wakes.Enable(pid); err != nil {
+				if err := wakes.Enable(pid, 0); err != nil {
 					a.die(err)
 				}
 			}

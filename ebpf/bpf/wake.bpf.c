@@ -15,10 +15,14 @@
 char LICENSE[] SEC("license") = "GPL";
 
 // The PID namespace watched (the device and inode of its /proc/PID/ns/pid),
-// set by user space when the command starts; until then nothing is.
+// set by user space when the command starts; until then nothing is. A
+// process of it that the tracer does not trace (untraced: its host ID;
+// lockstep exec's init) is not watched: a SIGSTOP would stop it for good.
 struct target {
 	__u64 dev;
 	__u64 ino;
+	__u32 untraced;
+	__u32 pad;
 };
 
 struct {
@@ -117,6 +121,10 @@ int wake_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (!in_ns())
 		return 0;
 	struct task n = {.tgid = bpf_get_current_pid_tgid() >> 32, .insys = 1, .nr = ctx->args[1]};
+	__u32 k = 0;
+	struct target *tg = bpf_map_lookup_elem(&target, &k);
+	if (tg && tg->untraced && tg->untraced == n.tgid)
+		return 0;
 	if (bpf_map_update_elem(&tasks, &self, &n, BPF_NOEXIST) != 0)
 		count(1);
 	return 0;
