@@ -128,17 +128,9 @@ func (g *Gateway) dial(id uint64, to string) {
 		g.emit(egressOpen(id, dialErrno(err), to))
 		return
 	}
-	g.mu.Lock()
-	if g.stopped {
-		g.mu.Unlock()
-		c.Close()
+	if !g.keep(id, c, nil) {
 		return
 	}
-	oc := newConn(id, len(g.v.odd), newWriter(c))
-	oc.out.half = true
-	g.conns[id] = oc
-	g.remotes[c] = nil
-	g.mu.Unlock()
 	g.emit(egressOpen(id, 0, to))
 	buf := make([]byte, egressRead)
 	for {
@@ -159,6 +151,28 @@ func (g *Gateway) dial(id uint64, to string) {
 	g.mu.Lock()
 	delete(g.remotes, c)
 	g.mu.Unlock()
+}
+
+// keep takes c, dialed for outbound connection id (with d, a UDP flow's
+// datagrams, or nil), as open: what a majority of the replicas send on it
+// is written to it (through d). It is false, and c closed, if the guard
+// stopped meanwhile.
+func (g *Gateway) keep(id uint64, c net.Conn, d *datagrams) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		c.Close()
+		return false
+	}
+	var w net.Conn = c
+	if d != nil {
+		w = d
+	}
+	oc := newConn(id, len(g.v.odd), newWriter(w))
+	oc.out.half = true // the remote may still answer once the program is done
+	g.conns[id] = oc
+	g.remotes[c] = d
+	return true
 }
 
 // admit reports whether the policy allows outbound connection id to

@@ -37,17 +37,11 @@ func (g *Gateway) flow(id uint64, to, addr string) {
 		g.emit(egressOpen(id, dialErrno(err), to))
 		return
 	}
-	g.mu.Lock()
-	if g.stopped {
-		g.mu.Unlock()
-		c.Close()
-		return
-	}
 	d := &datagrams{Conn: c}
 	d.touch()
-	g.conns[id] = newConn(id, len(g.v.odd), newWriter(d))
-	g.remotes[c] = d
-	g.mu.Unlock()
+	if !g.keep(id, c, d) {
+		return
+	}
 	g.emit(egressOpen(id, 0, to))
 	buf := make([]byte, 1<<16)
 	for {
