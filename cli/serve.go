@@ -19,6 +19,7 @@ import (
 
 const serveUsage = `Usage: lockstep serve [FLAGS] --listen ADDR --port PORT IMAGE [-- CMD ARGS...]
        lockstep serve --hub ID@HOST:PORT NAME
+       lockstep serve --join STREAM --logd ADDR [--provider ID@HOST:PORT]
 
 Serves a network service as --replicas deterministic containers behind one
 address. Every connection to --listen (its open, each chunk of bytes the
@@ -36,6 +37,12 @@ With --hub (or $LOCKSTEP_HUB), NAME is a network service registered at
 the hub (lockstep register --port): the hub is the guard and serves it at
 an address of its own, printed here, until Ctrl-C (docs/hub.md).
 
+With --join, one more replica joins a served stream on the logd at
+--logd (lockstep serve prints the stream's name): it replays the log
+from its start, with its sleeps fast-forwarded, follows it live to its
+stop entry, and is judged with the others' final reports in logd. Exit
+status 0: it reproduced every answer; 3: it differs.
+
 Flags:
 `
 
@@ -46,10 +53,18 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "accept clients at `ADDR` (host:port)")
 	port := fs.Int("port", 0, "the service's TCP `PORT` inside each replica (it listens on it, on 127.0.0.1 or any address)")
 	record := fs.String("record", "", "write the input log to `FILE` and the digest chains of the answers (each connection's) and of stdout to FILE.digests, for lockstep replay")
+	join := fs.String("join", "", "start one more replica of the served `STREAM` on --logd: it replays the log, then follows it live (see above)")
+	joinAs := fs.String("join-as", "", "with --join: the joining replica's `NAME` in the stream's reports (default join-XXXXXX)")
 	hf := f.hf
 	fs.Usage = func() { io.WriteString(stderr, serveUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
+	}
+	if *join != "" {
+		if fs.NArg() > 0 || *listen != "" {
+			return errorf(stderr, exitUsage, "serve: --join takes no IMAGE and no --listen: the stream's config entry names the image, and the joining replica answers no client")
+		}
+		return joinServe(f, *join, *joinAs, stdout, stderr)
 	}
 	if *hf.addr != "" && fs.NArg() >= 1 {
 		return servedNamed(f, fs, hf, *record, stdout, stderr)
@@ -84,7 +99,11 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	stopped := stopOnSignal(g, cancel, stderr)
 	go g.Serve()
-	fmt.Fprintf(stderr, "lockstep serve: %s on %s: %d replicas of %s, stream %s (Ctrl-C stops it)\n", fs.Arg(0), ln.Addr(), o.Replicas, fs.Arg(0), o.Stream)
+	on := " (Ctrl-C stops it)"
+	if *f.logdAddr != "" {
+		on = fmt.Sprintf(" on logd %s (Ctrl-C stops it; lockstep serve --join %s --logd %s adds a replica)", *f.logdAddr, o.Stream, *f.logdAddr)
+	}
+	fmt.Fprintf(stderr, "lockstep serve: %s on %s: %d replicas of %s, stream %s%s\n", fs.Arg(0), ln.Addr(), o.Replicas, fs.Arg(0), o.Stream, on)
 	o.Stdout = io.MultiWriter(stdout, chains.writer("stdout"))
 	o.Entries, o.Port, o.Net = g.Entries(), *port, g
 	v, err := replicate.Run(ctx, o)

@@ -33,7 +33,7 @@ func TestServePythonHTTPServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
+	g, addr, done, _ := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
 		pythonImage, "/usr/bin/python3", "-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", "/srv/www")
 	want := map[string][]byte{"/hello.txt": []byte("hello from a replicated python3 http.server\n"), "/docs/data.bin": data}
 	var wg sync.WaitGroup

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -172,8 +173,8 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, string, *bytes.Buffer)
 
 // servedRun runs a gateway and replicas of image on providers ps, as
 // lockstep serve does, until stop is called; the verdict comes on the
-// channel.
-func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, image string, args ...string) (*serve.Gateway, string, chan replicate.Verdict) {
+// channel. It returns the stream's name too.
+func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, image string, args ...string) (*serve.Gateway, string, chan replicate.Verdict, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -196,7 +197,7 @@ func servedRun(t *testing.T, lc *logd.Client, ps []replicate.Provider, image str
 	}()
 	t.Cleanup(g.Stop)
 	waitServing(t, ln.Addr().String())
-	return g, ln.Addr().String(), done
+	return g, ln.Addr().String(), done, stream
 }
 
 // TestServeOddReplica: a replica whose provider changes its seed (it
@@ -208,7 +209,7 @@ func TestServeOddReplica(t *testing.T) {
 	cheat := p.local(lc)
 	cheat.ProviderName = "cheat"
 	cheat.Annotations = map[string]string{shim.AnnotationSeed: "99"}
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), cheat}, probeImage, "/kv")
+	g, addr, done, _ := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), cheat}, probeImage, "/kv")
 	for i := 0; i < 5; i++ {
 		if got := get(t, &http.Client{Timeout: 30 * time.Second}, "GET", "http://"+addr+"/", ""); !strings.Contains(got, "\nrandom ") {
 			t.Errorf("answer %d: %q", i, got)
@@ -227,16 +228,31 @@ func TestServeOddReplica(t *testing.T) {
 }
 
 // TestServeReplicaKilled: one replica's container is killed halfway
-// through 200 requests; every request is answered correctly by the other
-// two, and the dead replica is named in the verdict.
+// through 1,000 requests; every request is answered correctly by the
+// other two, and the dead replica is named in the verdict. A replica that
+// joins later (lockstep serve --join, as a user runs it) replays the log
+// from its start, follows it live to the stop entry, and reproduces every
+// answer: its final digest is the two survivors', and the killed one is
+// the odd one out in logd's verdict.
 func TestServeReplicaKilled(t *testing.T) {
 	p := env.providers[0]
-	lc := startLogd(t)
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)}, probeImage, "/kv")
+	lc, logdURL := startLogdOn(t, "127.0.0.1:0")
+	g, addr, done, stream := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)}, probeImage, "/kv")
 	client := &http.Client{Timeout: 30 * time.Second}
-	for i := 1; i <= 200; i++ {
-		if i == 100 {
+	var join *exec.Cmd
+	joinOut := &bytes.Buffer{}
+	for i := 1; i <= 1000; i++ {
+		switch i {
+		case 500:
 			killReplica(t, p, "replica-1")
+		case 600:
+			join = exec.Command(lockstepBinary(t), "serve", "--join", stream, "--join-as", "late", "--logd", logdURL,
+				"--address", filepath.Join(p.dir, "containerd.sock"), "--namespace", namespace)
+			join.Stdout, join.Stderr = io.Discard, joinOut
+			if err := join.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { join.Process.Kill() })
 		}
 		want := fmt.Sprintf(`{"key":"k","value":"%d","version":%d}`+"\n", i, i)
 		if got := get(t, client, "PUT", "http://"+addr+"/k/k", fmt.Sprint(i)); got != want {
@@ -253,6 +269,22 @@ func TestServeReplicaKilled(t *testing.T) {
 	}
 	if v.Replicas[0].State != "agreed" || v.Replicas[2].State != "agreed" {
 		t.Errorf("verdict: %+v", v)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- join.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil || !strings.Contains(joinOut.String(), "late reproduced the majority's answers") {
+			t.Errorf("lockstep serve --join: %v\n%s", err, joinOut)
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("lockstep serve --join did not end 5 minutes after the stop entry:\n%s", joinOut)
+	}
+	t.Logf("lockstep serve --join:\n%s", joinOut)
+	lv, err := lc.Verdict(context.Background(), stream, 3)
+	// The killed replica reported its digest at the point it was killed.
+	if err != nil || !slices.Contains(lv.Replicas, "late") || !slices.Equal(lv.Odd, []string{"replica-1"}) {
+		t.Errorf("logd's verdict with the joined replica: %+v %v", lv, err)
 	}
 }
 
@@ -291,7 +323,7 @@ func TestServeBusyboxHttpd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
+	g, addr, done, _ := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
 		probeImage, "/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/")
 	var wg sync.WaitGroup
 	for c := 0; c < 4; c++ {
@@ -331,7 +363,7 @@ func TestServeBusyboxHttpd(t *testing.T) {
 func TestServeWrongPort(t *testing.T) {
 	p := env.providers[0]
 	lc := startLogd(t)
-	g, addr, done := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
+	g, addr, done, _ := servedRun(t, lc, []replicate.Provider{p.local(lc), p.local(lc), p.local(lc)},
 		probeImage, "/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:9999", "-h", "/")
 	if _, err := http.Get("http://" + addr + "/bin/busybox"); err == nil {
 		t.Error("a request to a port nothing listens on was answered")

@@ -3,9 +3,11 @@ package replicate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/lockstep-run/lockstep/logd"
@@ -22,6 +24,10 @@ type Config struct {
 	Digest string   `json:"digest,omitempty"`
 	Args   []string `json:"args,omitempty"` // nil: the image's command
 	Port   int      `json:"port,omitempty"`
+	// Replicas is how many replicas the guard started: a replica that
+	// joins later (lockstep serve --join) waits for a majority of their
+	// final reports to compare its own with.
+	Replicas int `json:"replicas,omitempty"`
 }
 
 // ReadConfig finds a stream's config entry: ok is false for a stream
@@ -91,4 +97,47 @@ func (p *Local) ImageDigest(ctx context.Context, image string) (string, error) {
 		return "", err
 	}
 	return img.Target().Digest.String(), nil
+}
+
+// StreamConfig reads the config entry of a stream in c, verified under
+// the key logd holds for it (key, if not empty, must be that key): what a
+// replica that joins the stream runs.
+func StreamConfig(ctx context.Context, c *logd.Client, stream, key string) (Config, string, error) {
+	info, err := c.Info(ctx, stream)
+	switch {
+	case errors.Is(err, logd.ErrNoStream):
+		return Config{}, "", fmt.Errorf("no stream %s on the logd at %s (lockstep serve prints its stream's name when it starts)", stream, c.Base)
+	case err != nil:
+		return Config{}, "", fmt.Errorf("the logd at %s: %w (is it running? give its address with --logd)", c.Base, err)
+	}
+	if key != "" && info.Key != key {
+		return Config{}, "", fmt.Errorf("stream %s: logd says its key is %s, not the %s given: this logd holds another stream of that name", stream, info.Key, key)
+	}
+	pub, err := logd.DecodeKey(info.Key)
+	if err != nil {
+		return Config{}, "", err
+	}
+	f, err := c.Follow(ctx, stream, pub)
+	if err != nil {
+		return Config{}, "", err
+	}
+	var es []logd.Entry
+	for len(es) < 2 {
+		more, err := f.Next(ctx, 10*time.Second)
+		if err != nil {
+			return Config{}, "", fmt.Errorf("stream %s: %w", stream, err)
+		}
+		if len(more) == 0 {
+			return Config{}, "", fmt.Errorf("stream %s has no config entry after 10 s: it is not a stream lockstep run or serve made", stream)
+		}
+		es = append(es, more...)
+	}
+	cfg, ok, err := ReadConfig(es[:2])
+	if err != nil {
+		return Config{}, "", err
+	}
+	if !ok {
+		return Config{}, "", fmt.Errorf("stream %s has no config entry: it predates them, so a replica cannot learn what to run from it", stream)
+	}
+	return cfg, info.Key, nil
 }

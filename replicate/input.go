@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,16 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 		o.Stream = o.Replay.Header.Stream
 		return o.Replay.Header.Key, nil, nil
 	}
+	if o.Join != "" {
+		info, err := o.Logd.Info(ctx, o.Stream)
+		if err != nil {
+			return "", nil, fmt.Errorf("stream %s: %w (lockstep serve prints its stream's name; give the logd it runs on with --logd)", o.Stream, err)
+		}
+		if o.Key != "" && info.Key != o.Key {
+			return "", nil, fmt.Errorf("stream %s: logd says its key is %s, not the %s given: this logd holds another stream of that name", o.Stream, info.Key, o.Key)
+		}
+		return info.Key, nil, nil
+	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return "", nil, err
@@ -37,7 +48,7 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 	}
 	seed := make([]byte, 8)
 	binary.BigEndian.PutUint64(seed, o.Seed)
-	cfg, _ := json.Marshal(Config{Image: o.Image, Digest: o.Digest, Args: o.Args, Port: o.Port})
+	cfg, _ := json.Marshal(Config{Image: o.Image, Digest: o.Digest, Args: o.Args, Port: o.Port, Replicas: o.Replicas})
 	now := time.Now().UnixNano()
 	if _, err := app.Append(ctx, []logd.Entry{{Kind: logd.KindSeed, Time: now, Payload: seed}, {Kind: logd.KindConfig, Time: now, Payload: cfg}}); err != nil {
 		return "", nil, err

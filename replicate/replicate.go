@@ -47,6 +47,14 @@ type Options struct {
 	// the replicas read it instead of a new stream fed from Stdin.
 	Replay *logd.Verified
 
+	// Join, if set, names the one replica that joins Stream, a stream
+	// already in Logd (lockstep serve --join): it reads the stream from
+	// its start and follows it as its guard appends; nothing is appended
+	// here. Key, if set, is the stream's key (logd.EncodeKey) to trust;
+	// otherwise logd's word for it is taken.
+	Join string
+	Key  string
+
 	// Entries, if set, is the input instead of Stdin: a served stream's
 	// entries (lockstep serve), made in order of their times; its close
 	// ends the input (no eof entry is added).
@@ -134,7 +142,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if o.TickEvery <= 0 {
 		o.TickEvery = 10 * time.Millisecond
 	}
-	if o.Digest == "" && o.Replay == nil {
+	if o.Digest == "" && o.Replay == nil && o.Join == "" {
 		o.Digest = imageDigest(ctx, o.Providers, o.Image)
 	}
 	key, app, err := openLog(ctx, &o)
@@ -240,8 +248,12 @@ func newVoter(o Options, cancel func()) *voter {
 	v := &voter{need: o.Replicas/2 + 1, k: int64(o.Checkpoint), out: o.Stdout, progress: o.Progress, cancel: cancel, wake: make(chan struct{}, 1), waits: make(chan struct{}, 1)}
 	v.room = sync.NewCond(&v.mu)
 	for i := 0; i < o.Replicas; i++ {
+		name := fmt.Sprintf("replica-%d", i)
+		if o.Join != "" {
+			name = o.Join
+		}
 		r := &replica{
-			name:     fmt.Sprintf("replica-%d", i),
+			name:     name,
 			index:    i,
 			net:      o.Net,
 			provider: o.Providers[i%len(o.Providers)].Name(),
