@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -54,6 +55,7 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	port := fs.Int("port", 0, "the service's TCP `PORT` inside each replica (it listens on it, on 127.0.0.1 or any address)")
 	record := fs.String("record", "", "write the input log to `FILE` and the digest chains of the answers (each connection's) and of stdout to FILE.digests, for lockstep replay")
 	join := fs.String("join", "", "start one more replica of the served `STREAM` on --logd: it replays the log, then follows it live (see above)")
+	state := fs.String("state", "", "keep the served stream's name and signing key in `DIR`: started again with the same DIR (after it was killed, or its host restarted), the gateway resumes the stream where its log ends (needs --logd)")
 	joinAs := fs.String("join-as", "", "with --join: the joining replica's `NAME` in the stream's reports (default join-XXXXXX)")
 	hf := f.hf
 	fs.Usage = func() { io.WriteString(stderr, serveUsage); fs.PrintDefaults() }
@@ -80,6 +82,9 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	if code := f.check(stderr); code >= 0 {
 		return code
 	}
+	if *state != "" && *f.logdAddr == "" {
+		return errorf(stderr, exitUsage, "serve: --state needs --logd ADDR: the stream must outlive this gateway to be resumed")
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return errorf(stderr, exitUsage, "serve: --listen: %v", err)
@@ -97,6 +102,17 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	o.Port = *port
+	if *state != "" {
+		if err := useState(ctx, *state, client, &o, g, stderr); err != nil {
+			ln.Close()
+			return f.fail(stderr, exitUsage, "setup", err)
+		}
+		if o.Resume != nil && *record != "" {
+			ln.Close()
+			return f.fail(stderr, exitUsage, "setup", errors.New("--record writes the answers this gateway saw, and a resumed stream's earlier ones it did not: export the log with lockstep log export, and check it with lockstep serve --join"))
+		}
+	}
 	stopped := stopOnSignal(g, cancel, stderr)
 	go g.Serve()
 	on := " (Ctrl-C stops it)"

@@ -35,10 +35,26 @@ func openLog(ctx context.Context, o *Options) (string, *logd.Appender, error) {
 		}
 		return info.Key, nil, nil
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return "", nil, err
+	if r := o.Resume; r != nil {
+		app, err := o.Logd.OpenAppender(ctx, o.Stream, r.Key)
+		if err != nil {
+			return "", nil, err
+		}
+		if es := r.closing(); len(es) > 0 {
+			if _, err := app.Append(ctx, es); err != nil {
+				return "", nil, err
+			}
+		}
+		return logd.EncodeKey(r.Key.Public().(ed25519.PublicKey)), app, nil
 	}
+	priv := o.StreamKey
+	if priv == nil {
+		var err error
+		if _, priv, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return "", nil, err
+		}
+	}
+	pub := priv.Public().(ed25519.PublicKey)
 	if err := o.Logd.Create(ctx, o.Stream, pub); err != nil {
 		return "", nil, err
 	}

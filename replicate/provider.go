@@ -42,6 +42,9 @@ type Job struct {
 	// Port, for a served stream (lockstep serve): its connections are
 	// made to this TCP port in the container's network namespace.
 	Port int `json:"port,omitempty"`
+	// Replace: a container of this replica's name left behind by a guard
+	// that stopped (its stream is being resumed) is removed first.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // Result is how a replica ended.
@@ -243,6 +246,9 @@ func (p *Local) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 		opts = append(opts, oci.WithProcessArgs(j.Args...))
 	}
 	id := j.Stream + "-" + j.Replica
+	if j.Replace {
+		removeLeftover(ctx, client, id)
+	}
 	c, err := client.NewContainer(ctx, id, containerd.WithNewSnapshot(id, img), containerd.WithNewSpec(opts...),
 		containerd.WithRuntime(shim.RuntimeName, nil))
 	if err != nil {
@@ -441,4 +447,17 @@ func (g *guardedWriter) failed() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.err
+}
+
+// removeLeftover kills and removes the container id, if there is one: a
+// replica of a guard that stopped before its stream's end.
+func removeLeftover(ctx context.Context, client *containerd.Client, id string) {
+	c, err := client.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	if t, err := c.Task(ctx, nil); err == nil {
+		t.Delete(ctx, containerd.WithProcessKill)
+	}
+	c.Delete(ctx, containerd.WithSnapshotCleanup)
 }

@@ -3,6 +3,7 @@ package replicate
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -54,6 +55,17 @@ type Options struct {
 	// otherwise logd's word for it is taken.
 	Join string
 	Key  string
+
+	// StreamKey, if set, signs the new stream (default: a key made for
+	// it), so that a guard that stops can resume it (lockstep serve
+	// --state). Resume, if set, is such a stream, read back: the run
+	// appends to it, after closing what was open (Resumed), and its
+	// replicas read it from its start. NameFrom numbers the replicas
+	// from replica-NameFrom on (the names a stream's reports already
+	// hold are not taken again).
+	StreamKey ed25519.PrivateKey
+	Resume    *Resumed
+	NameFrom  int
 
 	// Entries, if set, is the input instead of Stdin: a served stream's
 	// entries (lockstep serve), made in order of their times; its close
@@ -142,7 +154,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	if o.TickEvery <= 0 {
 		o.TickEvery = 10 * time.Millisecond
 	}
-	if o.Digest == "" && o.Replay == nil && o.Join == "" {
+	if o.Digest == "" && o.Replay == nil && o.Join == "" && o.Resume == nil {
 		o.Digest = imageDigest(ctx, o.Providers, o.Image)
 	}
 	key, app, err := openLog(ctx, &o)
@@ -155,7 +167,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	v := newVoter(o, cancel)
 	var wg sync.WaitGroup
 	for i, r := range v.reps {
-		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Digest: o.Digest, Args: o.Args, Require: o.Require, Port: o.Port}
+		j := Job{Replica: r.name, Stream: o.Stream, Key: key, Image: o.Image, Digest: o.Digest, Args: o.Args, Require: o.Require, Port: o.Port, Replace: o.Resume != nil}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -248,7 +260,7 @@ func newVoter(o Options, cancel func()) *voter {
 	v := &voter{need: o.Replicas/2 + 1, k: int64(o.Checkpoint), out: o.Stdout, progress: o.Progress, cancel: cancel, wake: make(chan struct{}, 1), waits: make(chan struct{}, 1)}
 	v.room = sync.NewCond(&v.mu)
 	for i := 0; i < o.Replicas; i++ {
-		name := fmt.Sprintf("replica-%d", i)
+		name := fmt.Sprintf("replica-%d", o.NameFrom+i)
 		if o.Join != "" {
 			name = o.Join
 		}

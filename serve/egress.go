@@ -43,7 +43,7 @@ const DialTimeout = 10 * time.Second
 func (g *Gateway) Dial(r int, id uint64, to string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if id&logd.EgressConn == 0 || !g.v.in(r) || g.stopped {
+	if id&logd.EgressConn == 0 || !g.v.in(r) || g.stopped || g.before[id] {
 		return
 	}
 	d := g.dials[id]

@@ -54,6 +54,19 @@ type Gateway struct {
 	remotes map[net.Conn]*datagrams // outbound connections open (a UDP flow's: with its datagrams)
 	refused map[string]bool         // addresses the policy refused, said once
 	dialed  int64
+	before  map[uint64]bool // outbound connections a resumed stream's log already has
+
+	nameFrom int // the replicas' names count from replica-nameFrom
+}
+
+// Resume makes the gateway go on with a stream an earlier guard appended
+// to (replicate.Resumed): client connections are numbered after lastConn,
+// entries are stamped no earlier than last, and the outbound connections
+// in dialed, which the log already holds, are not dialed again when the
+// replicas, replaying, ask for them. Replicas are named from
+// replica-nameFrom. Call it before Serve.
+func (g *Gateway) Resume(lastConn uint64, last int64, dialed map[uint64]bool, nameFrom int) {
+	g.next, g.last, g.before, g.nameFrom = lastConn, last, dialed, nameFrom
 }
 
 // New makes a gateway for replicas replicas, accepting on ln; with ln
@@ -357,7 +370,7 @@ func (g *Gateway) Status() string {
 	var odd []string
 	for r, why := range g.v.odd {
 		if why != "" {
-			odd = append(odd, fmt.Sprintf("replica-%d", r))
+			odd = append(odd, fmt.Sprintf("replica-%d", g.nameFrom+r))
 		}
 	}
 	sort.Strings(odd)
