@@ -299,6 +299,45 @@ func TestProviderHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("serve, a provider killed", func(t *testing.T) {
+		// kill -9 of host 2's provider process halfway through: every
+		// request is answered by the replicas on the other two, and the
+		// verdict says replica-2 was lost; then a new provider takes the
+		// killed one's place.
+		args := []string{"--json", "--logd", logdURL, "--key", hostKey}
+		for _, a := range addrs {
+			args = append(args, "--provider", a)
+		}
+		cmd, addr, stderr := startServe(t, append(args, probeImage, "--", "/kv")...)
+		client := &http.Client{Timeout: 30 * time.Second}
+		for i := 1; i <= 40; i++ {
+			if i == 20 {
+				killed := hosts[2].providers[0]
+				killed.Process.Signal(syscall.SIGKILL)
+				killed.Wait()
+				hosts[2].providers = hosts[2].providers[1:]
+			}
+			want := fmt.Sprintf(`{"key":"p","value":"%d","version":%d}`+"\n", i, i)
+			if got := get(t, client, "PUT", "http://"+addr+"/k/p", fmt.Sprint(i)); got != want {
+				t.Fatalf("PUT %d: %q, want %q", i, got, want)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		i := strings.Index(stderr.String(), "{")
+		var v replicate.Verdict
+		if err != nil || i < 0 || json.Unmarshal([]byte(stderr.String()[i:]), &v) != nil {
+			t.Fatalf("serve with a provider killed: %v\n%s", err, stderr)
+		}
+		if !v.Agreed || len(v.Lost) != 1 || v.Lost[0] != "replica-2" || v.Replicas[2].Provider != hostPort(addrs[2]) {
+			t.Errorf("verdict %s: %s", states(v), v.Detail)
+		}
+		t.Logf("replica-2: %s", v.Replicas[2].Why)
+		if pinned := hosts[2].serve(t, 7440, hosts[2].name, logdURL); pinned != addrs[2] {
+			t.Fatalf("the new provider is %s, not %s", pinned, addrs[2])
+		}
+	})
+
 	t.Run("killed", func(t *testing.T) {
 		var in strings.Builder
 		for i := 0; i < 2000; i++ {

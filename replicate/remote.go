@@ -229,7 +229,7 @@ func (p *Remote) Run(ctx context.Context, j Job, out Sink) (Result, error) {
 	for {
 		kind, b, err := fr.Next()
 		if err != nil {
-			return Result{}, fmt.Errorf("provider %s: the stream broke off: %w", p.Name(), err)
+			return Result{}, fmt.Errorf("provider %s: its connection broke off mid-run (%w): the provider process died, or the network to it failed", p.Name(), err)
 		}
 		n := len(b)
 		switch kind {
