@@ -14,7 +14,11 @@ trap 'rm -rf "$work"' EXIT
 gcc -O2 -static -pthread -o "$work/bench" hack/bench/bench.c
 gcc -O2 -o "$work/allowall" hack/bench/allowall.c
 (cd testdata/probes/goservice && CGO_ENABLED=0 go build -o "$work/goservice" .)
-python=$(command -v python3)
+gcc -O2 -o "$work/traceclone" hack/bench/traceclone.c
+# Debian's python3, not a version manager's shim that PATH may put first
+# (pyenv's is a shell script: its start-up would be timed too).
+python=/usr/bin/python3
+[[ -x $python ]] || python=$(command -v python3)
 
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -48,5 +52,16 @@ row() {
 row "Go net/http, 2000 loopback requests" "$work/goservice" -n 2000
 row "Python asyncio, 3000 loopback round trips" "$python" hack/bench/asyncio_echo.py 3000
 row "1000 pthread create + join" "$work/bench" threads 1000
+# The floor of following threads with ptrace at all: a bare tracer with
+# the options Lockstep's sets, resuming every stop at once.
+ptrace_floor() {
+	local t=() t0
+	for _ in $(seq "$REPS"); do
+		t0=$(now); "$work/traceclone" "$work/bench" threads 1000 >/dev/null; t+=($(( $(now) - t0 )))
+	done
+	printf '%s\n' "${t[@]}" | median
+}
+pf=$(( $(ptrace_floor) - bn ))
+printf '%-44s %10s %10s %10s   (floor: a bare ptrace tracer)\n' "1000 pthread create + join, ptrace floor" "" "$(ms "$pf")" ""
 row "10M clock reads (clock_gettime REALTIME)" "$work/bench" clock 10000000
 row "CPU-bound loop (1.5e9 iterations)" "$work/bench" cpu

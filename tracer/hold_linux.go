@@ -34,8 +34,8 @@ import (
 // run (Wakes) is held the same way until that process waits again.
 const holdLimit = 20 * time.Millisecond
 
-// spinFor is how long the tracer polls without sleeping after a wake-up
-// hold begins (release).
+// spinFor is how long the tracer polls without sleeping after a hold
+// begins (release).
 const spinFor = 300 * time.Microsecond
 
 type hold struct {
@@ -114,11 +114,13 @@ func (t *Tracer) release() error {
 			}
 		}
 	}
-	// A wake-up hold usually ends within tens of microseconds (the woken
-	// thread reads and waits again), less than one nanosleep takes to
-	// return in a VM (~50 µs for 20 µs asked): for spinFor after one
-	// begins, yield instead of sleeping. Otherwise nanosleep itself: this
-	// thread is locked, and Go's timers can take a millisecond to wake it.
+	// A hold usually ends within tens of microseconds (the woken thread
+	// reads and waits again; the new thread reaches its first wait, or
+	// exits), less than one nanosleep takes to return in a VM (~50 µs for
+	// 20 µs asked), and a release needs two polls: for spinFor after a
+	// hold begins, yield instead of sleeping (1,000 thread create + join:
+	// 250 → 120 ms). Otherwise nanosleep itself: this thread is locked,
+	// and Go's timers can take a millisecond to wake it.
 	if len(t.held) > 0 && now.Before(t.spinUntil) {
 		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	} else if len(t.held) > 0 || t.parked > 0 {

@@ -315,11 +315,13 @@ func (t *Tracer) event(tid int, th *thread, event int) error {
 		if err := t.unpark(child, ch); err != nil {
 			return err
 		}
-		h := &hold{until: time.Now().Add(holdLimit)}
+		now := time.Now()
+		h := &hold{until: now.Add(holdLimit)}
 		if process {
 			h.child = child
 		}
 		t.held[tid] = h
+		t.spinUntil = now.Add(spinFor)
 		return nil // resumed by release
 	case unix.PTRACE_EVENT_SECCOMP:
 		return t.seccompStop(tid, th)
