@@ -33,6 +33,7 @@ type Quiet struct {
 	held     map[int32]bool  // threads a Timeline holds until the log's time
 	waking   map[int32]bool  // threads a Timeline woke that their tracer has yet to resume
 	feeds    map[uint64]bool // inodes of the sockets the agent feeds (entropy devices)
+	files    procCache       // the threads' /proc files, kept open
 }
 
 func newQuiet() *Quiet {
@@ -145,6 +146,7 @@ func (q *Quiet) Forget(tid int32) {
 	q.mu.Lock()
 	delete(q.tgids, tid)
 	q.mu.Unlock()
+	q.files.forget(int(tid), nil)
 }
 
 func readTgid(tid int) int32 {
@@ -222,7 +224,8 @@ func (q *Quiet) Running(tgid int, skip func(tid int) bool) bool {
 // while it is still in the run (its tracer has yet to pass its exit on
 // to its parent, which then wakes).
 func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) bool, zombies bool) bool {
-	dir, names := tasks(tgid)
+	dir, names := q.tasks(tgid)
+	var buf [4096]byte
 	for _, name := range names {
 		tid, _ := strconv.Atoi(name)
 		if skip(tid) {
@@ -231,11 +234,11 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 		if q.in(q.waking, int32(tid)) {
 			return true
 		}
-		b, err := os.ReadFile(dir + name + "/stat")
+		b, err := q.taskFile(dir, name, taskStat, buf[:])
 		if err != nil {
 			continue
 		}
-		i := strings.LastIndexByte(string(b), ')')
+		i := bytes.LastIndexByte(b, ')')
 		if i < 0 || i+2 >= len(b) {
 			continue
 		}
@@ -249,10 +252,10 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 		case 'S':
 			// The kernel stack, not wchan: wchan reads 0 for a thread in
 			// a notification here.
-			if st, _ := os.ReadFile(dir + name + "/stack"); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
+			if st, _ := q.taskFile(dir, name, taskStack, buf[:]); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
 				return true
 			}
-			if !q.waits(tgid, dir+name) {
+			if !q.waits(tgid, dir, name) {
 				return true
 			}
 		}
@@ -304,9 +307,10 @@ func (q *Quiet) look(tgids []int32) (uint64, bool) {
 		if q.running(int(tg), func(int) bool { return false }, func(tid int32) bool { return q.in(q.held, tid) }, true) {
 			return 0, false
 		}
-		dir, names := tasks(int(tg))
+		dir, names := q.tasks(int(tg))
+		var buf [128]byte
 		for _, name := range names {
-			b, err := os.ReadFile(dir + name + "/schedstat")
+			b, err := q.taskFile(dir, name, taskSchedstat, buf[:])
 			if err != nil {
 				continue
 			}
@@ -323,15 +327,9 @@ func (q *Quiet) look(tgids []int32) (uint64, bool) {
 
 // tasks returns /proc/TGID/task/ and the thread IDs in it (none if the
 // process is gone).
-func tasks(tgid int) (string, []string) {
+func (q *Quiet) tasks(tgid int) (string, []string) {
 	dir := "/proc/" + strconv.Itoa(tgid) + "/task/"
-	d, err := os.Open(dir)
-	if err != nil {
-		return dir, nil
-	}
-	names, _ := d.Readdirnames(-1)
-	d.Close()
-	return dir, names
+	return dir, q.files.list(dir, tgid)
 }
 
 // waits reports whether a thread of tgid asleep in the kernel (state S)
@@ -342,8 +340,9 @@ func tasks(tgid int) (string, []string) {
 // lock, an exit releasing a child's /proc entries, a page fault), it is
 // in the middle of its own work and counts as running. Unreadable, it
 // counts as waiting, as before this was known.
-func (q *Quiet) waits(tgid int, task string) bool {
-	b, err := os.ReadFile(task + "/syscall")
+func (q *Quiet) waits(tgid int, dir, name string) bool {
+	var buf [256]byte
+	b, err := q.taskFile(dir, name, taskSyscall, buf[:])
 	if err != nil {
 		return true
 	}
