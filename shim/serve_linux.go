@@ -178,7 +178,7 @@ func (s *served) landed(sc *servedConn) {
 		if n, err := unix.IoctlGetInt(sc.fd, unsent); err != nil || n == 0 {
 			return
 		}
-		time.Sleep(landPoll)
+		virt.Pause(landPoll)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lockstep-run/lockstep/seccomp"
 )
 
 // Quiet makes a notified or traced syscall look instantaneous to the other threads
@@ -250,12 +252,17 @@ func (q *Quiet) running(tgid int, skip func(tid int) bool, waiting func(int32) b
 				return true
 			}
 		case 'S':
-			// The kernel stack, not wchan: wchan reads 0 for a thread in
-			// a notification here.
-			if st, _ := q.taskFile(dir, name, taskStack, buf[:]); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
-				return true
+			nr, arg, known := q.syscallOf(dir, name)
+			// In a notification: the kernel stack says (not wchan: it
+			// reads 0 for a thread in a notification here). Only a call
+			// the profile notifies can be in one, and reading the stack
+			// costs four times reading the call.
+			if !known || notifiedCalls[nr] {
+				if st, _ := q.taskFile(dir, name, taskStack, buf[:]); bytes.Contains(st, []byte("seccomp_do_user_notif")) && !waiting(int32(tid)) {
+					return true
+				}
 			}
-			if !q.waits(tgid, dir, name) {
+			if known && !q.waits(tgid, nr, arg) {
 				return true
 			}
 		}
@@ -277,7 +284,7 @@ func (q *Quiet) WaitStill(tgid, tid int, limit time.Duration) {
 	for still < 2 && time.Now().Before(deadline) {
 		if q.Running(tgid, func(t int) bool { return t == tid }) {
 			still = 0
-			time.Sleep(pause)
+			Pause(pause)
 			pause = min(2*pause, time.Millisecond)
 			continue
 		}
@@ -332,33 +339,58 @@ func (q *Quiet) tasks(tgid int) (string, []string) {
 	return dir, q.files.list(dir, tgid)
 }
 
-// waits reports whether a thread of tgid asleep in the kernel (state S)
-// waits for another party: it is in a call that waits (a read, a write to
-// a full pipe, a poll, a futex, a wait for a child, a sleep, a lock), and
-// not reading a socket the agent feeds (an entropy device: the read waits
-// for the agent). Asleep in any other call (a path lookup waiting on a
-// lock, an exit releasing a child's /proc entries, a page fault), it is
-// in the middle of its own work and counts as running. Unreadable, it
-// counts as waiting, as before this was known.
-func (q *Quiet) waits(tgid int, dir, name string) bool {
+// syscallOf returns the call thread name of dir (/proc/TGID/task/) is
+// in, and its first argument (hex, as /proc/TID/syscall shows it); known
+// is false when that is not known (unreadable, or not in a call:
+// "running", "-1 ...").
+func (q *Quiet) syscallOf(dir, name string) (nr int, arg string, known bool) {
 	var buf [256]byte
 	b, err := q.taskFile(dir, name, taskSyscall, buf[:])
 	if err != nil {
-		return true
+		return 0, "", false
 	}
 	f := strings.Fields(string(b))
 	if len(f) == 0 {
-		return true
+		return 0, "", false
 	}
-	nr, err := strconv.Atoi(f[0])
-	if err != nil {
-		return true // "running" or "-1 ..." (not in a call): the state says asleep
+	nr, err = strconv.Atoi(f[0])
+	if err != nil || nr < 0 {
+		return 0, "", false
 	}
+	if len(f) > 1 {
+		arg = f[1]
+	}
+	return nr, arg, true
+}
+
+// waits reports whether a thread of tgid asleep in the kernel (state S)
+// in call nr, with first argument arg, waits for another party: it is in
+// a call that waits (a read, a write to a full pipe, a poll, a futex, a
+// wait for a child, a sleep, a lock), and not reading a socket the agent
+// feeds (an entropy device: the read waits for the agent). Asleep in any
+// other call (a path lookup waiting on a lock, an exit releasing a
+// child's /proc entries, a page fault), it is in the middle of its own
+// work and counts as running. A thread whose call is not known counts as
+// waiting, as before this was known.
+func (q *Quiet) waits(tgid, nr int, arg string) bool {
 	if !blockingCalls[nr] {
 		return false
 	}
-	return len(f) < 2 || !q.readsFeed(tgid, nr, f[1])
+	return arg == "" || !q.readsFeed(tgid, nr, arg)
 }
+
+// notifiedCalls are the calls the determinism profile sends to the
+// agent (seccomp.ActNotify, whatever the arguments): only in one of them
+// can a thread wait for a notification's answer.
+var notifiedCalls = func() map[int]bool {
+	m := map[int]bool{}
+	for _, r := range seccomp.Rules() {
+		if r.Action == seccomp.ActNotify {
+			m[int(r.Nr)] = true
+		}
+	}
+	return m
+}()
 
 // BlockingCalls returns the numbers of the x86-64 calls that wait for
 // another party (for the eBPF wake-up watch, ebpf.Wakes).

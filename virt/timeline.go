@@ -349,9 +349,13 @@ func (tl *Timeline) run() {
 			continue
 		}
 		if !tl.still() {
-			select {
-			case <-tl.wake:
-			case <-time.After(pause):
+			if pause < time.Millisecond {
+				Pause(pause) // the next look decides again, whatever came meanwhile
+			} else {
+				select {
+				case <-tl.wake:
+				case <-time.After(pause):
+				}
 			}
 			pause = min(2*pause, maxPause)
 			continue

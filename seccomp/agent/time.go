@@ -271,7 +271,7 @@ func (r *Req) interrupted() bool {
 		if !r.a.world.Timers().Pending(int32(r.Tid())) {
 			return false // not one this signal interrupts
 		}
-		time.Sleep(100 * time.Microsecond)
+		virt.Pause(100 * time.Microsecond)
 	}
 	return r.Valid() != nil
 }
@@ -323,7 +323,7 @@ func (r *Req) sleep(d time.Duration) error {
 			}
 			return r.Valid()
 		}
-		time.Sleep(min(left, sleepSlice))
+		virt.Pause(min(left, sleepSlice))
 		if err := r.Valid(); err != nil {
 			return err
 		}
