@@ -171,3 +171,72 @@ except socket.timeout:
 		t.Errorf("the server got %d datagrams, want 3 (each once, whatever the replica count):\n%s", n, got.String())
 	}
 }
+
+// tcpEcho is a TCP echo server in python3: it answers each line with
+// "echo " and the line, and prints each line it got.
+const tcpEcho = `import socketserver, sys
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            print("got", line.decode().strip(), flush=True)
+            self.wfile.write(b"echo " + line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()`
+
+// TestEgressSendmsg: the calls that carry their destination inside a
+// message header, or open a connection with data (TCP Fast Open), go
+// through the guard too: a UDP datagram sent with sendmsg and an address,
+// and a TCP Fast Open by sendto and by sendmsg (MSG_FASTOPEN) reach real
+// servers once, whatever the replica count, and every replica prints the
+// same replies.
+func TestEgressSendmsg(t *testing.T) {
+	startWeb(t, t.TempDir())
+	var mu sync.Mutex
+	var got bytes.Buffer
+	for _, s := range []struct{ code, port string }{{udpEcho, "8053"}, {tcpEcho, "8055"}} {
+		srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-c", s.code, webAddr, s.port)
+		srv.Stdout = &lockedWriter{mu: &mu, w: &got}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	}
+	client := `import socket, sys
+a = sys.argv[1]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendmsg([b"by ", b"sendmsg"], [], 0, (a, 8053))
+print(u.recvfrom(100)[0].decode(), flush=True)
+for how in ("sendto", "sendmsg"):
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    line = b"fast open by %s\n" % how.encode()
+    if how == "sendto":
+        n = t.sendto(line, socket.MSG_FASTOPEN, (a, 8055))
+    else:
+        n = t.sendmsg([line], [], socket.MSG_FASTOPEN, (a, 8055))
+    print(how, "sent", n, "got", t.recv(100).decode().strip(), "from", t.getpeername(), flush=True)
+    t.close()`
+	time.Sleep(300 * time.Millisecond) // the servers bind
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	out, errs, code := runCLI(t, "", nil, "run", "--json", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":*",
+		pythonImage, "--", "/usr/bin/python3", "-c", client, webAddr)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
+		t.Fatalf("run: exit %d", code)
+	}
+	for _, want := range []string{
+		"echo by sendmsg\n",
+		fmt.Sprintf("sendto sent 20 got echo fast open by sendto from ('%s', 8055)\n", webAddr),
+		fmt.Sprintf("sendmsg sent 21 got echo fast open by sendmsg from ('%s', 8055)\n", webAddr),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output does not say %q", want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, line := range []string{"got by sendmsg", "got fast open by sendto", "got fast open by sendmsg"} {
+		if n := strings.Count(got.String(), line+"\n"); n != 1 {
+			t.Errorf("the servers printed %q %d times, want once (whatever the replica count):\n%s", line, n, got.String())
+		}
+	}
+}

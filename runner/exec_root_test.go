@@ -5,6 +5,7 @@ package runner_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -524,14 +525,28 @@ s = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandle
 threading.Thread(target=s.serve_forever, daemon=True).start()
 print(len(urllib.request.urlopen("http://127.0.0.1:%d/" % s.server_address[1]).read()) > 0)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
-socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", u.getsockname()); print(u.recv(1))`
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", u.getsockname()); print(u.recv(1))
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg([b"y"], [], 0, u.getsockname()); print(u.recv(1))`
 	log = filepath.Join(t.TempDir(), "own.log")
 	rec = lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", own)
-	if rec.code != 0 || rec.stdout != "True\nb'x'\n" || strings.Contains(rec.stderr, "outside the run") {
+	if rec.code != 0 || rec.stdout != "True\nb'x'\nb'y'\n" || strings.Contains(rec.stderr, "outside the run") {
 		t.Fatalf("record of a run's own server: exit %d, stdout %q: %s", rec.code, rec.stdout, rec.stderr)
 	}
 	if rep = lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", own); rep.code != 0 || rep.stdout != rec.stdout {
 		t.Fatalf("replay of a run's own server: exit %d, stdout %q: %s", rep.code, rep.stdout, rep.stderr)
+	}
+	// A datagram sent with sendmsg to a host's port (the address inside
+	// the message header) is outside too.
+	host, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	send := `import socket, sys; h, p = sys.argv[1].split(":"); socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg([b"x"], [], 0, (h, int(p)))`
+	log = filepath.Join(t.TempDir(), "sendmsg.log")
+	rec = lockstep(t, "", "exec", "--log", log, "--", "python3", "-c", send, host.LocalAddr().String())
+	if rec.code != 0 || !strings.Contains(rec.stderr, "reached outside the run (sendmsg "+host.LocalAddr().String()+")") {
+		t.Fatalf("record of a sendmsg to the host: exit %d: %s", rec.code, rec.stderr)
 	}
 }
 

@@ -3,6 +3,7 @@
 package runner
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -216,7 +217,7 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO, wakes c
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		agentErr = serveListener(sock, world, killTree)
+		agentErr = serveListener(sock, pid, world, killTree)
 	}()
 	ws, err := tr.Wait()
 	if err != nil {
@@ -238,11 +239,11 @@ func supervise(world *virt.World, sock, initPid int, loading *loadingIO, wakes c
 // closes the listener: closed first, the kernel would answer a waiting
 // caller ENOSYS and it would run on (a replay mismatch reached stdout);
 // killed before the tree, its parent could see it die and run on.
-func serveListener(sock int, world *virt.World, kill func()) error {
+func serveListener(sock, pid int, world *virt.World, kill func()) error {
 	if _, err := unix.Write(sock, []byte{'S'}); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
-	fd, err := receiveListener(sock)
+	fd, err := receiveListener(sock, pid)
 	if err != nil {
 		return err
 	}
@@ -277,18 +278,27 @@ func receivePID(sock int) (int, error) {
 	return 0, errors.New("the command's setup sent no credentials")
 }
 
-// receiveListener reads stage 3's seccomp listener fd.
-func receiveListener(sock int) (int, error) {
-	msgs, err := receive(sock)
+// receiveListener takes stage 3's (pid's) seccomp listener: stage 3
+// writes its number, and this process, its tracer, copies the descriptor
+// with pidfd_getfd (a sendmsg with the descriptor would be notified by
+// the filter it belongs to).
+func receiveListener(sock, pid int) (int, error) {
+	var b [5]byte
+	n, err := unix.Read(sock, b[:])
+	if n != len(b) || b[0] != 'L' {
+		return -1, fmt.Errorf("the command's setup sent no seccomp listener (%v)", err)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return -1, err
+		return -1, fmt.Errorf("pidfd_open of the command: %w", err)
 	}
-	for _, m := range msgs {
-		if fds, err := unix.ParseUnixRights(&m); err == nil && len(fds) == 1 {
-			return fds[0], nil
-		}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, int(binary.NativeEndian.Uint32(b[1:])), 0)
+	if err != nil {
+		return -1, fmt.Errorf("take the command's seccomp listener (pidfd_getfd): %w", err)
 	}
-	return -1, errors.New("the command's setup sent no seccomp listener")
+	unix.CloseOnExec(fd)
+	return fd, nil
 }
 
 func receive(sock int) ([]unix.SocketControlMessage, error) {

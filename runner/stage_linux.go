@@ -3,6 +3,7 @@
 package runner
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -175,13 +176,17 @@ func stageExec(args []string) int {
 	if err != nil {
 		return fail(exitRuntime, "%v", err)
 	}
-	if err := unix.Sendmsg(socketFD, []byte{'L'}, unix.UnixRights(listener), nil, 0); err != nil {
+	// The listener's number, written: the agent takes the descriptor
+	// with pidfd_getfd. A sendmsg would be one the filter notifies, with
+	// no agent yet to answer it.
+	msg := binary.NativeEndian.AppendUint32([]byte{'L'}, uint32(listener))
+	if _, err := unix.Write(socketFD, msg); err != nil {
 		return fail(exitRuntime, "send seccomp listener: %v", err)
 	}
-	unix.Close(listener)
 	if err := await('G'); err != nil {
 		return fail(exitRuntime, "%v: not starting %s", err, args[0])
 	}
+	unix.Close(listener)
 	lastPID, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_WRONLY, 0)
 	if err != nil {
 		return fail(exitRuntime, "set ns_last_pid: %v", err)

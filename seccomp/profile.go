@@ -109,6 +109,8 @@ const (
 	sysStatfs           = 137
 	sysConnect          = 42
 	sysSendto           = 44
+	sysSendmsg          = 46
+	sysSendmmsg         = 307
 	sysFstatfs          = 138
 	sysPrctl            = 157
 	sysArchPrctl        = 158
@@ -233,6 +235,11 @@ func Rules() []Rule {
 		// send back is input an exec's log does not hold.
 		notify("connect", sysConnect),
 		{Name: "sendto", Nr: sysSendto, Action: ActNotify, Cond: &Cond{Arg: 4, Op: OpNe, Value: 0}},
+		// The address of sendmsg and sendmmsg is inside the message
+		// header, where a filter cannot look: every one is notified, and
+		// one without an address runs on at once.
+		notify("sendmsg", sysSendmsg),
+		notify("sendmmsg", sysSendmmsg),
 
 		// Results fixed up at syscall exit: inode numbers, devices, times.
 		trace("stat", sysStat),

@@ -58,6 +58,7 @@ func New(fd int, world *virt.World) *Agent {
 	a.registerStatfs()
 	a.registerStat()
 	a.registerNet()
+	a.registerSendmsg()
 	a.registerTimers()
 	return a
 }

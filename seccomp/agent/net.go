@@ -77,7 +77,9 @@ func errnoOrNil(errno syscall.Errno) error {
 	return errno
 }
 
-// sendto: in a run whose time is its log's, an ICMP echo request to an
+// sendto: in a run whose time is its log's, a UDP datagram out of the run
+// goes on a flow through the guard (sendUDP), a TCP Fast Open
+// (MSG_FASTOPEN) connects through it and sends (fastOpen), and an ICMP echo request to an
 // IPv4 address other than loopback goes through the guard (docs/egress.md):
 // the guard sends one echo, and the log says whether, and when, it was
 // answered. Answered, the call runs natively at the log's time, and the
@@ -98,6 +100,11 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 	if err == nil && proto == unix.IPPROTO_UDP {
 		defer unix.Close(sock)
 		return a.sendUDP(r, tl, sock, ap)
+	}
+	if err == nil && proto == unix.IPPROTO_TCP && r.Arg(3)&unix.MSG_FASTOPEN != 0 {
+		defer unix.Close(sock)
+		data := func() ([]byte, error) { return r.Read(r.Arg(1), int(min(r.Arg(2), 64<<10))) }
+		return a.fastOpen(r, tl, sock, ap, data)
 	}
 	unix.Close(sock)
 	if r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
