@@ -372,8 +372,11 @@ func (f *Follower) From(pos int64) (*Follower, error) {
 	if pos < 0 || pos > f.verified {
 		return nil, fmt.Errorf("follow %s from entry %d: only %d entries are verified", f.stream, pos, f.verified)
 	}
+	// The tree may run past what is verified (entries received after
+	// the last checkpoint): their times are checked against the next
+	// one, so g takes them too.
 	g := &Follower{c: f.c, stream: f.stream, trusted: f.trusted, verified: f.verified, handed: pos, cp: f.cp,
-		tree: Tree{hashes: slices.Clone(f.tree.hashes), size: f.tree.size}}
+		tree: Tree{hashes: slices.Clone(f.tree.hashes), size: f.tree.size}, unchecked: slices.Clone(f.unchecked)}
 	if f.last != nil {
 		last := *f.last
 		g.last = &last

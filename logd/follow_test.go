@@ -127,3 +127,58 @@ func TestFollowerRefetchVerified(t *testing.T) {
 		handed += len(es)
 	}
 }
+
+// A follower made with From while its origin has received entries past
+// its last verified checkpoint verifies them with the next checkpoint
+// (it panicked: it lacked their times).
+func TestFollowerFromUnverified(t *testing.T) {
+	c := startLogd(t)
+	k := key(t, 1)
+	a := newStream(t, c, "s", k)
+	ctx := context.Background()
+	appendN := func(from, n int) {
+		es := make([]Entry, n)
+		for i := range es {
+			es[i] = Entry{Kind: KindInput, Time: int64(from + i), Payload: []byte{byte(from + i)}}
+		}
+		if _, err := a.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(0, 3)
+	f, err := c.Follow(ctx, "s", k.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Next(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendN(3, 2)
+	if err := f.receive(ctx, 0); err != nil { // received, not yet verified
+		t.Fatal(err)
+	}
+	if f.tree.Size() != 5 || f.verified != 3 {
+		t.Fatalf("the origin has %d entries, %d verified: want 5 and 3", f.tree.Size(), f.verified)
+	}
+	g, err := f.From(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(5, 1)
+	var got []uint64
+	for len(got) < 5 {
+		es, err := g.Next(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			t.Fatalf("entries %v, then none", got)
+		}
+		for _, e := range es {
+			got = append(got, e.Seq)
+		}
+	}
+	if got[0] != 1 || got[4] != 5 {
+		t.Errorf("entries %v: want 1 to 5", got)
+	}
+}
