@@ -54,7 +54,15 @@ func (a *containerAgent) startFeed() error {
 		func(deadline int64) { send(feed.Frame{Kind: feed.Wait, Time: deadline}) },
 		func(n int64) { send(feed.Frame{Kind: feed.Consumed, Seq: n}) })
 	go func() {
-		if err := receive(bufio.NewReaderSize(c, 1<<20), tl); err != nil {
+		err := receive(bufio.NewReaderSize(c, 1<<20), tl)
+		switch {
+		case errors.Is(err, errFeedGone):
+			// Nothing will ever come: the run cannot go on as its log
+			// says. Its container is stopped, as at a stop entry (it may
+			// have ended already: the provider closes the feed then).
+			fmt.Fprintf(os.Stderr, "lockstep agent: container %s: %v: stopping it\n", a.cfg.ID, err)
+			a.stop()
+		case err != nil:
 			a.die(fmt.Errorf("input stream: %w", err))
 		}
 	}()
@@ -65,14 +73,18 @@ func (a *containerAgent) startFeed() error {
 // for the program, not in the timeline.
 const stdinPipeSize = 1 << 20
 
-// receive hands the feed's entries to the timeline until the stream ends
-// (or the provider goes away: the container is being stopped).
+// errFeedGone is the end of a feed before its stream's end entry: the
+// provider went away (it was killed, its host failed).
+var errFeedGone = errors.New("the input feed closed before the stream's end (its provider went away)")
+
+// receive hands the feed's entries to the timeline until the stream ends,
+// or the provider goes away (errFeedGone).
 func receive(r *bufio.Reader, tl *virt.Timeline) error {
 	for {
 		f, err := feed.Read(r)
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 			tl.End()
-			return nil
+			return errFeedGone
 		}
 		if err != nil {
 			return err
