@@ -38,7 +38,7 @@ func joinServe(f *fleet, stream, name string, stdout, stderr io.Writer) int {
 	defer closeFleet()
 	ctx, interrupted, stopSignals := cancelOnSignal()
 	defer stopSignals()
-	cfg, key, err := replicate.StreamConfig(ctx, client, stream, "")
+	cfg, key, err := replicate.StreamConfig(ctx, client, stream)
 	if err != nil {
 		return errorf(stderr, exitUsage, "%s: %v", who, err)
 	}

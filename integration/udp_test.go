@@ -128,14 +128,7 @@ while True:
 // ends the wait, at the log's time).
 func TestEgressUDPSendto(t *testing.T) {
 	startWeb(t, t.TempDir())
-	var mu sync.Mutex
-	var got bytes.Buffer
-	srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-c", udpEcho, webAddr, "8053")
-	srv.Stdout = &lockedWriter{mu: &mu, w: &got}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	got := startPythonServers(t, udpEcho, "8053")
 	client := `import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(3):
@@ -149,14 +142,7 @@ try:
     print(s.recvfrom(100))
 except socket.timeout:
     print("no answer from port 8054")`
-	time.Sleep(300 * time.Millisecond) // the server binds
-	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
-	out, errs, code := runCLI(t, "", nil, "run", "--json", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":*",
-		pythonImage, "--", "/usr/bin/python3", "-c", client, webAddr)
-	t.Logf("lockstep run:\n%s%s", out, errs)
-	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
-		t.Fatalf("run: exit %d", code)
-	}
+	out := runPythonOut(t, client)
 	for i := range 3 {
 		if want := fmt.Sprintf("echo ping %d from ('%s', 8053) to port 49152", i, webAddr); !strings.Contains(out, want) {
 			t.Errorf("the output does not say %q", want)
@@ -165,10 +151,8 @@ except socket.timeout:
 	if !strings.Contains(out, "no answer from port 8054") {
 		t.Error("the datagram to a closed port was answered")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if n := strings.Count(got.String(), "got ping"); n != 3 {
-		t.Errorf("the server got %d datagrams, want 3 (each once, whatever the replica count):\n%s", n, got.String())
+	if n := strings.Count(got(), "got ping"); n != 3 {
+		t.Errorf("the server got %d datagrams, want 3 (each once, whatever the replica count):\n%s", n, got())
 	}
 }
 
@@ -191,16 +175,7 @@ socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
 // same replies.
 func TestEgressSendmsg(t *testing.T) {
 	startWeb(t, t.TempDir())
-	var mu sync.Mutex
-	var got bytes.Buffer
-	for _, s := range []struct{ code, port string }{{udpEcho, "8053"}, {tcpEcho, "8055"}} {
-		srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-c", s.code, webAddr, s.port)
-		srv.Stdout = &lockedWriter{mu: &mu, w: &got}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	}
+	got := startPythonServers(t, udpEcho, "8053", tcpEcho, "8055")
 	client := `import socket, sys
 a = sys.argv[1]
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -215,14 +190,7 @@ for how in ("sendto", "sendmsg"):
         n = t.sendmsg([line], [], socket.MSG_FASTOPEN, (a, 8055))
     print(how, "sent", n, "got", t.recv(100).decode().strip(), "from", t.getpeername(), flush=True)
     t.close()`
-	time.Sleep(300 * time.Millisecond) // the servers bind
-	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
-	out, errs, code := runCLI(t, "", nil, "run", "--json", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":*",
-		pythonImage, "--", "/usr/bin/python3", "-c", client, webAddr)
-	t.Logf("lockstep run:\n%s%s", out, errs)
-	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
-		t.Fatalf("run: exit %d", code)
-	}
+	out := runPythonOut(t, client)
 	for _, want := range []string{
 		"echo by sendmsg\n",
 		fmt.Sprintf("sendto sent 20 got echo fast open by sendto from ('%s', 8055)\n", webAddr),
@@ -232,11 +200,46 @@ for how in ("sendto", "sendmsg"):
 			t.Errorf("the output does not say %q", want)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for _, line := range []string{"got by sendmsg", "got fast open by sendto", "got fast open by sendmsg"} {
-		if n := strings.Count(got.String(), line+"\n"); n != 1 {
-			t.Errorf("the servers printed %q %d times, want once (whatever the replica count):\n%s", line, n, got.String())
+		if n := strings.Count(got(), line+"\n"); n != 1 {
+			t.Errorf("the servers printed %q %d times, want once (whatever the replica count):\n%s", line, n, got())
 		}
 	}
+}
+
+// startPythonServers starts python3 servers in startWeb's network
+// namespace, each given as its code and port (it binds webAddr:port), and
+// returns what they print.
+func startPythonServers(t *testing.T, codeAndPort ...string) (printed func() string) {
+	var mu sync.Mutex
+	var got bytes.Buffer
+	for i := 0; i+1 < len(codeAndPort); i += 2 {
+		srv := exec.Command("ip", "netns", "exec", webNetns, "python3", "-u", "-c", codeAndPort[i], webAddr, codeAndPort[i+1])
+		srv.Stdout = &lockedWriter{mu: &mu, w: &got}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	}
+	time.Sleep(300 * time.Millisecond) // the servers bind
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return got.String()
+	}
+}
+
+// runPythonOut runs a python3 client (given webAddr as its argument) as 3
+// replicas allowed to reach webAddr, and returns their output, failing
+// the test unless they agree.
+func runPythonOut(t *testing.T, client string) string {
+	t.Helper()
+	sock := filepath.Join(env.providers[0].dir, "containerd.sock")
+	out, errs, code := runCLI(t, "", nil, "run", "--json", "--address", sock, "--namespace", namespace, "--allow-net", webAddr+":*",
+		pythonImage, "--", "/usr/bin/python3", "-c", client, webAddr)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(errs, `"agreed": true`) {
+		t.Fatalf("run: exit %d", code)
+	}
+	return out
 }

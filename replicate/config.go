@@ -100,18 +100,15 @@ func (p *Local) ImageDigest(ctx context.Context, image string) (string, error) {
 }
 
 // StreamConfig reads the config entry of a stream in c, verified under
-// the key logd holds for it (key, if not empty, must be that key): what a
-// replica that joins the stream runs.
-func StreamConfig(ctx context.Context, c *logd.Client, stream, key string) (Config, string, error) {
+// the key logd holds for it, and returns it and that key: what a replica
+// that joins the stream runs, and trusts.
+func StreamConfig(ctx context.Context, c *logd.Client, stream string) (Config, string, error) {
 	info, err := c.Info(ctx, stream)
 	switch {
 	case errors.Is(err, logd.ErrNoStream):
 		return Config{}, "", fmt.Errorf("no stream %s on the logd at %s (lockstep serve prints its stream's name when it starts)", stream, c.Base)
 	case err != nil:
 		return Config{}, "", fmt.Errorf("the logd at %s: %w (is it running? give its address with --logd)", c.Base, err)
-	}
-	if key != "" && info.Key != key {
-		return Config{}, "", fmt.Errorf("stream %s: logd says its key is %s, not the %s given: this logd holds another stream of that name", stream, info.Key, key)
 	}
 	pub, err := logd.DecodeKey(info.Key)
 	if err != nil {

@@ -51,8 +51,8 @@ type Options struct {
 	// Join, if set, names the one replica that joins Stream, a stream
 	// already in Logd (lockstep serve --join): it reads the stream from
 	// its start and follows it as its guard appends; nothing is appended
-	// here. Key, if set, is the stream's key (logd.EncodeKey) to trust;
-	// otherwise logd's word for it is taken.
+	// here. Key is the stream's key (logd.EncodeKey) to trust, as
+	// StreamConfig returns it.
 	Join string
 	Key  string
 

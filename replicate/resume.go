@@ -24,7 +24,7 @@ type Resumed struct {
 	// counts on from it.
 	LastConn uint64
 	// Open are the connections (clients' and outbound ones) opened and
-	// not closed: they ended with the guard, and Closing says so in the
+	// not closed: they ended with the guard, and closing says so in the
 	// log. Dialed are the outbound connections the log has an open entry
 	// for: the replicas, replaying, ask for them again, and the guard must
 	// not dial them twice.

@@ -77,51 +77,37 @@ func errnoOrNil(errno syscall.Errno) error {
 	return errno
 }
 
-// sendto: in a run whose time is its log's, a UDP datagram out of the run
-// goes on a flow through the guard (sendUDP), a TCP Fast Open
-// (MSG_FASTOPEN) connects through it and sends (fastOpen), and an ICMP echo request to an
-// IPv4 address other than loopback goes through the guard (docs/egress.md):
-// the guard sends one echo, and the log says whether, and when, it was
-// answered. Answered, the call runs natively at the log's time, and the
-// run's own kernel answers it (every IPv4 address is local in the run's
-// network namespace), so the program reads its reply at once: the round
-// trip it measures is the guard's. Not answered, the request is dropped.
+// sendto: a datagram, a TCP Fast Open or an ICMP echo request with an
+// address out of the run goes through the guard (sendWith, echo).
 func (a *Agent) sendto(r *Req) (int64, error) {
 	ap, ok := peer(r, r.Arg(4), r.Arg(5))
-	tl := a.egress(ap, ok)
-	if tl == nil {
-		return a.outside(r, "sendto", ap, ok)
-	}
-	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
-	if err != nil {
-		return 0, errContinue
-	}
-	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	if err == nil && proto == unix.IPPROTO_UDP {
-		defer unix.Close(sock)
-		return a.sendUDP(r, tl, sock, ap)
-	}
-	if err == nil && proto == unix.IPPROTO_TCP && r.Arg(3)&unix.MSG_FASTOPEN != 0 {
-		defer unix.Close(sock)
-		data := func() ([]byte, error) { return r.Read(r.Arg(1), int(min(r.Arg(2), 64<<10))) }
-		return a.fastOpen(r, tl, sock, ap, data)
-	}
-	unix.Close(sock)
+	data := func() ([]byte, error) { return r.Read(r.Arg(1), int(min(r.Arg(2), 64<<10))) }
+	return a.sendWith(r, "sendto", ap, ok, r.Arg(3), data, a.echo)
+}
+
+// echo: in a run whose time is its log's, an ICMP echo request sent with
+// sendto to an address other than loopback goes through the guard
+// (docs/egress.md): the guard sends one echo, and the log says whether,
+// and when, it was answered. Answered, the call runs natively at the
+// log's time, and the run's own kernel answers it (every IPv4 address is
+// local in the run's network namespace), so the program reads its reply
+// at once: the round trip it measures is the guard's. Not answered, the
+// request is dropped.
+func (a *Agent) echo(r *Req, tl *virt.Timeline, proto int, ap netip.AddrPort) (int64, error) {
 	if r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
-		return a.outside(r, "sendto", ap, ok)
+		return a.outside(r, "sendto", ap, true)
 	}
 	request := byte(8) // ICMP's echo request
-	if proto == unix.IPPROTO_ICMPV6 {
+	switch proto {
+	case unix.IPPROTO_ICMPV6:
 		request = 128 // ICMPv6's
-	} else if proto != unix.IPPROTO_ICMP {
-		err = unix.EPROTONOSUPPORT
-	}
-	if err != nil {
-		return a.outside(r, "sendto", ap, ok)
+	case unix.IPPROTO_ICMP:
+	default:
+		return a.outside(r, "sendto", ap, true)
 	}
 	p, err := r.Read(r.Arg(1), int(r.Arg(2)))
 	if err != nil || p[0] != request { // a raw socket's other ICMP
-		return a.outside(r, "sendto", ap, ok)
+		return a.outside(r, "sendto", ap, true)
 	}
 	// The guard votes on the request: its address, sequence number and
 	// data (the checksum and, on a datagram socket, the identifier are
@@ -131,7 +117,7 @@ func (a *Agent) sendto(r *Req) (int64, error) {
 	errno, err := tl.Dial(int32(r.Pid), fmt.Sprintf("icmp %s %x", ap.Addr(), sum[:8]), join, r.Valid)
 	switch {
 	case errors.Is(err, virt.ErrNoEgress):
-		return a.outside(r, "sendto", ap, ok)
+		return a.outside(r, "sendto", ap, true)
 	case err != nil:
 		return 0, err
 	case errno != 0:

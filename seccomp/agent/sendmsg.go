@@ -55,17 +55,18 @@ func (a *Agent) sendmsg(r *Req) (int64, error) {
 		return 0, errContinue // the kernel says what is wrong, if anything
 	}
 	ap, ok := peer(r, h.name, h.namelen)
-	return a.sendWith(r, "sendmsg", ap, ok, r.Arg(2), func() ([]byte, error) { return r.gather(h) })
+	return a.sendWith(r, "sendmsg", ap, ok, r.Arg(2), func() ([]byte, error) { return r.gather(h) }, nil)
 }
 
 // sendmmsg: each message with an address out of the run on a UDP socket
 // gets its flow through the guard first; then the call runs natively, and
-// the datagrams reach the flows' sockets. On any other socket such a
-// message is taken as sendmsg would take it, alone: the call sends only
-// the first message (a partial send, as the kernel may make).
+// the datagrams reach the flows' sockets. A TCP Fast Open is taken from
+// the first message alone, as sendmsg would take it: the call then sends
+// only that message (a partial send, as the kernel may make).
 func (a *Agent) sendmmsg(r *Req) (int64, error) {
+	flags := r.Arg(3)
 	vlen := min(r.Arg(2)&0xffffffff, uioMaxIOV)
-	for i := uint64(0); i < vlen; i++ {
+	for i := uint64(0); i < vlen; i, flags = i+1, flags&^unix.MSG_FASTOPEN {
 		h, err := readHeader(r, r.Arg(1)+i*sizeofMmsghdr)
 		if err != nil {
 			return 0, errContinue
@@ -74,19 +75,16 @@ func (a *Agent) sendmmsg(r *Req) (int64, error) {
 			continue
 		}
 		ap, ok := peer(r, h.name, h.namelen)
-		if i > 0 && !a.isUDP(r) {
-			break // a stream socket: the first message went alone
-		}
-		n, err := a.sendWith(r, "sendmmsg", ap, ok, r.Arg(3), func() ([]byte, error) { return r.gather(h) })
+		n, err := a.sendWith(r, "sendmmsg", ap, ok, flags, func() ([]byte, error) { return r.gather(h) }, nil)
 		switch {
 		case errors.Is(err, errContinue):
 			continue
 		case err != nil:
 			return n, err
 		}
-		// The first message was sent by the agent (a Fast Open): the
-		// call sent one message, whose length the kernel would have
-		// written into its mmsghdr.
+		// The agent sent the first message (a Fast Open): the call sent
+		// one message, whose length the kernel would have written into
+		// its mmsghdr.
 		if werr := r.Write(r.Arg(1)+sizeofMsghdr, binary.NativeEndian.AppendUint32(nil, uint32(n))); werr != nil {
 			return 0, werr
 		}
@@ -95,25 +93,15 @@ func (a *Agent) sendmmsg(r *Req) (int64, error) {
 	return 0, errContinue
 }
 
-// isUDP reports whether the caller's socket (the call's first argument)
-// is a UDP one.
-func (a *Agent) isUDP(r *Req) bool {
-	sock, err := dupTargetFD(r.Tid(), int(int32(r.Arg(0))))
-	if err != nil {
-		return false
-	}
-	defer unix.Close(sock)
-	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	return err == nil && proto == unix.IPPROTO_UDP
-}
-
 // sendWith sends data with an address ap out of the run, through the
 // guard, on the caller's socket (the call's first argument) with flags:
 // a UDP datagram on its flow (the call then runs natively), a TCP Fast
 // Open as connect does, the data then written by the agent on the
 // connected socket (the kernel would refuse to Fast Open a connected
-// one). Anything else is noted as outside the run and runs natively.
-func (a *Agent) sendWith(r *Req, call string, ap netip.AddrPort, ok bool, flags uint64, data func() ([]byte, error)) (int64, error) {
+// one), and on another socket what other does with it (sendto's ICMP
+// echo). Anything else is noted as outside the run and runs natively.
+func (a *Agent) sendWith(r *Req, call string, ap netip.AddrPort, ok bool, flags uint64, data func() ([]byte, error),
+	other func(r *Req, tl *virt.Timeline, proto int, ap netip.AddrPort) (int64, error)) (int64, error) {
 	tl := a.egress(ap, ok)
 	if tl == nil {
 		return a.outside(r, call, ap, ok)
@@ -125,10 +113,13 @@ func (a *Agent) sendWith(r *Req, call string, ap netip.AddrPort, ok bool, flags 
 	defer unix.Close(sock)
 	proto, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	switch {
-	case err == nil && proto == unix.IPPROTO_UDP:
+	case err != nil:
+	case proto == unix.IPPROTO_UDP:
 		return a.sendUDP(r, tl, sock, ap)
-	case err == nil && proto == unix.IPPROTO_TCP && flags&unix.MSG_FASTOPEN != 0:
+	case proto == unix.IPPROTO_TCP && flags&unix.MSG_FASTOPEN != 0:
 		return a.fastOpen(r, tl, sock, ap, data)
+	case other != nil:
+		return other(r, tl, proto, ap)
 	}
 	return a.outside(r, call, ap, ok)
 }
