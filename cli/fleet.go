@@ -32,6 +32,7 @@ type fleet struct {
 	require    *string
 	stderrMode *string
 	allowNet   *string
+	fetch      *string
 
 	required []string      // parsed from require by check
 	allow    *serve.Policy // parsed from allowNet by check
@@ -51,6 +52,7 @@ func addFleetFlags(name string, fs *pflag.FlagSet) *fleet {
 		asJSON:     fs.Bool("json", false, "print the verdict as JSON on stderr"),
 		require:    requireFlag(fs),
 		allowNet:   fs.String("allow-net", "", "let the program connect out of the run, through the guard, to `HOST:PORT,...` (an address, a CIDR network or a name, and a port or *); the default allows none (docs/egress.md)"),
+		fetch:      fs.String("fetch", "guard", "who makes an outbound TCP connection (--allow-net): guard (the guard, once) or providers (every replica's provider, the replicas getting what a majority of them read alike: for plain-text protocols; docs/egress.md)"),
 		stderrMode: fs.String("stderr", "majority", "the replicas' stderr to show after the run: majority (what most replicas wrote; the vote is on stdout), replica-N, or none"),
 	}
 }
@@ -77,6 +79,9 @@ func (f *fleet) check(stderr io.Writer) int {
 		return errorf(stderr, exitUsage, "%s: %v", f.name, err)
 	}
 	f.allow = allow
+	if *f.fetch != "guard" && *f.fetch != "providers" {
+		return errorf(stderr, exitUsage, "%s: --fetch is guard or providers, not %q", f.name, *f.fetch)
+	}
 	if len(*f.providers) > 0 && *f.logdAddr == "" {
 		return errorf(stderr, exitUsage, "%s: --provider needs --logd ADDR, the logd the providers read the log from", f.name)
 	}
@@ -129,17 +134,24 @@ func remote(pinned string, key ed25519.PrivateKey) (*replicate.Remote, error) {
 	return &replicate.Remote{Addr: "https://" + addr, HTTP: c, Label: addr}, nil
 }
 
-// options are a run's options from the flags: replicas of image running
-// args, on ps, reading a new stream of client's.
 // guard is the run's guard: its outbound connections (egress) go
 // through it, and a served stream's clients too (ln; nil for a run).
-func (f *fleet) guard(ln net.Listener, stderr io.Writer) *serve.Gateway {
+// With --fetch providers, each replica's provider (of ps, placed in turn)
+// makes its outbound connections.
+func (f *fleet) guard(ln net.Listener, ps []replicate.Provider, stderr io.Writer) *serve.Gateway {
 	g := serve.New(ln, *f.replicas)
 	g.Allow = f.allow
+	if *f.fetch == "providers" {
+		for i := range *f.replicas {
+			g.Fetch = append(g.Fetch, ps[i%len(ps)].(replicate.Fetcher))
+		}
+	}
 	g.Log = func(s string) { fmt.Fprintf(stderr, "lockstep %s: %s\n", f.name, s) }
 	return g
 }
 
+// options are a run's options from the flags: replicas of image running
+// args, on ps, reading a new stream of client's.
 func (f *fleet) options(ps []replicate.Provider, client *logd.Client, image string, args []string) replicate.Options {
 	id := make([]byte, 6)
 	rand.Read(id)

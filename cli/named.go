@@ -16,7 +16,7 @@ import (
 
 // hubOnly are the fleet's flags that a named service's registration or
 // the hub decide, not the requestor.
-var hubOnly = []string{"replicas", "provider", "logd", "allow-net", "require", "tick", "address", "namespace"}
+var hubOnly = []string{"replicas", "provider", "logd", "allow-net", "fetch", "require", "tick", "address", "namespace"}
 
 // link is what crossed the requestor's link to the hub.
 type link struct {

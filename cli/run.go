@@ -120,7 +120,7 @@ func replicated(name, usage string, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintf(stderr, "\rlockstep %s: %s in, %s verified out, %d of %d replicas running  ", name, size(p.In), size(p.Out), p.Running, *f.replicas)
 		}
 	}
-	g := f.guard(nil, stderr)
+	g := f.guard(nil, ps, stderr)
 	o.Entries, o.Net = g.Entries(), g
 	v, err := replicate.Run(ctx, o)
 	g.Over()
@@ -166,6 +166,12 @@ func verdictExit(v replicate.Verdict) int {
 
 // printVerdict says what went wrong, if anything.
 func printVerdict(w io.Writer, name string, v replicate.Verdict) {
+	if e := v.Egress; e != nil && (e.Mode == "providers" || len(e.Odd) > 0) {
+		fmt.Fprintf(w, "lockstep %s: %s\n", name, egressLine(e))
+		for _, o := range e.Odd {
+			fmt.Fprintf(w, "lockstep %s:   a fetch differed: %s\n", name, o)
+		}
+	}
 	if v.Agreed && len(v.Lost) == 0 {
 		if len(v.Leaks) > 0 {
 			fmt.Fprintf(w, "lockstep %s: %s, though %s\n", name, v.Detail, logd.LeakList(v.Leaks)+" (lockstep doctor)")
@@ -188,6 +194,14 @@ func printVerdict(w io.Writer, name string, v replicate.Verdict) {
 	if v.Log.State != "" {
 		fmt.Fprintf(w, "lockstep %s:   log verdict: %s, %s\n", name, v.Log.State, v.Log.Detail)
 	}
+}
+
+// egressLine says how the run's outbound connections were made.
+func egressLine(e *replicate.Egress) string {
+	if e.Mode == "providers" {
+		return fmt.Sprintf("%d outbound connections, each made by every replica's provider, the replicas reading what a majority of them read (--fetch providers)", e.Connections)
+	}
+	return fmt.Sprintf("%d outbound connections, each made once by the guard", e.Connections)
 }
 
 // cancelOnSignal returns a context that SIGINT or SIGTERM cancels, and

@@ -97,7 +97,7 @@ func serveMain(args []string, stdout, stderr io.Writer) int {
 	defer closeFleet()
 	o := f.options(ps, client, fs.Arg(0), fs.Args()[1:])
 	chains := &syncChains{cs: ebpf.NewChains(64 << 10)}
-	g := f.guard(ln, stderr)
+	g := f.guard(ln, ps, stderr)
 	g.Tap = chains.conn
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, cancel := context.WithCancel(context.Background())

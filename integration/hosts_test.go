@@ -264,6 +264,8 @@ func TestProviderHosts(t *testing.T) {
 		t.Logf("%s", v.Detail)
 	})
 
+	t.Run("fetch by each provider", func(t *testing.T) { fetchByProviders(t, hosts, logdURL, addrs) })
+
 	t.Run("serve", func(t *testing.T) {
 		// A served stream across the three hosts: connections reach each
 		// replica over the provider protocol, answers come back and are

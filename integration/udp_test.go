@@ -170,14 +170,28 @@ socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
 // TestEgressSendmsg: the calls that carry their destination inside a
 // message header, or open a connection with data (TCP Fast Open), go
 // through the guard too: a UDP datagram sent with sendmsg and an address,
-// and a TCP Fast Open by sendto and by sendmsg (MSG_FASTOPEN) reach real
-// servers once, whatever the replica count, and every replica prints the
-// same replies.
+// a TCP Fast Open by sendto and by sendmsg (MSG_FASTOPEN), and an ICMP
+// echo request sent with sendmsg on a raw socket reach real servers (and
+// the pinged host) once, whatever the replica count, and every replica
+// prints the same replies.
 func TestEgressSendmsg(t *testing.T) {
 	startWeb(t, t.TempDir())
 	got := startPythonServers(t, udpEcho, "8053", tcpEcho, "8055")
-	client := `import socket, sys
+	before := echoes(t)
+	client := `import socket, struct, sys
 a = sys.argv[1]
+ic = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+req = struct.pack("!BBHHH", 8, 0, 0, 0x4c53, 1) + b"ping by sendmsg"
+s = sum(struct.unpack("!%dH" % ((len(req) + 1) // 2), req + bytes(len(req) % 2)))
+s = (s >> 16) + (s & 0xffff)
+req = req[:2] + struct.pack("!H", ~(s + (s >> 16)) & 0xffff) + req[4:]
+ic.sendmsg([req], [], 0, (a, 0))
+ic.settimeout(10)
+while True:
+    r = ic.recv(200)
+    if r[20] == 0:
+        print("echo reply:", r[28:].decode(), flush=True)
+        break
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendmsg([b"by ", b"sendmsg"], [], 0, (a, 8053))
 print(u.recvfrom(100)[0].decode(), flush=True)
@@ -192,6 +206,7 @@ for how in ("sendto", "sendmsg"):
     t.close()`
 	out := runPythonOut(t, client)
 	for _, want := range []string{
+		"echo reply: ping by sendmsg\n",
 		"echo by sendmsg\n",
 		fmt.Sprintf("sendto sent 20 got echo fast open by sendto from ('%s', 8055)\n", webAddr),
 		fmt.Sprintf("sendmsg sent 21 got echo fast open by sendmsg from ('%s', 8055)\n", webAddr),
@@ -204,6 +219,9 @@ for how in ("sendto", "sendmsg"):
 		if n := strings.Count(got(), line+"\n"); n != 1 {
 			t.Errorf("the servers printed %q %d times, want once (whatever the replica count):\n%s", line, n, got())
 		}
+	}
+	if n := echoes(t) - before; n != 1 {
+		t.Errorf("the pinged host received %d echo requests, want 1", n)
 	}
 }
 

@@ -25,8 +25,15 @@ const (
 	// KindStop stops the run: at the first point after it where every
 	// thread waits, the runtime kills the container.
 	KindStop Kind = 10
+	// KindFetch records, in the providers' fetch mode (docs/egress.md),
+	// what one provider's own connection for an outbound connection got:
+	// the connection's number (8 bytes), the fetcher's index (1 byte), an
+	// event ('o' the dial's errno, 4 bytes; 'd' bytes it read; 'c' its
+	// end, with an errno or none) and its bytes. The replicas are not fed
+	// it: the data entries carry what a majority of the fetches got.
+	KindFetch Kind = 11
 
-	lastKind = KindStop
+	lastKind = KindFetch
 )
 
 // EgressConn marks the number of a connection the run's program made out
@@ -70,6 +77,8 @@ func (k Kind) String() string {
 		return "close"
 	case KindStop:
 		return "stop"
+	case KindFetch:
+		return "fetch"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -81,7 +90,7 @@ func ParseKind(s string) (Kind, error) {
 			return k, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config, end, eof, open, data, close or stop)", s)
+	return 0, fmt.Errorf("unknown entry kind %q (want input, tick, seed, config, end, eof, open, data, close, stop or fetch)", s)
 }
 
 // EntryVersion is the version byte of the entry encoding.
@@ -122,6 +131,8 @@ func (e *Entry) check() error {
 		return fmt.Errorf("entry %d: %v", e.Seq, e.Kind)
 	case (e.Kind == KindOpen || e.Kind == KindClose || e.Kind == KindData) && len(e.Payload) < 8:
 		return fmt.Errorf("entry %d: a %v entry starts with its connection's 8-byte number (it has %d bytes)", e.Seq, e.Kind, len(e.Payload))
+	case e.Kind == KindFetch && (len(e.Payload) < 10 || ConnID(e.Payload)&EgressConn == 0):
+		return fmt.Errorf("entry %d: a fetch entry starts with an outbound connection's 8-byte number, the fetcher's index and an event (it has %d bytes)", e.Seq, len(e.Payload))
 	case (e.Kind == KindOpen || e.Kind == KindClose) && !connSize(ConnID(e.Payload), e.Kind, len(e.Payload)):
 		return fmt.Errorf("entry %d: a %v entry of %d bytes: a served connection's carries its 8-byte number only; an outbound one's (docs/egress.md) open the number, an errno and the address, and its close the number and at most an errno", e.Seq, e.Kind, len(e.Payload))
 	case len(e.Payload) > MaxPayload:

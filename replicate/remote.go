@@ -64,6 +64,20 @@ func Handler(p Provider, allow func(*http.Request) error) http.Handler {
 		b, _ := json.Marshal(res)
 		fw.frame(frameResult, b)
 	})
+	mux.HandleFunc("POST /v1/fetch", func(w http.ResponseWriter, r *http.Request) {
+		// The request's body streams while the answer does: an answer
+		// goes out without waiting for its end.
+		rc := http.NewResponseController(w)
+		rc.EnableFullDuplex()
+		if allow != nil {
+			if err := allow(r); err != nil {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				rc.Flush()
+				return
+			}
+		}
+		serveFetch(w, r)
+	})
 	mux.HandleFunc("GET /v1/provider", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{"name": p.Name()})
 	})

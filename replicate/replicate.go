@@ -116,6 +116,21 @@ type Verdict struct {
 	// HostLimited: the replicas differ, and hosts that could not make a
 	// source deterministic can explain it: no replica is named odd for it.
 	HostLimited bool `json:"host_limited,omitempty"`
+	// Egress says how the run's outbound connections were made, if it
+	// made any (docs/egress.md).
+	Egress *Egress `json:"egress,omitempty"`
+}
+
+// Egress is how a run's outbound connections were made.
+type Egress struct {
+	// Mode is "guard" (the guard made each once) or "providers" (every
+	// replica's provider made each; the replicas got what a majority of
+	// the fetches got).
+	Mode        string `json:"mode"`
+	Connections int64  `json:"connections"`
+	// Odd: the fetches that differed from the majority's, and the
+	// connections on which no majority of the fetches agreed.
+	Odd []string `json:"odd,omitempty"`
 }
 
 // ReplicaReport is one replica's part in the verdict.

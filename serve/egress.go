@@ -4,14 +4,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
 )
 
 // Egress: the run's program connects out of the run (docs/egress.md).
@@ -120,12 +121,16 @@ func (g *Gateway) dial(id uint64, to string) {
 		g.flow(id, to, f[1])
 		return
 	}
+	if len(g.Fetch) > 0 {
+		g.fetchEach(id, to)
+		return
+	}
 	if !g.admit(id, to, to, "connected to "+to) {
 		return
 	}
 	c, err := net.DialTimeout("tcp", to, DialTimeout)
 	if err != nil {
-		g.emit(egressOpen(id, dialErrno(err), to))
+		g.emit(egressOpen(id, replicate.DialErrno(err), to))
 		return
 	}
 	if !g.keep(id, c, nil) {
@@ -157,14 +162,14 @@ func (g *Gateway) dial(id uint64, to string) {
 // datagrams, or nil), as open: what a majority of the replicas send on it
 // is written to it (through d). It is false, and c closed, if the guard
 // stopped meanwhile.
-func (g *Gateway) keep(id uint64, c net.Conn, d *datagrams) bool {
+func (g *Gateway) keep(id uint64, c io.WriteCloser, d *datagrams) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.stopped {
 		c.Close()
 		return false
 	}
-	var w net.Conn = c
+	var w io.WriteCloser = c
 	if d != nil {
 		w = d
 	}
@@ -261,17 +266,4 @@ func (g *Gateway) refuse(did, allow, so string) {
 func egressOpen(id uint64, errno syscall.Errno, to string) logd.Entry {
 	p := binary.BigEndian.AppendUint32(nil, uint32(errno))
 	return logd.ConnEntry(logd.KindOpen, 0, id, append(p, to...))
-}
-
-// dialErrno is what a failed dial says to the program's connect.
-func dialErrno(err error) syscall.Errno {
-	var ne net.Error
-	var errno syscall.Errno
-	switch {
-	case errors.As(err, &errno):
-		return errno
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return syscall.ETIMEDOUT
-	}
-	return syscall.ECONNREFUSED
 }

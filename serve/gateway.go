@@ -3,6 +3,7 @@ package serve
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strings"
@@ -27,6 +28,12 @@ type Gateway struct {
 	Allow *Policy
 	Log   func(string)
 
+	// Fetch, if set (one per replica: its provider's), makes each
+	// outbound TCP connection: every fetcher makes it, and the replicas
+	// get what a majority of them got (the providers' fetch mode,
+	// docs/egress.md). Unset, the guard makes it, once.
+	Fetch []replicate.Fetcher
+
 	ln       net.Listener
 	entries  chan logd.Entry
 	quit     chan struct{} // the run is over: nothing reads entries
@@ -50,11 +57,12 @@ type Gateway struct {
 	stopped bool
 	failure string
 
-	dials   map[uint64]*dialVote    // outbound connections asked for
-	remotes map[net.Conn]*datagrams // outbound connections open (a UDP flow's: with its datagrams)
-	refused map[string]bool         // addresses the policy refused, said once
-	dialed  int64
-	before  map[uint64]bool // outbound connections a resumed stream's log already has
+	dials    map[uint64]*dialVote     // outbound connections asked for
+	remotes  map[io.Closer]*datagrams // outbound connections open (a UDP flow's: with its datagrams)
+	refused  map[string]bool          // addresses the policy refused, said once
+	dialed   int64
+	fetchOdd []string        // fetches that differed from the majority's, and why
+	before   map[uint64]bool // outbound connections a resumed stream's log already has
 
 	nameFrom int // the replicas' names count from replica-nameFrom
 }
@@ -78,7 +86,7 @@ func New(ln net.Listener, replicas int) *Gateway {
 		quit: make(chan struct{}), stopping: make(chan struct{}), failed: make(chan struct{}),
 		v:     votes{need: replicas/2 + 1, odd: make([]string, replicas), gone: make([]bool, replicas)},
 		conns: map[uint64]*conn{}, open: map[net.Conn]bool{},
-		dials: map[uint64]*dialVote{}, remotes: map[net.Conn]*datagrams{}, refused: map[string]bool{},
+		dials: map[uint64]*dialVote{}, remotes: map[io.Closer]*datagrams{}, refused: map[string]bool{},
 	}
 }
 
@@ -354,6 +362,22 @@ func (g *Gateway) Judge(v *replicate.Verdict) {
 		v.Agreed = false
 		v.Detail = "no majority could answer: " + f
 	}
+	v.Egress = g.egress()
+}
+
+// egress says how the run's outbound connections were made, if there
+// were any.
+func (g *Gateway) egress() *replicate.Egress {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.dialed == 0 {
+		return nil
+	}
+	e := &replicate.Egress{Mode: "guard", Connections: g.dialed, Odd: g.fetchOdd}
+	if len(g.Fetch) > 0 {
+		e.Mode = "providers"
+	}
+	return e
 }
 
 // Failure says why no majority could answer, or "".

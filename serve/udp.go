@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockstep-run/lockstep/logd"
+	"github.com/lockstep-run/lockstep/replicate"
 )
 
 // UDP through the guard (docs/egress.md, "UDP and DNS"). A replica's
@@ -34,7 +35,7 @@ func (g *Gateway) flow(id uint64, to, addr string) {
 	}
 	c, err := net.Dial("udp", addr)
 	if err != nil {
-		g.emit(egressOpen(id, dialErrno(err), to))
+		g.emit(egressOpen(id, replicate.DialErrno(err), to))
 		return
 	}
 	d := &datagrams{Conn: c}

@@ -1,7 +1,7 @@
 package serve
 
 import (
-	"net"
+	"io"
 	"sync"
 )
 
@@ -10,7 +10,7 @@ import (
 // the connection once what was pushed is written, or with half set (an
 // outbound connection: the remote may still answer), shuts its write side.
 type writer struct {
-	c     net.Conn
+	c     io.WriteCloser
 	half  bool
 	mu    sync.Mutex
 	cond  *sync.Cond
@@ -18,7 +18,7 @@ type writer struct {
 	ended bool
 }
 
-func newWriter(c net.Conn) *writer {
+func newWriter(c io.WriteCloser) *writer {
 	w := &writer{c: c}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
@@ -59,8 +59,8 @@ func (w *writer) run() {
 			}
 		}
 		if ended && len(q) == 0 {
-			if tc, ok := w.c.(*net.TCPConn); ok && w.half {
-				tc.CloseWrite()
+			if hc, ok := w.c.(interface{ CloseWrite() error }); ok && w.half {
+				hc.CloseWrite()
 			} else {
 				w.c.Close()
 			}

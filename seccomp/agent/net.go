@@ -82,32 +82,26 @@ func errnoOrNil(errno syscall.Errno) error {
 func (a *Agent) sendto(r *Req) (int64, error) {
 	ap, ok := peer(r, r.Arg(4), r.Arg(5))
 	data := func() ([]byte, error) { return r.Read(r.Arg(1), int(min(r.Arg(2), 64<<10))) }
-	return a.sendWith(r, "sendto", ap, ok, r.Arg(3), data, a.echo)
+	return a.sendWith(r, "sendto", ap, ok, r.Arg(3), data)
 }
 
 // echo: in a run whose time is its log's, an ICMP echo request sent with
-// sendto to an address other than loopback goes through the guard
+// sendto, sendmsg or sendmmsg (call) to an address other than loopback
+// goes through the guard
 // (docs/egress.md): the guard sends one echo, and the log says whether,
 // and when, it was answered. Answered, the call runs natively at the
 // log's time, and the run's own kernel answers it (every IPv4 address is
 // local in the run's network namespace), so the program reads its reply
 // at once: the round trip it measures is the guard's. Not answered, the
 // request is dropped.
-func (a *Agent) echo(r *Req, tl *virt.Timeline, proto int, ap netip.AddrPort) (int64, error) {
-	if r.Arg(2) < 8 || r.Arg(2) > 1<<16 {
-		return a.outside(r, "sendto", ap, true)
-	}
+func (a *Agent) echo(r *Req, tl *virt.Timeline, call string, proto int, ap netip.AddrPort, data func() ([]byte, error)) (int64, error) {
 	request := byte(8) // ICMP's echo request
-	switch proto {
-	case unix.IPPROTO_ICMPV6:
+	if proto == unix.IPPROTO_ICMPV6 {
 		request = 128 // ICMPv6's
-	case unix.IPPROTO_ICMP:
-	default:
-		return a.outside(r, "sendto", ap, true)
 	}
-	p, err := r.Read(r.Arg(1), int(r.Arg(2)))
-	if err != nil || p[0] != request { // a raw socket's other ICMP
-		return a.outside(r, "sendto", ap, true)
+	p, err := data()
+	if err != nil || len(p) < 8 || p[0] != request { // a raw socket's other ICMP
+		return a.outside(r, call, ap, true)
 	}
 	// The guard votes on the request: its address, sequence number and
 	// data (the checksum and, on a datagram socket, the identifier are
@@ -117,7 +111,7 @@ func (a *Agent) echo(r *Req, tl *virt.Timeline, proto int, ap netip.AddrPort) (i
 	errno, err := tl.Dial(int32(r.Pid), fmt.Sprintf("icmp %s %x", ap.Addr(), sum[:8]), join, r.Valid)
 	switch {
 	case errors.Is(err, virt.ErrNoEgress):
-		return a.outside(r, "sendto", ap, true)
+		return a.outside(r, call, ap, true)
 	case err != nil:
 		return 0, err
 	case errno != 0:

@@ -55,7 +55,7 @@ func (a *Agent) sendmsg(r *Req) (int64, error) {
 		return 0, errContinue // the kernel says what is wrong, if anything
 	}
 	ap, ok := peer(r, h.name, h.namelen)
-	return a.sendWith(r, "sendmsg", ap, ok, r.Arg(2), func() ([]byte, error) { return r.gather(h) }, nil)
+	return a.sendWith(r, "sendmsg", ap, ok, r.Arg(2), func() ([]byte, error) { return r.gather(h) })
 }
 
 // sendmmsg: each message with an address out of the run on a UDP socket
@@ -75,7 +75,7 @@ func (a *Agent) sendmmsg(r *Req) (int64, error) {
 			continue
 		}
 		ap, ok := peer(r, h.name, h.namelen)
-		n, err := a.sendWith(r, "sendmmsg", ap, ok, flags, func() ([]byte, error) { return r.gather(h) }, nil)
+		n, err := a.sendWith(r, "sendmmsg", ap, ok, flags, func() ([]byte, error) { return r.gather(h) })
 		switch {
 		case errors.Is(err, errContinue):
 			continue
@@ -98,10 +98,9 @@ func (a *Agent) sendmmsg(r *Req) (int64, error) {
 // a UDP datagram on its flow (the call then runs natively), a TCP Fast
 // Open as connect does, the data then written by the agent on the
 // connected socket (the kernel would refuse to Fast Open a connected
-// one), and on another socket what other does with it (sendto's ICMP
-// echo). Anything else is noted as outside the run and runs natively.
-func (a *Agent) sendWith(r *Req, call string, ap netip.AddrPort, ok bool, flags uint64, data func() ([]byte, error),
-	other func(r *Req, tl *virt.Timeline, proto int, ap netip.AddrPort) (int64, error)) (int64, error) {
+// one), and an ICMP echo request as echo says. Anything else is noted as
+// outside the run and runs natively.
+func (a *Agent) sendWith(r *Req, call string, ap netip.AddrPort, ok bool, flags uint64, data func() ([]byte, error)) (int64, error) {
 	tl := a.egress(ap, ok)
 	if tl == nil {
 		return a.outside(r, call, ap, ok)
@@ -118,8 +117,8 @@ func (a *Agent) sendWith(r *Req, call string, ap netip.AddrPort, ok bool, flags 
 		return a.sendUDP(r, tl, sock, ap)
 	case proto == unix.IPPROTO_TCP && flags&unix.MSG_FASTOPEN != 0:
 		return a.fastOpen(r, tl, sock, ap, data)
-	case other != nil:
-		return other(r, tl, proto, ap)
+	case proto == unix.IPPROTO_ICMP || proto == unix.IPPROTO_ICMPV6:
+		return a.echo(r, tl, call, proto, ap, data)
 	}
 	return a.outside(r, call, ap, ok)
 }
