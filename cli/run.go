@@ -198,10 +198,14 @@ func printVerdict(w io.Writer, name string, v replicate.Verdict) {
 
 // egressLine says how the run's outbound connections were made.
 func egressLine(e *replicate.Egress) string {
-	if e.Mode == "providers" {
-		return fmt.Sprintf("%d outbound connections, each made by every replica's provider, the replicas reading what a majority of them read (--fetch providers)", e.Connections)
+	n := fmt.Sprintf("%d outbound connections", e.Connections)
+	if e.Connections == 1 {
+		n = "1 outbound connection"
 	}
-	return fmt.Sprintf("%d outbound connections, each made once by the guard", e.Connections)
+	if e.Mode == "providers" {
+		return n + ", each made by every replica's provider, the replicas reading what a majority of them read (--fetch providers)"
+	}
+	return n + ", each made once by the guard"
 }
 
 // cancelOnSignal returns a context that SIGINT or SIGTERM cancels, and

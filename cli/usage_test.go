@@ -25,6 +25,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--replicas", "x", "img"}, `invalid argument "x" for "--replicas"`},
 		{[]string{"run"}, "run: no IMAGE given"},
 		{[]string{"run", "--stderr", "some", "img"}, `--stderr: "some": want majority, none or replica-N`},
+		{[]string{"run", "--fetch", "each", "img"}, `run: --fetch is guard or providers, not "each"`},
 		{[]string{"pipe", "--checkpoint"}, "pipe: flag needs an argument: --checkpoint"},
 		{[]string{"pipe", "--require", "rdtsc,nope", "img"}, `unknown source "nope"`},
 		{[]string{"replay", "--bogus"}, "replay: unknown flag: --bogus"},

@@ -5,6 +5,7 @@ package integration
 import (
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,18 +17,20 @@ import (
 // own (its view of "the site"): a line in, a quote and the line out.
 const quoteAddr = "10.213.9.1"
 
-// quoteServer is the plain-text server: it answers each connection's
-// first line with a quote and that line, and logs the connection.
+// quoteServer is the plain-text server (argv: address, port and
+// optionally the quote): it answers each connection's first line with a
+// quote and that line, and logs the connection.
 const quoteServer = `import socket, sys
+quote = sys.argv[3] if len(sys.argv) > 3 else "the quote of the day: determinism is a feature"
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 7000))
+s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen()
 while True:
     c, a = s.accept()
     line = c.makefile("rb").readline()
     print("connection from", a[0], line.strip().decode(), flush=True)
-    c.sendall(sys.argv[2].encode() + b"\n" + line)
+    c.sendall(quote.encode() + b"\n" + line)
     c.close()
 `
 
@@ -44,7 +47,7 @@ func fetchByProviders(t *testing.T, hosts []*host, logdURL string, addrs []strin
 		if i == 2 {
 			quote = "the quote of the day: trust me"
 		}
-		srv := exec.Command("ip", "netns", "exec", h.netns, "python3", "-u", "-c", quoteServer, quoteAddr, quote)
+		srv := exec.Command("ip", "netns", "exec", h.netns, "python3", "-u", "-c", quoteServer, quoteAddr, "7000", quote)
 		logs[i] = &lockedBuffer{}
 		srv.Stdout, srv.Stderr = logs[i], logs[i]
 		if err := srv.Start(); err != nil {
@@ -83,5 +86,35 @@ func fetchByProviders(t *testing.T, hosts []*host, logdURL string, addrs []strin
 		if n := strings.Count(logs[i].String(), "connection from "+quoteAddr+" hello\n"); n != 1 {
 			t.Errorf("host %d's server: %d connections:\n%s", i, n, logs[i])
 		}
+	}
+}
+
+// TestEgressFetchProviders: --fetch providers on the local containerd:
+// each of the three replicas' provider (here the same host) makes the
+// connection, so the server sees three, with the line the replicas sent;
+// every replica prints the reply; the verdict says the mode; the log
+// records the fetches, and a replay with the server gone reproduces the
+// run from the log.
+func TestEgressFetchProviders(t *testing.T) {
+	startWeb(t, t.TempDir())
+	got := startPythonServers(t, quoteServer, "7000")
+	log := filepath.Join(t.TempDir(), "fetch.log")
+	common := []string{"--address", filepath.Join(env.providers[0].dir, "containerd.sock"), "--namespace", namespace}
+	cmd := []string{probeImage, "--", "/bin/busybox", "sh", "-c", "echo hello | /bin/busybox nc " + webAddr + " 7000"}
+	out, errs, code := runCLI(t, "", nil, append(append([]string{"run", "--fetch", "providers", "--allow-net", webAddr + ":7000", "--record", log}, common...), cmd...)...)
+	t.Logf("lockstep run:\n%s%s", out, errs)
+	if code != 0 || out != "the quote of the day: determinism is a feature\nhello\n" {
+		t.Fatalf("run: exit %d, output %q", code, out)
+	}
+	if !strings.Contains(errs, "1 outbound connection, each made by every replica's provider") {
+		t.Errorf("lockstep run does not say which mode it used: %s", errs)
+	}
+	if n := strings.Count(got(), "connection from "+webHost+" hello\n"); n != 3 {
+		t.Errorf("the server saw %d connections with the replicas' line, want 3 (one per replica's provider):\n%s", n, got())
+	}
+	exec.Command("ip", "netns", "del", webNetns).Run() // the site is gone
+	again, errs, code := runCLI(t, "", nil, append(append([]string{"replay"}, common...), log)...)
+	if code != 0 || again != out || !strings.Contains(errs, "reproduced the recorded run") {
+		t.Errorf("replay without the site: exit %d, output %q:\n%s", code, again, errs)
 	}
 }
