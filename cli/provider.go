@@ -21,6 +21,7 @@ import (
 
 	"github.com/lockstep-run/lockstep/logd"
 	"github.com/lockstep-run/lockstep/replicate"
+	"github.com/lockstep-run/lockstep/serve"
 	"github.com/spf13/pflag"
 )
 
@@ -59,6 +60,7 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	advertise := fs.String("advertise", "", "with --hub: the `ADDR` the hub reaches this provider at (default --listen)")
 	trust := fs.StringArray("trust", nil, "take jobs from the requestor or guard whose key is `ID` (repeat for each; lockstep id prints a key's ID)")
 	anyone := fs.Bool("trust-anyone", false, "take jobs from any key (a test host, reachable only by its users)")
+	allowFetch := fs.String("allow-fetch", "", "make a run's outbound connections for its guard (lockstep run --fetch providers) to `HOST:PORT,...` (as --allow-net); the default makes none (docs/egress.md)")
 	fs.Usage = func() { io.WriteString(stderr, providerUsage); fs.PrintDefaults() }
 	if code := parseFlags(fs, args, stderr); code >= 0 {
 		return code
@@ -74,6 +76,10 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 		return errorf(stderr, exitUsage, "provider: --advertise goes with --hub")
 	case *hubAddr == "" && len(*trust) == 0 && !*anyone:
 		return errorf(stderr, exitUsage, "provider: whose jobs? give --trust ID for each requestor's key (lockstep id --key FILE prints it), --hub, or --trust-anyone")
+	}
+	fetchPolicy, err := serve.ParsePolicy(*allowFetch)
+	if err != nil {
+		return errorf(stderr, exitUsage, "provider: %v", strings.Replace(err.Error(), "--allow-net", "--allow-fetch", 1))
 	}
 	key, err := loadPrivateKey(*keyFile, true)
 	if err != nil {
@@ -133,7 +139,7 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 	if err := batchScheduling(); err != nil {
 		fmt.Fprintf(stderr, "provider: warning: %v (replicas are fed, slower)\n", err)
 	}
-	srv := &http.Server{Handler: replicate.Handler(jobs, trustOnly(trusted, *anyone))}
+	srv := &http.Server{Handler: replicate.Handler(jobs, trustOnly(trusted, *anyone), fetchOnly(fetchPolicy))}
 	go func() { <-ctx.Done(); srv.Close() }()
 	id := hub.ID(key.Public().(ed25519.PublicKey))
 	fmt.Fprintf(stderr, "lockstep provider %s: serving on %s@%s, logd %s, containerd %s\n", *name, id, ln.Addr(), *logdAddr, *address)
@@ -144,6 +150,20 @@ func providerMain(args []string, stdout, stderr io.Writer) int {
 		return errorf(stderr, exitRuntime, "provider: %v", err)
 	}
 	return 0
+}
+
+// fetchOnly lets a fetch for a guard through if policy allows its
+// address.
+func fetchOnly(policy *serve.Policy) func(string) error {
+	if policy.Empty() {
+		return nil
+	}
+	return func(to string) error {
+		if !policy.Allows(to) {
+			return fmt.Errorf("this provider's --allow-fetch does not allow %s", to)
+		}
+		return nil
+	}
 }
 
 // trustOnly lets a job through if its client's key is one of keys (or

@@ -36,8 +36,8 @@ while True:
 
 // fetchByProviders: lockstep run --fetch providers on three provider
 // hosts. Each host has its own server at quoteAddr, and host 2's says
-// something else (its network lies). Every provider makes the connection
-// once; the replicas print what the majority of the fetches read; the
+// something else (its network lies). Providers not told to fetch
+// (--allow-fetch) refuse; those that are each make the connection once; the replicas print what the majority of the fetches read; the
 // verdict says the mode and names host 2's fetch.
 func fetchByProviders(t *testing.T, hosts []*host, logdURL string, addrs []string) {
 	logs := make([]*lockedBuffer, len(hosts))
@@ -63,11 +63,25 @@ func fetchByProviders(t *testing.T, hosts []*host, logdURL string, addrs []strin
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	args := []string{"run", "--json", "--logd", logdURL, "--key", hostKey, "--fetch", "providers", "--allow-net", quoteAddr + ":7000"}
-	for _, a := range addrs {
-		args = append(args, "--provider", a)
+	run := func(addrs []string) (string, string, int) {
+		args := []string{"run", "--json", "--logd", logdURL, "--key", hostKey, "--fetch", "providers", "--allow-net", quoteAddr + ":7000"}
+		for _, a := range addrs {
+			args = append(args, "--provider", a)
+		}
+		return runCLI(t, "", nil, append(args, probeImage, "--", "/bin/busybox", "sh", "-c", "echo hello | /bin/busybox nc "+quoteAddr+" 7000")...)
 	}
-	out, errs, code := runCLI(t, "", nil, append(args, probeImage, "--", "/bin/busybox", "sh", "-c", "echo hello | /bin/busybox nc "+quoteAddr+" 7000")...)
+	// Providers started without --allow-fetch make no connection: the
+	// connect is refused on every replica, and lockstep says why.
+	out, errs, code := run(addrs)
+	if code != 1 || out != "" || !strings.Contains(errs, "the fetch by "+hostPort(addrs[0])+" failed") || !strings.Contains(errs, "--allow-fetch") {
+		t.Fatalf("a fetch by providers that make none: exit %d, output %q:\n%s", code, out, errs)
+	}
+	t.Logf("providers without --allow-fetch:\n%s", errs[:strings.Index(errs, "{")])
+	var fetching []string
+	for _, h := range hosts {
+		fetching = append(fetching, h.serve(t, 7442, h.name+"-fetching", logdURL, "--allow-fetch", quoteAddr+":7000"))
+	}
+	out, errs, code = run(fetching)
 	var v replicate.Verdict
 	i := strings.Index(errs, "{")
 	if i < 0 || json.Unmarshal([]byte(errs[i:]), &v) != nil {
@@ -77,7 +91,7 @@ func fetchByProviders(t *testing.T, hosts []*host, logdURL string, addrs []strin
 	if code != 0 || !v.Agreed || out != "the quote of the day: determinism is a feature\nhello\n" {
 		t.Fatalf("exit %d, output %q, verdict %s: %s", code, out, states(v), v.Detail)
 	}
-	if e := v.Egress; e == nil || e.Mode != "providers" || e.Connections != 1 || len(e.Odd) != 1 || !strings.HasPrefix(e.Odd[0], hostPort(addrs[2])+": it read other bytes") {
+	if e := v.Egress; e == nil || e.Mode != "providers" || e.Connections != 1 || len(e.Odd) != 1 || !strings.HasPrefix(e.Odd[0], hostPort(fetching[2])+": it read other bytes") {
 		t.Errorf("the verdict's egress: %+v", e)
 	}
 	for i := range hosts {

@@ -54,7 +54,7 @@ func TestRemoteFetch(t *testing.T) {
 			return errors.New("not trusted")
 		}
 		return nil
-	}))
+	}, func(string) error { return nil }))
 	defer srv.Close()
 	p := &Remote{Addr: srv.URL, HTTP: &http.Client{Transport: header{"X-Test-Client", "trusted"}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -86,5 +86,11 @@ func TestRemoteFetch(t *testing.T) {
 	stranger := &Remote{Addr: srv.URL}
 	if _, err := stranger.Fetch(context.Background(), addr); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("an untrusted client's fetch: %v", err)
+	}
+	// A provider not told to fetch makes no connection, and says so.
+	none := httptest.NewServer(Handler(echo{}, nil, nil))
+	defer none.Close()
+	if _, err := (&Remote{Addr: none.URL}).Fetch(context.Background(), addr); err == nil || !strings.Contains(err.Error(), "--allow-fetch") {
+		t.Errorf("a fetch from a provider without --allow-fetch: %v", err)
 	}
 }

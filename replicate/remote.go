@@ -34,8 +34,11 @@ const (
 
 // Handler serves p's replicas over HTTP (lockstep provider, over TLS
 // with both parties' keys). allow, if set, says whether the client of a
-// job may run it (an error is its answer: 403).
-func Handler(p Provider, allow func(*http.Request) error) http.Handler {
+// job may run it (an error is its answer: 403). fetch, if set, says
+// whether this host makes a run's outbound connection to an address for
+// its guard (POST /v1/fetch; an error is its answer: 403); unset, it
+// makes none.
+func Handler(p Provider, allow func(*http.Request) error, fetch func(to string) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/replicas", func(w http.ResponseWriter, r *http.Request) {
 		if allow != nil {
@@ -69,12 +72,17 @@ func Handler(p Provider, allow func(*http.Request) error) http.Handler {
 		// goes out without waiting for its end.
 		rc := http.NewResponseController(w)
 		rc.EnableFullDuplex()
-		if allow != nil {
-			if err := allow(r); err != nil {
-				http.Error(w, err.Error(), http.StatusForbidden)
-				rc.Flush()
-				return
-			}
+		err := errors.New("this provider makes no connections for runs (lockstep provider --allow-fetch HOST:PORT,... lets it)")
+		if fetch != nil {
+			err = fetch(r.URL.Query().Get("to"))
+		}
+		if allow != nil && err == nil {
+			err = allow(r)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			rc.Flush()
+			return
 		}
 		serveFetch(w, r)
 	})

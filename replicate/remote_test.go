@@ -61,7 +61,7 @@ func TestRemoteProtocol(t *testing.T) {
 			return errors.New("not a client this provider trusts")
 		}
 		return nil
-	}))
+	}, func(string) error { return nil }))
 	defer srv.Close()
 	var out sink
 	_, err := (&Remote{Addr: srv.URL}).Run(context.Background(), Job{Args: []string{"hi"}}, &out)
