@@ -86,10 +86,12 @@ func (g *Gateway) fetchEach(id uint64, to string) {
 			f.v.gone[i] = true
 		}
 	}
-	f.c = newConn(id, n, newWriter(&fetched{g: g, f: f}))
 	if !g.keep(id, f, nil) {
 		return
 	}
+	g.mu.Lock()
+	f.c = newConn(id, n, newWriter(&fetched{g: g, f: f}))
+	g.mu.Unlock()
 	g.emit(egressOpen(id, 0, to))
 	for i, s := range f.streams {
 		if s != nil && f.v.in(i) {
