@@ -32,11 +32,11 @@ type wakeTask struct {
 }
 
 type wakeWake struct {
-	_     structs.HostLayout
-	Task  uint64
-	Waits uint64
-	Tgid  uint32
-	Pad   uint32
+	_       structs.HostLayout
+	Task    uint64
+	Waits   uint64
+	Tgid    uint32
+	Threads uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -27,7 +27,7 @@ type Wakes struct {
 func WatchWakes(blocking []int) (*Wakes, error) {
 	w := &Wakes{}
 	if err := loadWakeObjects(&w.objs, nil); err != nil {
-		return nil, fmt.Errorf("ebpf: load the wake-up watch (root and BPF are needed): %w", err)
+		return nil, fmt.Errorf("ebpf: load the wake-up watch (root, BPF and the kernel's BTF, /sys/kernel/btf/vmlinux, are needed): %w", err)
 	}
 	for _, nr := range blocking {
 		if err := w.objs.Blocking.Update(uint32(nr), uint8(1), ebpf.UpdateAny); err != nil {
@@ -65,15 +65,15 @@ func (w *Wakes) Enable(pid, untraced int) error {
 }
 
 // Woke reports whether thread tid (a host ID) was sent a SIGSTOP for a
-// wake-up, the process (host ID) it woke, and what reports whether the
-// thread it woke has gone to a wait since (or is gone). It forgets the
-// entry.
-func (w *Wakes) Woke(tid int) (tgid int, waited func() bool, ok bool) {
+// wake-up, the process (host ID) it woke and how many threads that
+// process had then, and what reports whether the thread it woke has gone
+// to a wait since (or is gone). It forgets the entry.
+func (w *Wakes) Woke(tid int) (tgid, threads int, waited func() bool, ok bool) {
 	var v wakeWake
 	if err := w.objs.Woken.LookupAndDelete(uint32(tid), &v); err != nil {
-		return 0, nil, false
+		return 0, 0, nil, false
 	}
-	return int(v.Tgid), func() bool {
+	return int(v.Tgid), int(v.Threads), func() bool {
 		var t wakeTask
 		if err := w.objs.Tasks.Lookup(v.Task, &t); err != nil {
 			return true

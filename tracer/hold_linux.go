@@ -3,8 +3,6 @@
 package tracer
 
 import (
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/lockstep-run/lockstep/virt"
@@ -46,17 +44,6 @@ type hold struct {
 	// and how many threads its process had (one: that says it all).
 	waited  func() bool
 	threads int
-}
-
-// threadCount returns how many threads process pid has (0: unknown).
-func threadCount(pid int) int {
-	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		return 0
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(-1)
-	return len(names)
 }
 
 // parkLimit bounds the wait of a new tracee for its creator's fork stop,
@@ -170,12 +157,12 @@ func (t *Tracer) wokeOther(tid int) bool {
 	if t.Wakes == nil || !sentByKernel(tid) {
 		return false
 	}
-	woken, waited, ok := t.Wakes.Woke(tid)
+	woken, threads, waited, ok := t.Wakes.Woke(tid)
 	if !ok {
 		return false
 	}
 	now := time.Now()
-	t.held[tid] = &hold{until: now.Add(holdLimit), child: woken, waited: waited, threads: threadCount(woken)}
+	t.held[tid] = &hold{until: now.Add(holdLimit), child: woken, waited: waited, threads: threads}
 	t.spinUntil = now.Add(spinFor)
 	return true
 }
@@ -186,6 +173,6 @@ func (t *Tracer) wakeStop(tid int) bool {
 	if t.Wakes == nil || !sentByKernel(tid) {
 		return false
 	}
-	_, _, ok := t.Wakes.Woke(tid)
+	_, _, _, ok := t.Wakes.Woke(tid)
 	return ok
 }

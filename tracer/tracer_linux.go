@@ -88,9 +88,9 @@ type Throttle interface {
 // third sees ready in select, comes in that order.
 type Wakes interface {
 	// Woke says whether thread tid's SIGSTOP is the watch's, the process
-	// it woke, and what reports whether the thread it woke has gone to a
-	// wait since.
-	Woke(tid int) (tgid int, waited func() bool, ok bool)
+	// it woke and how many threads it had then, and what reports whether
+	// the thread it woke has gone to a wait since.
+	Woke(tid int) (tgid, threads int, waited func() bool, ok bool)
 }
 
 // New returns a tracer serving w. It arms CPUID faulting at every exec

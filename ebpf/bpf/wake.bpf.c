@@ -11,6 +11,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -61,15 +62,27 @@ struct {
 	__type(value, __u8);
 } blocking SEC(".maps");
 
-// A SIGSTOP sent for a wake-up: the task woken, its process and how many
+// A SIGSTOP sent for a wake-up: the task woken, its process, how many
 // times it had waited then (it has reached its next wait once it has
-// waited more).
+// waited more) and how many threads its process had (one: that thread's
+// wait says the process waits; the tracer need not look).
 struct wake {
 	__u64 task;
 	__u64 waits;
 	__u32 tgid;
-	__u32 pad;
+	__u32 threads;
 };
+
+// The kernel's own structures, as far as the watch reads them: their
+// fields' offsets are taken from the running kernel's BTF when the
+// program is loaded (CO-RE).
+struct signal_struct {
+	int nr_threads;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct signal_struct *signal;
+} __attribute__((preserve_access_index));
 
 // The SIGSTOPs sent, by host thread ID. The tracer takes a SIGSTOP as a
 // wake-up's only if it finds (and deletes) its entry here; any other
@@ -146,6 +159,8 @@ int wake_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (!o)
 		return 0; // gone already
 	w.tgid = o->tgid;
+	struct task_struct *task = (struct task_struct *)w.task;
+	w.threads = BPF_CORE_READ(task, signal, nr_threads);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	if (bpf_map_update_elem(&woken, &tid, &w, BPF_ANY) != 0)
 		return 0;
