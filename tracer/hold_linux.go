@@ -3,10 +3,6 @@
 package tracer
 
 import (
-	"os"
-	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/lockstep-run/lockstep/virt"
@@ -36,8 +32,8 @@ import (
 // run (Wakes) is held the same way until that process waits again.
 const holdLimit = 20 * time.Millisecond
 
-// spinFor is how long the tracer polls without sleeping after a clone or
-// fork hold begins (release).
+// spinFor is how long the tracer polls without sleeping after a hold
+// begins (release).
 const spinFor = 300 * time.Microsecond
 
 type hold struct {
@@ -112,15 +108,7 @@ func (t *Tracer) release() error {
 	// hold begins, yield instead of sleeping (1,000 thread create + join:
 	// 250 → 120 ms). Otherwise nanosleep itself: this thread is locked,
 	// and Go's timers can take a millisecond to wake it.
-	//
-	// Yield only while a CPU is free for it (cpuFree): the held thread
-	// waits for another process to reach its wait, and where more is
-	// runnable than there are CPUs (three replicas on two) a tracer
-	// yielding in a loop takes them from the very process it waits for:
-	// holds then reached holdLimit by the hundred, the woken process
-	// runnable all along, and a 100 MiB fetch piped to sha256sum took
-	// 20-25 s instead of 5 (1 run in 4; 0 in 14 with the check).
-	if len(t.held) > 0 && now.Before(t.spinUntil) && t.cpuFree() {
+	if len(t.held) > 0 && now.Before(t.spinUntil) {
 		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	} else if len(t.held) > 0 || t.parked > 0 {
 		unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
@@ -187,31 +175,4 @@ func (t *Tracer) wakeStop(tid int) bool {
 	}
 	_, _, _, ok := t.Wakes.Woke(tid)
 	return ok
-}
-
-// cpuFree reports whether at most one thread more is runnable on the host
-// than it has CPUs (the fourth field of /proc/loadavg, R/T, counts them,
-// this tracer among them; a pipeline on its own makes one more at times:
-// at CPUs alone, a 5-stage one took 1.3 times as long), read from a file
-// kept open.
-func (t *Tracer) cpuFree() bool {
-	if t.loadavg == nil {
-		f, err := os.Open("/proc/loadavg")
-		if err != nil {
-			return false
-		}
-		t.loadavg = f
-	}
-	var b [128]byte
-	n, err := t.loadavg.ReadAt(b[:], 0)
-	if n == 0 && err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[:n]))
-	if len(f) < 4 {
-		return false
-	}
-	r, _, _ := strings.Cut(f[3], "/")
-	running, err := strconv.Atoi(r)
-	return err == nil && running <= runtime.NumCPU()+1
 }

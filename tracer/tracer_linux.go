@@ -5,7 +5,6 @@ package tracer
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"time"
 	"unsafe"
@@ -55,7 +54,6 @@ type Tracer struct {
 	clocks    map[int32]clockMap // by process: where its clock page is
 	pending   []waited           // statuses an injection took from wait4, for the loop
 	bell      bell               // wakes the loop for a timeline (awaitLog)
-	loadavg   *os.File           // /proc/loadavg, kept open (cpuFree)
 	Execs     int                // execve calls seen
 	// OnFirstExec, if set, runs at the first execve's stop, before the
 	// new program runs (the I/O tracer starts recording there).
@@ -128,11 +126,6 @@ func (t *Tracer) Reap(pid int) { t.others[pid] = true }
 // every tracee first.
 func (t *Tracer) Wait() (unix.WaitStatus, error) {
 	defer t.silenceBell()
-	defer func() {
-		if t.loadavg != nil {
-			t.loadavg.Close()
-		}
-	}()
 	// A held thread's release is polled for every 20 µs (release): with
 	// the default 50 µs of timer slack each poll would take 70.
 	unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
