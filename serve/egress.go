@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -146,7 +145,7 @@ func (g *Gateway) dial(id uint64, to string) {
 		if err != nil {
 			var why []byte
 			if errors.Is(err, syscall.ECONNRESET) {
-				why = binary.BigEndian.AppendUint32(nil, uint32(syscall.ECONNRESET))
+				why = errnoBytes(syscall.ECONNRESET)
 			}
 			g.emit(logd.ConnEntry(logd.KindClose, 0, id, why))
 			break
@@ -264,6 +263,5 @@ func (g *Gateway) refuse(did, allow, so string) {
 // egressOpen is the open entry of outbound connection id: the dial's
 // result (0: connected) and the address.
 func egressOpen(id uint64, errno syscall.Errno, to string) logd.Entry {
-	p := binary.BigEndian.AppendUint32(nil, uint32(errno))
-	return logd.ConnEntry(logd.KindOpen, 0, id, append(p, to...))
+	return logd.ConnEntry(logd.KindOpen, 0, id, append(errnoBytes(errno), to...))
 }

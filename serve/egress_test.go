@@ -15,6 +15,11 @@ import (
 // remote is a real TCP server: it greets each connection, then keeps
 // what it reads until the client shuts its side, and closes.
 func remote(t *testing.T) (addr string, got chan string) {
+	return remoteSaying(t, "welcome\n")
+}
+
+// remoteSaying is remote, greeting with greeting.
+func remoteSaying(t *testing.T, greeting string) (addr string, got chan string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +32,7 @@ func remote(t *testing.T) (addr string, got chan string) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte("welcome\n"))
+			c.Write([]byte(greeting))
 			p, _ := io.ReadAll(c)
 			got <- string(p)
 			c.Close()

@@ -82,9 +82,7 @@ func (g *Gateway) fetchEach(id uint64, to string) {
 		return
 	}
 	for i, s := range f.streams {
-		if s == nil || !f.v.in(i) {
-			f.v.gone[i] = true
-		}
+		f.v.gone[i] = s == nil // its dial failed, where the majority's connected
 	}
 	if !g.keep(id, f, nil) {
 		return
@@ -94,7 +92,7 @@ func (g *Gateway) fetchEach(id uint64, to string) {
 	g.mu.Unlock()
 	g.emit(egressOpen(id, 0, to))
 	for i, s := range f.streams {
-		if s != nil && f.v.in(i) {
+		if s != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); g.readFetch(f, i, s) }()
 		}
@@ -246,8 +244,8 @@ func errnoNames(es []syscall.Errno) string {
 // fetchEntry is fetcher i's event on outbound connection id (a fetch
 // entry: 'o' its dial's errno, 'd' bytes, 'c' its end).
 func fetchEntry(id uint64, i int, what byte, p []byte) logd.Entry {
-	e := logd.ConnEntry(logd.KindFetch, 0, id, append([]byte{byte(i), what}, p...))
-	return e
+	return logd.ConnEntry(logd.KindFetch, 0, id, append([]byte{byte(i), what}, p...))
 }
 
+// errnoBytes is errno as an egress entry carries it: 4 bytes, big-endian.
 func errnoBytes(e syscall.Errno) []byte { return binary.BigEndian.AppendUint32(nil, uint32(e)) }

@@ -95,21 +95,7 @@ func TestFetchEach(t *testing.T) {
 // majority's result is the connect's.
 func TestFetchEachDisagree(t *testing.T) {
 	addr, _ := remote(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("welcome, but elsewhere\n"))
-			c.Close()
-		}
-	}()
+	other, _ := remoteSaying(t, "welcome, but elsewhere\n")
 	closedLn, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := closedLn.Addr().String()
 	closedLn.Close()
@@ -117,7 +103,7 @@ func TestFetchEachDisagree(t *testing.T) {
 	g := New(nil, 3)
 	defer g.Over()
 	g.Allow, _ = ParsePolicy("127.0.0.1:*")
-	g.Fetch = []replicate.Fetcher{&replicate.Local{}, elsewhere{ln.Addr().String()}, &replicate.Local{}}
+	g.Fetch = []replicate.Fetcher{&replicate.Local{}, elsewhere{other}, &replicate.Local{}}
 	id := logd.EgressConn | 1
 	for r := range 3 {
 		g.Dial(r, id, addr)
