@@ -356,7 +356,8 @@ func (a *containerAgent) trace(c *net.UnixConn) {
 	// with this goroutine.
 	runtime.LockOSThread()
 	tr := tracer.New(a.world)
-	tr.OnFail = a.report // before the tracer kills the tree
+	tr.RootNumber = uint64(n) + 1 // the handover's order, not the seize's
+	tr.OnFail = a.report          // before the tracer kills the tree
 	a.mu.Lock()
 	io, wakes := a.io, a.wakes // set by the first handover's startIO, before any other
 	a.mu.Unlock()

@@ -55,6 +55,9 @@ type Tracer struct {
 	pending   []waited           // statuses an injection took from wait4, for the loop
 	bell      bell               // wakes the loop for a timeline (awaitLog)
 	Execs     int                // execve calls seen
+	// RootNumber is the root's number in its world (virt.World.Root;
+	// 0 is 1): a container's n-th process handed over is number n+1.
+	RootNumber uint64
 	// OnFirstExec, if set, runs at the first execve's stop, before the
 	// new program runs (the I/O tracer starts recording there).
 	OnFirstExec func()
@@ -113,7 +116,7 @@ func (t *Tracer) Seize(tid int) error {
 	}
 	t.root = tid
 	t.threads[tid] = &thread{announced: true}
-	t.world.Root(int32(tid))
+	t.world.Root(int32(tid), max(t.RootNumber, 1))
 	pin(tid)
 	return nil
 }

@@ -88,7 +88,6 @@ const maxExited = 4096
 type procs struct {
 	mu      sync.Mutex
 	byTgid  map[int32]*proc // by host thread group ID
-	roots   uint64          // processes given by Root so far
 	unknown *proc           // processes never announced (not traced from their start)
 	// gen counts the changes of byTgid (a process announced or ended): a
 	// look at the processes' states is good only if no process came
@@ -116,17 +115,21 @@ func (p *procs) get(tgid int32) *proc {
 	return p.unknown
 }
 
-// Root announces tgid as the root of a process tree: the traced command,
-// or a process exec'd into a container. Roots are named 1, 2, ... in the
-// order announced, and start at the latest time any process has seen.
-func (w *World) Root(tgid int32) {
+// Root announces tgid as root number n of a process tree: 1 the traced
+// command or a container's init, then each process exec'd into the
+// container in the order the runtime handed it over. The number names
+// it (its entropy streams are named after it), not the order roots are
+// announced in, which the host's timing decides: a container's init is
+// announced after its exec'd process when loading the eBPF watches takes
+// longer than the exec does. It starts at the latest time any process
+// has seen.
+func (w *World) Root(tgid int32, n uint64) {
 	nspid := NSPid(tgid)
 	p := w.pr
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.roots++
 	p.gen++
-	p.byTgid[tgid] = &proc{name: strconv.FormatUint(p.roots, 10), nspid: nspid, clk: p.latest, start: p.latest[Mono]}
+	p.byTgid[tgid] = &proc{name: strconv.FormatUint(n, 10), nspid: nspid, clk: p.latest, start: p.latest[Mono]}
 }
 
 // Fork announces child, a new process forked by parent (not a thread).

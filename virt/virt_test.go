@@ -84,7 +84,7 @@ func TestClockPage(t *testing.T) {
 	defer child.Process.Kill()
 	pid := int32(child.Process.Pid)
 	w := world(t, 0)
-	w.Root(pid)
+	w.Root(pid, 1)
 	page := make([]byte, PageSize)
 	released := false
 	if err := w.AttachClock(pid, page, func() { released = true }, true); err != nil {
@@ -177,7 +177,7 @@ func TestBadClock(t *testing.T) {
 func TestEntropyIsSeeded(t *testing.T) {
 	read := func(seed uint64) (r, dev, exec []byte) {
 		w := world(t, seed)
-		w.Root(10)
+		w.Root(10, 1)
 		r = make([]byte, 32)
 		w.Random(10, r)
 		s, _ := w.OpenEntropy(10, "/dev/urandom")
@@ -327,7 +327,7 @@ func TestEntropyPerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1, _ := New(DefaultConfig(), log)
-	w1.Root(100)
+	w1.Root(100, 1)
 	w1.Fork(100, 101) // "1.0"
 	w1.Fork(100, 102) // "1.1"
 	a1, b1 := draw(w1, 101), draw(w1, 102)
@@ -340,7 +340,7 @@ func TestEntropyPerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	w2, _ := New(DefaultConfig(), replay)
-	w2.Root(500)
+	w2.Root(500, 1)
 	w2.Fork(500, 700)
 	w2.Fork(500, 600)
 	b2, a2 := draw(w2, 600), draw(w2, 700)
@@ -353,7 +353,7 @@ func TestEntropyPerProcess(t *testing.T) {
 	// Within a process, order still matters.
 	replay, _, _ = OpenLog(path)
 	w3, _ := New(DefaultConfig(), replay)
-	w3.Root(1)
+	w3.Root(1, 1)
 	w3.Fork(1, 2)
 	w3.ExecRandom(2, "/bin/x")
 	if err := replay.Close(); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "process 1.0: getrandom") {
@@ -422,7 +422,7 @@ func TestClocksPerProcess(t *testing.T) {
 	parent, kid := int32(os.Getpid()), int32(child.Process.Pid)
 	w := world(t, 0)
 	w.Start()
-	w.Root(parent)
+	w.Root(parent, 1)
 	w.ReadClock(parent, ClockRealtime)
 	p0, _ := w.Now(parent, ClockRealtime)
 	w.Fork(parent, kid)
@@ -490,7 +490,7 @@ func TestParseProcFile(t *testing.T) {
 // were read on the project's VM, a command name with spaces and ')' put in).
 func TestProcFile(t *testing.T) {
 	w := world(t, 0)
-	w.Root(1 << 30) // not a live PID: its namespace PID is unknown (0)
+	w.Root(1<<30, 1) // not a live PID: its namespace PID is unknown (0)
 	stat := "4850 (a b) c) S 4846 4850 16064 34816 4850 4194304 99 0 3 0 17 5 0 0 20 0 1 0 485117 3133440 358 " +
 		"18446744073709551615 93824992239616 93824992259497 140737488349152 0 0 0 0 0 0 0 0 0 17 1 0 0 7 2 3 " +
 		"93824992275504 93824992277120 93824992280576 140737488349882 140737488349902 140737488349902 140737488351211 0\n"
@@ -540,7 +540,7 @@ func TestProcFile(t *testing.T) {
 func TestProcStartTime(t *testing.T) {
 	w := world(t, 0)
 	me := int32(os.Getpid())
-	w.Root(me)
+	w.Root(me, 1)
 	w.pr.advance(me, Mono, 0, 5*time.Second)
 	child := exec.Command("sleep", "10")
 	if err := child.Start(); err != nil {
